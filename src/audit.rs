@@ -1,0 +1,184 @@
+//! Audit events: stable codes and fields, written through `tracing` to journald or as JSON lines
+//! on stderr.
+//!
+//! Invariant: every event carries the same fields (empty when not known), so a SIEM can rely on
+//! them; codes never change meaning. Secrets never appear here.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::AuditSink;
+
+/// The `tracing` target of audit events.
+pub const TARGET: &str = "stapsteen::audit";
+
+/// Stable event codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    AuthOk,
+    AuthDenied,
+    ConnLimit,
+    LoginTimeout,
+    TargetDenied,
+    TargetFailed,
+    HostKeyMismatch,
+    SessionStart,
+    SessionEnd,
+    RecordingFailed,
+    RequestDenied,
+    PolicyLoaded,
+    PolicyReloadFailed,
+    ServiceStart,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::AuthOk => "AUTH_OK",
+            Code::AuthDenied => "AUTH_DENIED",
+            Code::ConnLimit => "CONN_LIMIT",
+            Code::LoginTimeout => "LOGIN_TIMEOUT",
+            Code::TargetDenied => "TARGET_DENIED",
+            Code::TargetFailed => "TARGET_FAILED",
+            Code::HostKeyMismatch => "HOSTKEY_MISMATCH",
+            Code::SessionStart => "SESSION_START",
+            Code::SessionEnd => "SESSION_END",
+            Code::RecordingFailed => "RECORDING_FAILED",
+            Code::RequestDenied => "REQUEST_DENIED",
+            Code::PolicyLoaded => "POLICY_LOADED",
+            Code::PolicyReloadFailed => "POLICY_RELOAD_FAILED",
+            Code::ServiceStart => "SERVICE_START",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit event. Build with [`Event::new`] and the setters, then [`Event::emit`].
+#[derive(Debug, Clone)]
+pub struct Event {
+    code: Code,
+    admin: String,
+    source: String,
+    fingerprint: String,
+    target: String,
+    account: String,
+    session: String,
+    reason: String,
+    detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    pub fn new(code: Code) -> Self {
+        Self {
+            code,
+            admin: String::new(),
+            source: String::new(),
+            fingerprint: String::new(),
+            target: String::new(),
+            account: String::new(),
+            session: String::new(),
+            reason: String::new(),
+            detail: serde_json::Map::new(),
+        }
+    }
+    pub fn admin(mut self, v: impl fmt::Display) -> Self {
+        self.admin = v.to_string();
+        self
+    }
+    pub fn source(mut self, v: Option<SocketAddr>) -> Self {
+        self.source = v.map(|a| a.to_string()).unwrap_or_default();
+        self
+    }
+    pub fn fingerprint(mut self, v: impl fmt::Display) -> Self {
+        self.fingerprint = v.to_string();
+        self
+    }
+    pub fn target(mut self, v: impl fmt::Display) -> Self {
+        self.target = v.to_string();
+        self
+    }
+    pub fn account(mut self, v: impl fmt::Display) -> Self {
+        self.account = v.to_string();
+        self
+    }
+    pub fn session(mut self, v: impl fmt::Display) -> Self {
+        self.session = v.to_string();
+        self
+    }
+    pub fn reason(mut self, v: impl fmt::Display) -> Self {
+        self.reason = v.to_string();
+        self
+    }
+    pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.detail.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The same event under another code (e.g. SESSION_END carrying SESSION_START's fields).
+    pub fn with_code(mut self, code: Code) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn emit_as(self, code: Code) {
+        self.with_code(code).emit();
+    }
+
+    pub fn emit(self) {
+        let detail = serde_json::Value::Object(self.detail).to_string();
+        tracing::info!(
+            target: TARGET,
+            code = self.code.as_str(),
+            admin = %self.admin,
+            source = %self.source,
+            fingerprint = %self.fingerprint,
+            target_host = %self.target,
+            account = %self.account,
+            session = %self.session,
+            reason = %self.reason,
+            detail = %detail,
+            "{}",
+            self.code
+        );
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` may add diagnostics; audit events are always on.
+pub fn init(sink: AuditSink) {
+    let filter =
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("warn"))
+            .add_directive(format!("{TARGET}=info").parse().unwrap_or_else(|_| {
+                tracing_subscriber::filter::Directive::from(tracing::Level::INFO)
+            }));
+    let journald = match sink {
+        AuditSink::Stderr => None,
+        AuditSink::Journald | AuditSink::Auto => tracing_journald::layer()
+            .ok()
+            .map(|l| l.with_syslog_identifier("stapsteen".into())),
+    };
+    if sink == AuditSink::Journald && journald.is_none() {
+        eprintln!("stapsteen: journald is not reachable; audit events go to stderr");
+    }
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::stderr)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr)
+        .try_init();
+}

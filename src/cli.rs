@@ -1,0 +1,245 @@
+//! Command line: `serve`, `check`, `keys init`, `demo`, `recordings list|cat`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::policy::load_policy;
+use crate::recording::{RecordingStore, SessionId};
+use crate::secrets::{generate_key, load_key, write_new_key};
+
+#[derive(Parser)]
+#[command(
+    name = "stapsteen",
+    version,
+    about = "SSH bastion for management networks: security keys only, every session recorded"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bastion. SIGHUP reloads the policy without dropping live sessions.
+    Serve {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Load config, policy and keys; print every problem with file and line; exit 1 on any.
+    Check {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// A self-contained demo on loopback: a real sshd target, the bastion, a software security key.
+    Demo {
+        /// Port of the bastion on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 2222)]
+        port: u16,
+    },
+    /// Session recordings.
+    Recordings {
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
+    /// Software security key agent, for the demo and tests only.
+    #[command(hide = true)]
+    SoftkeyAgent {
+        #[arg(long)]
+        socket: PathBuf,
+        /// Key file, created if absent; the security-key public key goes to FILE.sk.pub.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "ssh:")]
+        application: String,
+        /// FIDO flags byte of each signature (1 = user present, 5 = present and verified).
+        #[arg(long, default_value_t = crate::softkey::FLAG_USER_PRESENT)]
+        flags: u8,
+        #[arg(long, default_value_t = 1)]
+        counter: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the host key and the CA key named in the config (or in --dir); never overwrites.
+    Init {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG", conflicts_with = "dir")]
+        config: Option<PathBuf>,
+        /// Write `host_key` and `ca_key` into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// Id, admin, target, start, length and exit status of every recording.
+    List {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a recording's output, with control sequences that could act on your terminal removed.
+    Cat {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+        id: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => {
+            runtime().and_then(|rt| rt.block_on(crate::serve::serve(&config)))
+        }
+        Command::Check { config } => check(&config),
+        Command::Keys {
+            command: KeysCommand::Init { config, dir },
+        } => keys_init(config.as_deref(), dir.as_deref()),
+        Command::Demo { port } => runtime().and_then(|rt| rt.block_on(crate::demo::run(port))),
+        Command::Recordings { command } => recordings(command),
+        Command::SoftkeyAgent {
+            socket,
+            key,
+            application,
+            flags,
+            counter,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let k = crate::softkey::SoftKey::open(&key, &application, flags, counter)?;
+                Arc::new(k).serve(&socket).await?;
+                Ok(())
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stapsteen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let mut problems = Vec::new();
+    if let Err(e) = load_policy(&config.policy) {
+        problems.push(e.to_string());
+    }
+    for (name, p) in [("host_key", &config.host_key), ("ca_key", &config.ca_key)] {
+        if let Err(e) = load_key(name, p) {
+            problems.push(e.to_string());
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        bail!("{} problem(s) found", problems.len())
+    }
+}
+
+/// Creates `host_key` and `ca_key` in `dir`.
+pub fn keys_in(dir: &Path) -> Result<()> {
+    keys_init(None, Some(dir))
+}
+
+fn keys_init(config: Option<&Path>, dir: Option<&Path>) -> Result<()> {
+    let (host, ca) = match (config, dir) {
+        (Some(c), _) => {
+            let c = Config::load(c)?;
+            (c.host_key, c.ca_key)
+        }
+        (None, Some(d)) => (d.join("host_key"), d.join("ca_key")),
+        (None, None) => bail!("give --config FILE or --dir DIR"),
+    };
+    for p in [&host, &ca] {
+        if p.exists() {
+            bail!("{} exists already; refusing to overwrite it", p.display());
+        }
+    }
+    for (path, comment) in [(&host, "stapsteen host key"), (&ca, "stapsteen user CA")] {
+        let key = generate_key(comment);
+        write_new_key(path, &key)?;
+        println!(
+            "{}: {} {}",
+            path.display(),
+            key.expose().fingerprint(russh::keys::HashAlg::Sha256),
+            comment
+        );
+    }
+    println!(
+        "Targets trust the CA with TrustedUserCAKeys pointing at {}.pub",
+        ca.display()
+    );
+    Ok(())
+}
+
+fn recordings(command: RecordingsCommand) -> Result<()> {
+    match command {
+        RecordingsCommand::List { config } => {
+            let config = Config::load(&config)?;
+            let store = RecordingStore::new(config.recordings_dir());
+            println!(
+                "{:<26} {:<14} {:<22} {:<20} {:>9} EXIT",
+                "ID", "ADMIN", "TARGET", "START", "LENGTH"
+            );
+            for m in store.list()? {
+                let length = m
+                    .end
+                    .map(|e| format!("{}s", e.duration_since(m.start).as_secs()))
+                    .unwrap_or_else(|| "open".into());
+                let exit = match (m.exit_status, &m.end_reason) {
+                    (Some(c), _) => c.to_string(),
+                    (None, Some(r)) => r.clone(),
+                    (None, None) => "-".into(),
+                };
+                println!(
+                    "{:<26} {:<14} {:<22} {:<20} {:>9} {}",
+                    m.id,
+                    m.admin,
+                    format!("{}@{}", m.account, m.target),
+                    m.start
+                        .to_zoned(crate::policy::policy_zone())
+                        .strftime("%Y-%m-%d %H:%M:%S"),
+                    length,
+                    exit
+                );
+            }
+            Ok(())
+        }
+        RecordingsCommand::Cat { config, id } => {
+            let config = Config::load(&config)?;
+            let Some(id) = SessionId::parse(&id) else {
+                bail!("{id:?} is not a recording id");
+            };
+            let store = RecordingStore::new(config.recordings_dir());
+            let text = store
+                .output_text(&id)
+                .with_context(|| format!("recording {id}"))?;
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

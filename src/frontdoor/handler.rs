@@ -1,0 +1,737 @@
+//! One admin connection: authentication, then the channels it opens.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use russh::keys::ssh_key::Fingerprint;
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::{Certificate, HashAlg};
+use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig, client};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::request::{Action, Login, action};
+use crate::audit::{Code, Event};
+use crate::policy::{AdminName, Denial, TargetSpec};
+use crate::proxy::{
+    PtyRequest, PumpContext, Run, Transcript, env_allowed, open_target_channel, spawn_pump,
+};
+use crate::recording::{Meta, Recorder, SessionId};
+
+/// A live channel: input goes to `writer`, and is logged in `transcript`.
+struct Live {
+    writer: ChannelWriteHalf<client::Msg>,
+    transcript: Arc<Mutex<Transcript>>,
+    cancel: CancellationToken,
+    cancel_reason: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    pty: Option<PtyRequest>,
+    env: Vec<(String, String)>,
+    live: Option<Live>,
+    /// A shell, exec or subsystem was requested already: one per channel.
+    started: bool,
+}
+
+struct Admin {
+    login: Login,
+    name: AdminName,
+    fingerprint: Fingerprint,
+}
+
+pub struct Connection {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    unauth_permit: Option<OwnedSemaphorePermit>,
+    authenticated: Arc<AtomicBool>,
+    admin: Option<Admin>,
+    channels: HashMap<ChannelId, ChannelState>,
+}
+
+type HResult<T = ()> = Result<T, russh::Error>;
+
+fn is_security_key(key: &KeyData) -> bool {
+    matches!(key, KeyData::SkEd25519(_) | KeyData::SkEcdsaSha2NistP256(_))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Connection {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        permit: OwnedSemaphorePermit,
+        authenticated: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            shared,
+            peer,
+            unauth_permit: Some(permit),
+            authenticated,
+            admin: None,
+            channels: HashMap::new(),
+        }
+    }
+
+    fn denied(&self, user: &str, fingerprint: Option<Fingerprint>, reason: &str) {
+        Event::new(Code::AuthDenied)
+            .admin(user)
+            .source(self.peer)
+            .fingerprint(fingerprint.map(|f| f.to_string()).unwrap_or_default())
+            .reason(reason)
+            .emit();
+    }
+
+    /// Why `key` may not log in as `user`, if it may not.
+    fn key_refusal(&self, user: &str, key: &russh::keys::PublicKey) -> Option<&'static str> {
+        if !is_security_key(key.key_data()) {
+            return Some("not_security_key");
+        }
+        let Some(login) = Login::parse(user) else {
+            return Some("invalid_user");
+        };
+        let policy = self.shared.policy();
+        if policy.admin(&login.admin).is_none() {
+            return Some("unknown_admin");
+        }
+        if policy.key_entry(&login.admin, key).is_none() {
+            return Some("key_not_listed");
+        }
+        None
+    }
+
+    fn request_denied(&self, what: &str) {
+        let admin = self
+            .admin
+            .as_ref()
+            .map(|a| a.name.to_string())
+            .unwrap_or_default();
+        Event::new(Code::RequestDenied)
+            .admin(admin)
+            .source(self.peer)
+            .reason(what)
+            .emit();
+    }
+
+    fn event(&self, code: Code) -> Event {
+        let mut e = Event::new(code).source(self.peer);
+        if let Some(a) = &self.admin {
+            e = e.admin(&a.name).fingerprint(a.fingerprint);
+        }
+        e
+    }
+
+    /// Answers a request with a one-line refusal on stderr and exit status 1.
+    fn refuse(&self, id: ChannelId, pty: bool, message: &str, session: &mut Session) -> HResult {
+        let nl = if pty { "\r\n" } else { "\n" };
+        session.channel_success(id)?;
+        session.extended_data(id, 1, format!("stapsteen: {message}{nl}").into_bytes())?;
+        session.exit_status_request(id, 1)?;
+        session.eof(id)?;
+        session.close(id)
+    }
+
+    fn list(&self, admin: &str, id: ChannelId, pty: bool, session: &mut Session) -> HResult {
+        let policy = self.shared.policy();
+        let nl = if pty { "\r\n" } else { "\n" };
+        let reachable = policy.reachable(admin, self.shared.clock.now());
+        let mut text = if reachable.is_empty() {
+            format!("stapsteen: {admin}, no target is open to you right now.{nl}")
+        } else {
+            format!("stapsteen: {admin}, you may reach now (times in Europe/Amsterdam):{nl}")
+        };
+        for a in &reachable {
+            let until = a.until.map_or("no end".to_owned(), crate::policy::local);
+            text.push_str(&format!(
+                "  {:<16} {:<12} until {}  (grant {}){nl}",
+                a.target.name, a.account, until, a.grant
+            ));
+        }
+        if let Some(first) = reachable.first() {
+            text.push_str(&format!(
+                "{nl}  ssh -t {admin}@BASTION {}    shell{nl}  ssh {admin}@BASTION {} COMMAND    command{nl}  sftp {admin}:{}@BASTION    file transfer{nl}",
+                first.target.name, first.target.name, first.target.name
+            ));
+        }
+        session.channel_success(id)?;
+        session.data(id, text.into_bytes())?;
+        session.exit_status_request(id, 0)?;
+        session.eof(id)?;
+        session.close(id)
+    }
+
+    async fn start(&mut self, id: ChannelId, request: Run, session: &mut Session) -> HResult {
+        let Some(admin) = &self.admin else {
+            return session.channel_failure(id);
+        };
+        let (login, name, fingerprint) = (
+            admin.login.clone(),
+            admin.name.clone(),
+            admin.fingerprint,
+        );
+        let state = self.channels.entry(id).or_default();
+        if std::mem::replace(&mut state.started, true) {
+            return session.channel_failure(id);
+        }
+        let pty = state.pty.clone();
+        let env = state.env.clone();
+        let is_pty = pty.is_some();
+        let (spec, run) = match action(&login, request) {
+            Action::List => return self.list(name.as_str(), id, is_pty, session),
+            Action::Refuse(msg) => {
+                self.event(Code::TargetDenied).reason(&msg).emit();
+                return self.refuse(id, is_pty, &msg, session);
+            }
+            Action::Open { spec, run } => (spec, run),
+        };
+        let now = self.shared.clock.now();
+        let allowed = match self.shared.policy().decide(name.as_str(), &spec, now) {
+            Ok(a) => a,
+            Err(denial) => return self.deny_target(id, is_pty, &spec, &denial, session),
+        };
+        let session_id = SessionId::generate(now);
+        let what = run.describe();
+        let event = self
+            .event(Code::SessionStart)
+            .target(&allowed.target.name)
+            .account(&allowed.account)
+            .session(&session_id)
+            .detail("grant", allowed.grant.as_str())
+            .detail("request", what.as_str())
+            .detail("pty", is_pty);
+
+        // The recording exists before the target is dialled: no recording, no session.
+        let store = &self.shared.store;
+        let mut meta = None;
+        let mut recorder = None;
+        if let Some(p) = &pty {
+            let m = Meta {
+                id: session_id.clone(),
+                admin: name.to_string(),
+                target: allowed.target.name.to_string(),
+                account: allowed.account.to_string(),
+                grant: allowed.grant.to_string(),
+                source: self.peer.map(|p| p.to_string()).unwrap_or_default(),
+                start: now,
+                end: None,
+                exit_status: None,
+                end_reason: None,
+            };
+            let title = format!(
+                "{name} → {}@{} ({session_id})",
+                allowed.account, allowed.target.name
+            );
+            let created = Recorder::create(
+                store.cast_path(&session_id),
+                p.cols,
+                p.rows,
+                &p.term,
+                &title,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|mut r| {
+                r.marker(&format!(
+                    "start: {name} → {}@{}",
+                    allowed.account, allowed.target.name
+                ))
+                .map_err(|e| e.to_string())?;
+                store.write_meta(&m).map_err(|e| e.to_string())?;
+                Ok(r)
+            });
+            match created {
+                Ok(r) => {
+                    recorder = Some(r);
+                    meta = Some(m);
+                }
+                Err(e) => {
+                    event.clone().reason(&e).emit_as(Code::RecordingFailed);
+                    return self.refuse(
+                        id,
+                        true,
+                        "session refused: the recording cannot be written",
+                        session,
+                    );
+                }
+            }
+        }
+        event.clone().emit();
+
+        let limits = &self.shared.config.limits;
+        let connected = crate::upstream::connect(
+            &allowed.target,
+            &allowed.account,
+            &name,
+            &session_id,
+            &self.shared.ca_key,
+            is_pty,
+            limits.connect_timeout,
+        )
+        .await;
+        let conn = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                let code = match e {
+                    crate::upstream::UpstreamError::HostKeyMismatch { .. } => Code::HostKeyMismatch,
+                    _ => Code::TargetFailed,
+                };
+                event.clone().reason(e.to_string()).emit_as(code);
+                let msg = match code {
+                    Code::HostKeyMismatch => format!(
+                        "{}: host key changed or unknown; refused",
+                        allowed.target.name
+                    ),
+                    _ => e.to_string(),
+                };
+                let mut t = Transcript::new(recorder, false, is_pty);
+                let _ = t.finish(&format!("end: {msg}"));
+                if let Some(mut m) = meta {
+                    m.end = Some(self.shared.clock.now());
+                    m.end_reason = Some(msg.clone());
+                    let _ = store.write_meta(&m);
+                }
+                event.reason(&msg).emit_as(Code::SessionEnd);
+                return self.refuse(id, is_pty, &msg, session);
+            }
+        };
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| env_allowed(k)).collect();
+        let channel = match open_target_channel(&conn, pty.as_ref(), &env, &run).await {
+            Ok(c) => c,
+            Err(msg) => {
+                event.reason(&msg).emit_as(Code::SessionEnd);
+                return self.refuse(id, is_pty, &msg, session);
+            }
+        };
+        let mut transcript = Transcript::new(recorder, allowed.record_input, is_pty);
+        if let Err(e) = transcript.marker(&format!(
+            "target: connected to {} ({what})",
+            allowed.target.name
+        )) {
+            event.reason(e.to_string()).emit_as(Code::RecordingFailed);
+            return self.refuse(
+                id,
+                is_pty,
+                "session ended: the recording cannot be written",
+                session,
+            );
+        }
+        let transcript = Arc::new(Mutex::new(transcript));
+        let (read, writer) = channel.split();
+        let cancel = CancellationToken::new();
+        let cancel_reason = Arc::new(Mutex::new(None));
+        let max_end = tokio::time::Instant::now() + allowed.max_session;
+        let (deadline, deadline_reason) = match allowed.until {
+            Some(until) => {
+                let left = until.duration_since(now).unsigned_abs();
+                let grant_end = tokio::time::Instant::now() + left;
+                if grant_end < max_end {
+                    (
+                        grant_end,
+                        format!("grant {} ended, session closed", allowed.grant),
+                    )
+                } else {
+                    (
+                        max_end,
+                        "maximum session length reached, session closed".to_owned(),
+                    )
+                }
+            }
+            None => (
+                max_end,
+                "maximum session length reached, session closed".to_owned(),
+            ),
+        };
+        session.channel_success(id)?;
+        spawn_pump(
+            PumpContext {
+                front: session.handle(),
+                front_channel: id,
+                conn,
+                transcript: transcript.clone(),
+                cancel: cancel.clone(),
+                cancel_reason: cancel_reason.clone(),
+                deadline,
+                deadline_reason,
+                idle_timeout: limits.idle_timeout,
+                pty: is_pty,
+                event: event.with_code(Code::SessionEnd),
+                store: store.clone(),
+                meta,
+                source: self.peer,
+                fingerprint: Some(fingerprint),
+            },
+            read,
+        );
+        if let Some(state) = self.channels.get_mut(&id) {
+            state.live = Some(Live {
+                writer,
+                transcript,
+                cancel,
+                cancel_reason,
+            });
+        }
+        Ok(())
+    }
+
+    fn deny_target(
+        &self,
+        id: ChannelId,
+        pty: bool,
+        spec: &TargetSpec,
+        denial: &Denial,
+        session: &mut Session,
+    ) -> HResult {
+        self.event(Code::TargetDenied)
+            .target(&spec.target)
+            .account(spec.account.as_deref().unwrap_or(""))
+            .reason(denial.code())
+            .detail("message", denial.to_string())
+            .emit();
+        self.refuse(id, pty, &format!("access refused: {denial}"), session)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for state in self.channels.values() {
+            if let Some(live) = &state.live {
+                live.cancel.cancel();
+            }
+        }
+    }
+}
+
+impl Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> HResult<Auth> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> HResult<Auth> {
+        self.denied(user, None, "method_password");
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> HResult<Auth> {
+        self.denied(user, None, "method_keyboard_interactive");
+        Ok(Auth::reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> HResult<Auth> {
+        match self.key_refusal(user, offer.public_key) {
+            None => Ok(Auth::Accept),
+            Some(reason) => {
+                self.denied(
+                    user,
+                    Some(offer.public_key.fingerprint(HashAlg::Sha256)),
+                    reason,
+                );
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> HResult<Auth> {
+        // Identity comes from the key whose signature was verified, checked again here.
+        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256);
+        if let Some(reason) = self.key_refusal(user, key.public_key) {
+            self.denied(user, Some(fingerprint), reason);
+            return Ok(Auth::reject());
+        }
+        let Some(login) = Login::parse(user) else {
+            return Ok(Auth::reject());
+        };
+        let Ok(name) = AdminName::new(&login.admin) else {
+            return Ok(Auth::reject());
+        };
+        Event::new(Code::AuthOk)
+            .admin(&name)
+            .source(self.peer)
+            .fingerprint(fingerprint)
+            .detail("key_type", key.public_key.algorithm().as_str())
+            .emit();
+        self.admin = Some(Admin {
+            login,
+            name,
+            fingerprint,
+        });
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_openssh_certificate(&mut self, user: &str, cert: &Certificate) -> HResult<Auth> {
+        self.denied(
+            user,
+            Some(cert.public_key().fingerprint(HashAlg::Sha256)),
+            "certificate",
+        );
+        Ok(Auth::reject())
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> HResult {
+        self.authenticated.store(true, Ordering::SeqCst);
+        self.unauth_permit = None;
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> HResult {
+        // The handler methods carry the channel's traffic; the Channel object is not needed.
+        let id = channel.id();
+        drop(channel);
+        if self.admin.is_none() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        self.channels.insert(id, ChannelState::default());
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _addr: &str,
+        _port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> HResult {
+        self.request_denied("x11_channel");
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _orig: &str,
+        _orig_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> HResult {
+        let admin = self
+            .admin
+            .as_ref()
+            .map(|a| a.name.to_string())
+            .unwrap_or_default();
+        self.event(Code::RequestDenied)
+            .admin(admin)
+            .target(host)
+            .reason("port_forwarding")
+            .detail("port", port)
+            .emit();
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _path: &str,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> HResult {
+        self.request_denied("streamlocal_forwarding");
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> HResult<bool> {
+        self.request_denied("remote_forwarding");
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(&mut self, _path: &str, _session: &mut Session) -> HResult<bool> {
+        self.request_denied("remote_streamlocal_forwarding");
+        Ok(false)
+    }
+
+    async fn agent_request(&mut self, _id: ChannelId, _session: &mut Session) -> HResult<bool> {
+        self.request_denied("agent_forwarding");
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        id: ChannelId,
+        _single: bool,
+        _proto: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> HResult {
+        self.request_denied("x11_forwarding");
+        session.channel_failure(id)
+    }
+
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        term: &str,
+        cols: u32,
+        rows: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> HResult {
+        match self.channels.get_mut(&id) {
+            Some(state) if !state.started => {
+                state.pty = Some(PtyRequest {
+                    term: term.to_owned(),
+                    cols,
+                    rows,
+                    pix_width,
+                    pix_height,
+                    modes: modes.to_vec(),
+                });
+                session.channel_success(id)
+            }
+            _ => session.channel_failure(id),
+        }
+    }
+
+    async fn env_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> HResult {
+        match self.channels.get_mut(&id) {
+            Some(state) if !state.started && env_allowed(name) && state.env.len() < 32 => {
+                state.env.push((name.to_owned(), value.to_owned()));
+                session.channel_success(id)
+            }
+            _ => session.channel_failure(id),
+        }
+    }
+
+    async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> HResult {
+        self.start(id, Run::Shell, session).await
+    }
+
+    async fn exec_request(&mut self, id: ChannelId, data: &[u8], session: &mut Session) -> HResult {
+        self.start(id, Run::Exec(data.to_vec()), session).await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> HResult {
+        self.start(id, Run::Subsystem(name.to_owned()), session)
+            .await
+    }
+
+    async fn window_change_request(
+        &mut self,
+        id: ChannelId,
+        cols: u32,
+        rows: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> HResult {
+        if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
+            if let Err(e) = lock(&live.transcript).resize(cols, rows) {
+                live.fail(format!("recording failed ({}), session ended", e.source));
+            }
+            let _ = live
+                .writer
+                .window_change(cols, rows, pix_width, pix_height)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(&mut self, id: ChannelId, signal: Sig, _session: &mut Session) -> HResult {
+        if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
+            let _ = live.writer.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    async fn data(&mut self, id: ChannelId, data: &[u8], _session: &mut Session) -> HResult {
+        if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
+            if let Err(e) = lock(&live.transcript).input(data) {
+                live.fail(format!("recording failed ({}), session ended", e.source));
+                return Ok(());
+            }
+            if live.writer.data(data).await.is_err() {
+                live.fail("target channel closed".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        id: ChannelId,
+        _code: u32,
+        data: &[u8],
+        session: &mut Session,
+    ) -> HResult {
+        self.data(id, data, session).await
+    }
+
+    async fn channel_eof(&mut self, id: ChannelId, _session: &mut Session) -> HResult {
+        if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
+            let _ = live.writer.eof().await;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, id: ChannelId, _session: &mut Session) -> HResult {
+        if let Some(state) = self.channels.remove(&id) {
+            if let Some(live) = state.live {
+                let _ = live.writer.close().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Live {
+    /// Ends the session from the admin side, with a reason for the admin and the audit trail.
+    fn fail(&self, reason: String) {
+        *lock(&self.cancel_reason) = Some(reason);
+        self.cancel.cancel();
+    }
+}

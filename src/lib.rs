@@ -1,0 +1,17 @@
+//! stapsteen: an SSH bastion for management networks.
+#![forbid(unsafe_code)]
+
+pub mod algorithms;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod frontdoor;
+pub mod policy;
+pub mod proxy;
+pub mod recording;
+pub mod secrets;
+pub mod serve;
+pub mod softkey;
+pub mod upstream;

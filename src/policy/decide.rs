@@ -1,0 +1,227 @@
+//! Grant evaluation: may this admin use this target and account at this moment, and until when.
+
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::types::{Account, AdminName, Grant, GrantName, Policy, Target, TargetSpec};
+
+/// A grant that allows the request now.
+#[derive(Clone, Debug)]
+pub struct Allowed {
+    pub grant: GrantName,
+    pub target: Target,
+    pub account: Account,
+    /// When access ends by the grant's validity or window; `None` if open-ended.
+    pub until: Option<Timestamp>,
+    pub max_session: Duration,
+    pub record_input: bool,
+}
+
+/// Why a request was refused. `code` is stable and goes into audit events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    UnknownTarget(String),
+    NoGrant(String),
+    AccountNotAllowed { target: String, account: String },
+    NotYetValid { target: String, from: Timestamp },
+    Expired { target: String, until: Timestamp },
+    OutsideWindow { target: String, windows: String },
+}
+
+impl Denial {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::UnknownTarget(_) => "unknown_target",
+            Denial::NoGrant(_) => "no_grant",
+            Denial::AccountNotAllowed { .. } => "account_not_allowed",
+            Denial::NotYetValid { .. } => "not_yet_valid",
+            Denial::Expired { .. } => "expired",
+            Denial::OutsideWindow { .. } => "outside_window",
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denial::UnknownTarget(t) => write!(f, "unknown target {t:?}"),
+            Denial::NoGrant(t) => write!(f, "no grant for target {t}"),
+            Denial::AccountNotAllowed { target, account } => {
+                write!(f, "account {account} on {target} is not in your grants")
+            }
+            Denial::NotYetValid { target, from } => {
+                write!(f, "grant for {target} is not valid before {}", local(*from))
+            }
+            Denial::Expired { target, until } => {
+                write!(f, "grant for {target} expired at {}", local(*until))
+            }
+            Denial::OutsideWindow { target, windows } => {
+                write!(
+                    f,
+                    "outside the time window for {target} ({windows}, Europe/Amsterdam)"
+                )
+            }
+        }
+    }
+}
+
+/// The time zone of all policy times.
+pub fn policy_zone() -> TimeZone {
+    // The zone is bundled into the binary (jiff's tzdb-bundle-always); UTC only if that fails.
+    TimeZone::get("Europe/Amsterdam").unwrap_or(TimeZone::UTC)
+}
+
+/// A timestamp shown to people, in the policy zone.
+pub fn local(t: Timestamp) -> String {
+    t.to_zoned(policy_zone())
+        .strftime("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+enum GrantState {
+    Open(Option<Timestamp>),
+    NotYet(Timestamp),
+    Expired(Timestamp),
+    Closed,
+}
+
+impl Grant {
+    fn covers(&self, admin: &AdminName, groups: &[super::types::GroupName], target: &str) -> bool {
+        (self.admins.contains(admin) || self.groups.iter().any(|g| groups.contains(g)))
+            && self.targets.iter().any(|t| t.as_str() == target)
+    }
+
+    fn state(&self, now: Timestamp) -> GrantState {
+        if let Some(from) = self.valid_from.filter(|f| now < *f) {
+            return GrantState::NotYet(from);
+        }
+        if let Some(until) = self.valid_until.filter(|u| now >= *u) {
+            return GrantState::Expired(until);
+        }
+        if self.windows.is_empty() {
+            return GrantState::Open(self.valid_until);
+        }
+        let zoned = now.to_zoned(policy_zone());
+        self.windows
+            .iter()
+            .filter_map(|w| w.open_until(&zoned))
+            .map(|z| z.timestamp())
+            .max()
+            .map_or(GrantState::Closed, |end| {
+                GrantState::Open(min_opt(Some(end), self.valid_until))
+            })
+    }
+}
+
+impl Policy {
+    /// Decides a request of `admin` for `spec` at `now`.
+    pub fn decide(
+        &self,
+        admin: &str,
+        spec: &TargetSpec,
+        now: Timestamp,
+    ) -> Result<Allowed, Denial> {
+        let target = self
+            .target(&spec.target)
+            .ok_or_else(|| Denial::UnknownTarget(spec.target.clone()))?;
+        let admin = self
+            .admin(admin)
+            .ok_or_else(|| Denial::NoGrant(spec.target.clone()))?;
+        let covering: Vec<&Grant> = self
+            .grants
+            .iter()
+            .filter(|g| g.covers(&admin.name, &admin.groups, &spec.target))
+            .collect();
+        if covering.is_empty() {
+            return Err(Denial::NoGrant(spec.target.clone()));
+        }
+        let with_account: Vec<(&Grant, Account)> = covering
+            .iter()
+            .filter_map(|g| {
+                let account = match &spec.account {
+                    Some(a) => g.accounts.iter().find(|x| x.as_str() == a)?.clone(),
+                    None => g.accounts.first()?.clone(),
+                };
+                Some((*g, account))
+            })
+            .collect();
+        if with_account.is_empty() {
+            return Err(Denial::AccountNotAllowed {
+                target: spec.target.clone(),
+                account: spec.account.clone().unwrap_or_default(),
+            });
+        }
+        let mut best: Option<Allowed> = None;
+        let mut not_yet: Option<Timestamp> = None;
+        let mut expired: Option<Timestamp> = None;
+        let mut windows: Vec<String> = Vec::new();
+        for (g, account) in with_account {
+            match g.state(now) {
+                GrantState::Open(until) => {
+                    let later = match (&best, until) {
+                        (None, _) => true,
+                        (Some(b), Some(u)) => b.until.is_some_and(|bu| u > bu),
+                        (Some(b), None) => b.until.is_some(),
+                    };
+                    if later {
+                        best = Some(Allowed {
+                            grant: g.name.clone(),
+                            target: target.clone(),
+                            account,
+                            until,
+                            max_session: g.max_session,
+                            record_input: g.record_input,
+                        });
+                    }
+                }
+                GrantState::NotYet(f) => not_yet = Some(not_yet.map_or(f, |n| n.min(f))),
+                GrantState::Expired(u) => expired = Some(expired.map_or(u, |e| e.max(u))),
+                GrantState::Closed => windows.extend(g.windows.iter().map(|w| w.to_string())),
+            }
+        }
+        let target_name = spec.target.clone();
+        match (best, windows.is_empty(), not_yet, expired) {
+            (Some(a), ..) => Ok(a),
+            (None, false, ..) => Err(Denial::OutsideWindow {
+                target: target_name,
+                windows: windows.join(", "),
+            }),
+            (None, true, Some(from), _) => Err(Denial::NotYetValid {
+                target: target_name,
+                from,
+            }),
+            (None, true, None, Some(until)) => Err(Denial::Expired {
+                target: target_name,
+                until,
+            }),
+            (None, true, None, None) => Err(Denial::NoGrant(target_name)),
+        }
+    }
+
+    /// Everything `admin` may reach at `now`: one entry per target and account.
+    pub fn reachable(&self, admin: &str, now: Timestamp) -> Vec<Allowed> {
+        let mut out = Vec::new();
+        for target in &self.targets {
+            for account in &target.accounts {
+                let spec = TargetSpec {
+                    target: target.name.to_string(),
+                    account: Some(account.to_string()),
+                };
+                if let Ok(a) = self.decide(admin, &spec, now) {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+}

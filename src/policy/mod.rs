@@ -1,0 +1,18 @@
+//! Policy: who (named admins) may reach what (targets, accounts), and when (grants).
+//!
+//! Invariants: a [`Policy`] only exists when every admin, target and grant in the file validated;
+//! names are unique; every grant refers to admins, groups, targets and accounts that exist; every
+//! admin key is a FIDO security-key type. Evaluation ([`Policy::decide`]) is pure: it takes the
+//! time as an argument, so the clock is a seam for tests.
+
+mod decide;
+mod parse;
+mod types;
+mod window;
+
+pub use decide::{Allowed, Denial, local, policy_zone};
+pub use parse::{PolicyError, load_policy, parse_policy};
+pub use types::{
+    Account, Admin, AdminKey, AdminName, Grant, GrantName, Policy, Target, TargetName, TargetSpec,
+};
+pub use window::WeeklyWindow;

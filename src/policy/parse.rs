@@ -1,0 +1,509 @@
+//! Policy file parsing: TOML into raw structs (unknown fields are errors), then validation into
+//! [`Policy`], collecting every problem with its file and line.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::civil::DateTime;
+use jiff::{SignedDuration, Timestamp};
+use russh::keys::ssh_key::authorized_keys::Entry;
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::{Algorithm, PublicKey};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::decide::policy_zone;
+use super::types::{
+    Account, Admin, AdminKey, AdminName, Grant, GrantName, GroupName, NameError, Policy, Target,
+    TargetName,
+};
+use super::window::WeeklyWindow;
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default, rename = "admin")]
+    admins: Vec<Spanned<RawAdmin>>,
+    #[serde(default, rename = "target")]
+    targets: Vec<Spanned<RawTarget>>,
+    #[serde(default, rename = "grant")]
+    grants: Vec<Spanned<RawGrant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    name: Spanned<String>,
+    full_name: Option<String>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    keys: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default = "default_port")]
+    port: Spanned<u16>,
+    host_keys: Vec<Spanned<String>>,
+    accounts: Vec<Spanned<String>>,
+}
+
+fn default_port() -> Spanned<u16> {
+    Spanned::new(0..0, 22)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    name: Spanned<String>,
+    #[serde(default)]
+    admins: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    targets: Vec<Spanned<String>>,
+    accounts: Vec<Spanned<String>>,
+    valid_from: Option<Spanned<String>>,
+    valid_until: Option<Spanned<String>>,
+    #[serde(default)]
+    windows: Vec<Spanned<String>>,
+    max_session: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    record_input: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Default maximum session length when a grant names none.
+const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(8 * 3600);
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text
+            .as_bytes()
+            .iter()
+            .take(end)
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let line = self.line(at.span().start);
+        self.problems.push(Problem {
+            file: self.file.to_owned(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn name<N>(
+        &mut self,
+        s: &Spanned<String>,
+        make: fn(&str) -> Result<N, NameError>,
+    ) -> Option<N> {
+        match make(s.get_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.err(s, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Reads and validates a policy file.
+pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_policy(path, &text)
+}
+
+/// Validates policy text; `file` is used in error messages.
+pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
+    let mut cx = Ctx {
+        file,
+        text,
+        problems: Vec::new(),
+    };
+    let raw: RawPolicy = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let line = e.span().map_or(1, |s| cx.line(s.start));
+            return Err(PolicyError::Invalid(vec![Problem {
+                file: file.to_owned(),
+                line,
+                message: e.message().trim().to_owned(),
+            }]));
+        }
+    };
+    let admins: Vec<Admin> = raw
+        .admins
+        .iter()
+        .filter_map(|a| admin(&mut cx, a))
+        .collect();
+    let targets: Vec<Target> = raw
+        .targets
+        .iter()
+        .filter_map(|t| target(&mut cx, t))
+        .collect();
+    unique(
+        &mut cx,
+        raw.admins.iter().map(|a| &a.get_ref().name),
+        "admin",
+    );
+    unique(
+        &mut cx,
+        raw.targets.iter().map(|t| &t.get_ref().name),
+        "target",
+    );
+    unique(
+        &mut cx,
+        raw.grants.iter().map(|g| &g.get_ref().name),
+        "grant",
+    );
+    let mut seen_keys = HashSet::new();
+    for (a, raw_a) in admins.iter().zip(raw.admins.iter()) {
+        for k in &a.keys {
+            if !seen_keys.insert(k.key.key_data().clone()) {
+                cx.err(
+                    raw_a,
+                    format!("key of {} is also listed for another admin", a.name),
+                );
+            }
+        }
+    }
+    let grants: Vec<Grant> = raw
+        .grants
+        .iter()
+        .filter_map(|g| grant(&mut cx, g, &admins, &targets))
+        .collect();
+    if cx.problems.is_empty() {
+        Ok(Policy {
+            admins,
+            targets,
+            grants,
+        })
+    } else {
+        Err(PolicyError::Invalid(cx.problems))
+    }
+}
+
+fn unique<'a>(cx: &mut Ctx<'_>, names: impl Iterator<Item = &'a Spanned<String>>, kind: &str) {
+    let mut seen = HashSet::new();
+    for n in names {
+        if !seen.insert(n.get_ref().clone()) {
+            cx.err(n, format!("duplicate {kind} name {:?}", n.get_ref()));
+        }
+    }
+}
+
+fn admin(cx: &mut Ctx<'_>, raw: &Spanned<RawAdmin>) -> Option<Admin> {
+    let r = raw.get_ref();
+    let name = cx.name(&r.name, AdminName::new);
+    let groups: Vec<GroupName> = r
+        .groups
+        .iter()
+        .filter_map(|g| cx.name(g, GroupName::new))
+        .collect();
+    if r.keys.is_empty() {
+        cx.err(raw, "an admin needs at least one security key");
+    }
+    let keys: Vec<AdminKey> = r.keys.iter().filter_map(|k| admin_key(cx, k)).collect();
+    let complete = groups.len() == r.groups.len() && keys.len() == r.keys.len() && !keys.is_empty();
+    Some(Admin {
+        name: name?,
+        full_name: r.full_name.clone(),
+        groups,
+        keys,
+    })
+    .filter(|_| complete)
+}
+
+/// An `authorized_keys` line. The only option accepted is `application="..."`: touch and PIN
+/// options are refused until this build can enforce them, rather than silently ignored.
+fn admin_key(cx: &mut Ctx<'_>, line: &Spanned<String>) -> Option<AdminKey> {
+    let entry = match Entry::from_str(line.get_ref().trim()) {
+        Ok(e) => e,
+        Err(e) => {
+            cx.err(line, format!("not an authorized_keys line: {e}"));
+            return None;
+        }
+    };
+    let key: PublicKey = entry.public_key().clone();
+    let key_app = match key.key_data() {
+        KeyData::SkEd25519(k) => k.application().to_owned(),
+        KeyData::SkEcdsaSha2NistP256(k) => k.application().to_owned(),
+        _ => {
+            cx.err(
+                line,
+                format!(
+                    "key type {} is not a security key: only sk-ssh-ed25519@openssh.com and sk-ecdsa-sha2-nistp256@openssh.com are accepted",
+                    key.algorithm()
+                ),
+            );
+            return None;
+        }
+    };
+    let mut application = "ssh:".to_owned();
+    for opt in entry.config_opts().iter() {
+        match opt.split_once('=') {
+            Some(("application", v)) => application = v.trim_matches('"').to_owned(),
+            _ => {
+                cx.err(
+                    line,
+                    format!("unsupported key option {opt:?} (supported: application=\"...\")"),
+                );
+                return None;
+            }
+        }
+    }
+    if key_app != application {
+        cx.err(
+            line,
+            format!("key was made for application {key_app:?}, policy expects {application:?}"),
+        );
+        return None;
+    }
+    Some(AdminKey {
+        comment: key.comment().to_string(),
+        key,
+        application,
+    })
+}
+
+fn target(cx: &mut Ctx<'_>, raw: &Spanned<RawTarget>) -> Option<Target> {
+    let r = raw.get_ref();
+    let name = cx.name(&r.name, TargetName::new);
+    let address = match r.address.get_ref().parse::<IpAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.err(
+                &r.address,
+                format!(
+                    "address {:?} is not an IPv4 or IPv6 address",
+                    r.address.get_ref()
+                ),
+            );
+            None
+        }
+    };
+    if *r.port.get_ref() == 0 {
+        cx.err(&r.port, "port must be 1-65535");
+    }
+    let mut host_keys = Vec::new();
+    for k in &r.host_keys {
+        match PublicKey::from_openssh(k.get_ref().trim()) {
+            Ok(key) if key.algorithm() == Algorithm::Ed25519 || key.algorithm().is_ecdsa() => {
+                host_keys.push(key)
+            }
+            Ok(key) => cx.err(
+                k,
+                format!(
+                    "host key type {} is not accepted (ssh-ed25519 or ecdsa)",
+                    key.algorithm()
+                ),
+            ),
+            Err(e) => cx.err(k, format!("not a public key: {e}")),
+        }
+    }
+    if r.host_keys.is_empty() {
+        cx.err(raw, "a target needs at least one pinned host key");
+    }
+    if r.accounts.is_empty() {
+        cx.err(raw, "a target needs at least one account");
+    }
+    let accounts: Vec<Account> = r
+        .accounts
+        .iter()
+        .filter_map(|a| cx.name(a, Account::new))
+        .collect();
+    let complete = host_keys.len() == r.host_keys.len() && accounts.len() == r.accounts.len();
+    Some(Target {
+        name: name?,
+        address: address?,
+        port: *r.port.get_ref(),
+        host_keys,
+        accounts,
+    })
+    .filter(|_| {
+        complete && !r.host_keys.is_empty() && !r.accounts.is_empty() && *r.port.get_ref() != 0
+    })
+}
+
+fn timestamp(cx: &mut Ctx<'_>, s: &Option<Spanned<String>>) -> Result<Option<Timestamp>, ()> {
+    let Some(s) = s else { return Ok(None) };
+    let text = s.get_ref().trim();
+    let parsed = DateTime::from_str(text)
+        .ok()
+        .or_else(|| {
+            jiff::civil::Date::from_str(text)
+                .ok()
+                .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+        })
+        .and_then(|dt| dt.to_zoned(policy_zone()).ok());
+    match parsed {
+        Some(z) => Ok(Some(z.timestamp())),
+        None => {
+            cx.err(s, format!("invalid time {text:?}: use \"2026-12-01\" or \"2026-12-01 08:00\" (Europe/Amsterdam)"));
+            Err(())
+        }
+    }
+}
+
+fn grant(
+    cx: &mut Ctx<'_>,
+    raw: &Spanned<RawGrant>,
+    admins: &[Admin],
+    targets: &[Target],
+) -> Option<Grant> {
+    let r = raw.get_ref();
+    let before = cx.problems.len();
+    let name = cx.name(&r.name, GrantName::new);
+    if r.admins.is_empty() && r.groups.is_empty() {
+        cx.err(raw, "a grant needs admins or groups");
+    }
+    let mut grant_admins = Vec::new();
+    for a in &r.admins {
+        if let Some(n) = cx.name(a, AdminName::new) {
+            if admins.iter().any(|x| x.name == n) {
+                grant_admins.push(n);
+            } else {
+                cx.err(a, format!("unknown admin {n}"));
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    for g in &r.groups {
+        if let Some(n) = cx.name(g, GroupName::new) {
+            if admins.iter().any(|x| x.groups.contains(&n)) {
+                groups.push(n);
+            } else {
+                cx.err(g, format!("no admin is in group {n}"));
+            }
+        }
+    }
+    if r.targets.is_empty() {
+        cx.err(raw, "a grant needs at least one target");
+    }
+    if r.accounts.is_empty() {
+        cx.err(
+            raw,
+            "a grant needs at least one account (the first is the default)",
+        );
+    }
+    let accounts: Vec<Account> = r
+        .accounts
+        .iter()
+        .filter_map(|a| cx.name(a, Account::new))
+        .collect();
+    let mut grant_targets = Vec::new();
+    for t in &r.targets {
+        let Some(n) = cx.name(t, TargetName::new) else {
+            continue;
+        };
+        match targets.iter().find(|x| x.name == n) {
+            Some(target) => {
+                for acc in &accounts {
+                    if !target.accounts.contains(acc) {
+                        cx.err(t, format!("account {acc} is not an account of target {n}"));
+                    }
+                }
+                grant_targets.push(n);
+            }
+            None => cx.err(t, format!("unknown target {n}")),
+        }
+    }
+    let valid_from = timestamp(cx, &r.valid_from).ok()?;
+    let valid_until = timestamp(cx, &r.valid_until).ok()?;
+    if let (Some(f), Some(u), Some(at)) = (valid_from, valid_until, &r.valid_until) {
+        if u <= f {
+            cx.err(at, "valid_until must be after valid_from");
+        }
+    }
+    let mut windows = Vec::new();
+    for w in &r.windows {
+        match WeeklyWindow::parse(w.get_ref()) {
+            Ok(w) => windows.push(w),
+            Err(e) => cx.err(w, e),
+        }
+    }
+    let max_session = match &r.max_session {
+        None => DEFAULT_MAX_SESSION,
+        Some(s) => match s
+            .get_ref()
+            .parse::<SignedDuration>()
+            .ok()
+            .and_then(|d| Duration::try_from(d).ok())
+        {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                cx.err(
+                    s,
+                    format!(
+                        "invalid duration {:?}: use e.g. \"2h\" or \"30m\"",
+                        s.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    if cx.problems.len() != before {
+        return None;
+    }
+    Some(Grant {
+        name: name?,
+        admins: grant_admins,
+        groups,
+        targets: grant_targets,
+        accounts,
+        valid_from,
+        valid_until,
+        windows,
+        max_session,
+        record_input: r.record_input,
+    })
+}

@@ -1,0 +1,122 @@
+//! Session proxy: joins one admin channel to one target channel, byte for byte, and keeps the
+//! transcript (recording, counts, hashes) of what crossed.
+//!
+//! Invariants: the target channel is only opened after the recording exists; a recording write
+//! error, the idle timeout, the maximum session length or the grant's end closes both sides; every
+//! session ends with exactly one SESSION_END audit event.
+
+mod pump;
+mod transcript;
+
+pub use pump::{PumpContext, spawn_pump};
+pub use transcript::Transcript;
+
+use russh::client;
+use russh::{Channel, ChannelMsg, Pty};
+
+/// The admin's pty request, replayed to the target.
+#[derive(Clone, Debug)]
+pub struct PtyRequest {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+    pub pix_width: u32,
+    pub pix_height: u32,
+    pub modes: Vec<(Pty, u32)>,
+}
+
+/// What runs on the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Run {
+    Shell,
+    Exec(Vec<u8>),
+    Subsystem(String),
+}
+
+impl Run {
+    /// How the session is described in audit events and recordings.
+    pub fn describe(&self) -> String {
+        match self {
+            Run::Shell => "shell".to_owned(),
+            Run::Exec(c) => format!("exec {}", String::from_utf8_lossy(c)),
+            Run::Subsystem(s) => format!("subsystem {s}"),
+        }
+    }
+}
+
+/// Environment variables passed to targets; everything else is dropped.
+pub fn env_allowed(name: &str) -> bool {
+    name == "LANG" || name == "TERM" || name.starts_with("LC_")
+}
+
+async fn expect_success(ch: &mut Channel<client::Msg>, what: &str) -> Result<(), String> {
+    loop {
+        match ch.wait().await {
+            Some(ChannelMsg::Success) => return Ok(()),
+            Some(ChannelMsg::Failure) => {
+                return Err(format!("the target refused the {what} request"));
+            }
+            Some(ChannelMsg::WindowAdjusted { .. }) => continue,
+            Some(_) => continue,
+            None => {
+                return Err(format!(
+                    "the target closed the channel during the {what} request"
+                ));
+            }
+        }
+    }
+}
+
+/// Opens the session channel on the target and starts `run` on it.
+pub async fn open_target_channel(
+    conn: &crate::upstream::Connection,
+    pty: Option<&PtyRequest>,
+    env: &[(String, String)],
+    run: &Run,
+) -> Result<Channel<client::Msg>, String> {
+    let mut ch = conn
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("cannot open a session on the target: {e}"))?;
+    for (k, v) in env {
+        ch.set_env(false, k.as_str(), v.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(p) = pty {
+        ch.request_pty(
+            true,
+            &p.term,
+            p.cols,
+            p.rows,
+            p.pix_width,
+            p.pix_height,
+            &p.modes,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        expect_success(&mut ch, "pty").await?;
+    }
+    match run {
+        Run::Shell => ch.request_shell(true).await,
+        Run::Exec(cmd) => ch.exec(true, cmd.clone()).await,
+        Run::Subsystem(name) => ch.request_subsystem(true, name.as_str()).await,
+    }
+    .map_err(|e| e.to_string())?;
+    expect_success(&mut ch, "session").await?;
+    Ok(ch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_allowlist() {
+        assert!(env_allowed("LANG"));
+        assert!(env_allowed("LC_ALL"));
+        assert!(env_allowed("TERM"));
+        assert!(!env_allowed("LD_PRELOAD"));
+        assert!(!env_allowed("PATH"));
+    }
+}

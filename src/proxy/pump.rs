@@ -1,0 +1,172 @@
+//! The task that carries target output to the admin and ends the session.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::keys::ssh_key::Fingerprint;
+use russh::server;
+use russh::{ChannelId, ChannelMsg, ChannelReadHalf, Disconnect};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Transcript;
+use crate::audit::{Code, Event};
+use crate::recording::{Meta, RecordingStore};
+use crate::upstream::Connection;
+
+/// Everything the pump needs to know about the session it carries.
+pub struct PumpContext {
+    pub front: server::Handle,
+    pub front_channel: ChannelId,
+    pub conn: Connection,
+    pub transcript: Arc<Mutex<Transcript>>,
+    /// Cancelled when the admin side is gone or input could not be recorded.
+    pub cancel: CancellationToken,
+    /// Why the session was cancelled, when the bastion cancelled it.
+    pub cancel_reason: Arc<Mutex<Option<String>>>,
+    pub deadline: Instant,
+    pub deadline_reason: String,
+    pub idle_timeout: Duration,
+    pub pty: bool,
+    pub event: Event,
+    pub store: RecordingStore,
+    pub meta: Option<Meta>,
+    pub source: Option<SocketAddr>,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+enum End {
+    /// The target closed the channel.
+    Target,
+    /// The bastion ended it, with a message for the admin.
+    Bastion(String),
+}
+
+fn lock(t: &Mutex<Transcript>) -> std::sync::MutexGuard<'_, Transcript> {
+    // A poisoned lock only means another task panicked while holding it; the transcript data is
+    // still the best record there is.
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn spawn_pump(ctx: PumpContext, read: ChannelReadHalf) {
+    tokio::spawn(run(ctx, read));
+}
+
+async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
+    let id = ctx.front_channel;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let end = loop {
+        tokio::select! {
+            msg = read.wait() => {
+                let Some(msg) = msg else { break End::Target };
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        if let Err(e) = lock(&ctx.transcript).output(&data) {
+                            break End::Bastion(format!("recording failed ({}), session ended", e.source));
+                        }
+                        if ctx.front.data(id, data).await.is_err() {
+                            break End::Bastion("admin channel closed".into());
+                        }
+                    }
+                    ChannelMsg::ExtendedData { data, ext } => {
+                        if ctx.pty {
+                            if let Err(e) = lock(&ctx.transcript).output(&data) {
+                                break End::Bastion(format!("recording failed ({}), session ended", e.source));
+                            }
+                        }
+                        if ctx.front.extended_data(id, ext, data).await.is_err() {
+                            break End::Bastion("admin channel closed".into());
+                        }
+                    }
+                    ChannelMsg::Eof => { let _ = ctx.front.eof(id).await; }
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        lock(&ctx.transcript).exit_status = Some(exit_status);
+                        let _ = ctx.front.exit_status_request(id, exit_status).await;
+                    }
+                    ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
+                        lock(&ctx.transcript).exit_signal = Some(format!("{signal_name:?}"));
+                        let _ = ctx.front.exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag).await;
+                    }
+                    ChannelMsg::Close => break End::Target,
+                    _ => {}
+                }
+            }
+            _ = tokio::time::sleep_until(ctx.deadline) => break End::Bastion(ctx.deadline_reason.clone()),
+            _ = tick.tick() => {
+                let idle = lock(&ctx.transcript).last_activity.elapsed();
+                if idle >= ctx.idle_timeout {
+                    break End::Bastion(format!("idle for {}s, session ended", ctx.idle_timeout.as_secs()));
+                }
+            }
+            _ = ctx.cancel.cancelled() => {
+                let reason = ctx.cancel_reason.lock().ok().and_then(|r| r.clone());
+                break End::Bastion(reason.unwrap_or_else(|| "admin disconnected".into()));
+            }
+        }
+    };
+    let reason = match &end {
+        End::Target => "closed".to_owned(),
+        End::Bastion(r) => r.clone(),
+    };
+    if let End::Bastion(msg) = &end {
+        let nl = if ctx.pty { "\r\n" } else { "\n" };
+        let text = format!("{nl}stapsteen: {msg}{nl}");
+        let _ = ctx.front.extended_data(id, 1, text.into_bytes()).await;
+        let _ = ctx
+            .conn
+            .disconnect(
+                Disconnect::ByApplication,
+                "session ended by the bastion",
+                "",
+            )
+            .await;
+    }
+    let _ = ctx.front.eof(id).await;
+    let _ = ctx.front.close(id).await;
+    finish(ctx, &reason);
+}
+
+fn finish(ctx: PumpContext, reason: &str) {
+    let mut t = lock(&ctx.transcript);
+    let exit = t.exit_status;
+    let label = match (exit, &t.exit_signal) {
+        (Some(code), _) => format!("end: exit status {code}"),
+        (None, Some(sig)) => format!("end: signal {sig}"),
+        (None, None) => format!("end: {reason}"),
+    };
+    let (synced, sha_in, sha_out) = t.finish(&label);
+    let mut event = ctx
+        .event
+        .reason(reason)
+        .detail("bytes_in", t.bytes_in)
+        .detail("bytes_out", t.bytes_out)
+        .detail("sha256_in", sha_in)
+        .detail("sha256_out", sha_out);
+    if let Some(code) = exit {
+        event = event.detail("exit_status", code);
+    }
+    if let Some(sig) = &t.exit_signal {
+        event = event.detail("exit_signal", sig.as_str());
+    }
+    drop(t);
+    if let Some(mut meta) = ctx.meta {
+        meta.end = Some(jiff::Timestamp::now());
+        meta.exit_status = exit;
+        meta.end_reason = Some(reason.to_owned());
+        let written = synced
+            .map_err(|e| e.to_string())
+            .and_then(|()| ctx.store.write_meta(&meta).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            Event::new(Code::RecordingFailed)
+                .session(&meta.id)
+                .admin(&meta.admin)
+                .source(ctx.source)
+                .fingerprint(ctx.fingerprint.map(|f| f.to_string()).unwrap_or_default())
+                .target(&meta.target)
+                .reason(e)
+                .emit();
+        }
+    }
+    event.emit();
+}

@@ -1,0 +1,148 @@
+//! The recordings directory: `<id>.cast` plus `<id>.json` metadata.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A session id: `YYYYMMDDTHHMMSSZ-xxxxxxxx`. Also names files, so it is validated on parse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn generate(now: jiff::Timestamp) -> Self {
+        let suffix: u32 = rand::random();
+        Self(format!("{}-{suffix:08x}", now.strftime("%Y%m%dT%H%M%SZ")))
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let (stamp, suffix) = s.split_once('-')?;
+        let stamp_ok = stamp.len() == 16
+            && stamp.char_indices().all(|(i, c)| match i {
+                8 => c == 'T',
+                15 => c == 'Z',
+                _ => c.is_ascii_digit(),
+            });
+        let suffix_ok = suffix.len() == 8
+            && suffix
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        (stamp_ok && suffix_ok).then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who, where and how a recorded session went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Meta {
+    pub id: SessionId,
+    pub admin: String,
+    pub target: String,
+    pub account: String,
+    pub grant: String,
+    pub source: String,
+    pub start: jiff::Timestamp,
+    pub end: Option<jiff::Timestamp>,
+    pub exit_status: Option<u32>,
+    pub end_reason: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordingStore {
+    dir: PathBuf,
+}
+
+impl RecordingStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn cast_path(&self, id: &SessionId) -> PathBuf {
+        self.dir.join(format!("{id}.cast"))
+    }
+
+    fn meta_path(&self, id: &SessionId) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Writes the metadata atomically (temp file, then rename).
+    pub fn write_meta(&self, meta: &Meta) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!(".{}.json.tmp", meta.id));
+        let text = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, self.meta_path(&meta.id))
+    }
+
+    pub fn read_meta(&self, id: &SessionId) -> std::io::Result<Meta> {
+        let text = std::fs::read(self.meta_path(id))?;
+        serde_json::from_slice(&text).map_err(std::io::Error::other)
+    }
+
+    /// All recordings, oldest first.
+    pub fn list(&self) -> std::io::Result<Vec<Meta>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(SessionId::parse)
+            else {
+                continue;
+            };
+            out.push(self.read_meta(&id)?);
+        }
+        out.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.0.cmp(&b.id.0)));
+        Ok(out)
+    }
+
+    /// The terminal output of a recording, as the admin saw it, with dangerous sequences removed.
+    pub fn output_text(&self, id: &SessionId) -> std::io::Result<String> {
+        let text = std::fs::read_to_string(self.cast_path(id))?;
+        let mut out = String::new();
+        for line in text.lines().skip(1) {
+            let Ok(serde_json::Value::Array(ev)) = serde_json::from_str(line) else {
+                continue;
+            };
+            if let (Some("o"), Some(data)) = (
+                ev.get(1).and_then(|v| v.as_str()),
+                ev.get(2).and_then(|v| v.as_str()),
+            ) {
+                out.push_str(data);
+            }
+        }
+        Ok(super::sanitize(&out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        let id = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
+        assert!(SessionId::parse(id.as_str()).is_some(), "{id}");
+        for bad in [
+            "../../etc/passwd",
+            "19700101T000000Z-0000000",
+            "19700101T000000Z-0000000G",
+            "",
+        ] {
+            assert!(SessionId::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

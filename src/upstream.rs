@@ -1,0 +1,180 @@
+//! The target side: stapsteen's own SSH connection to a management-network host.
+//!
+//! Invariants: the target must present a host key pinned in policy (certificates and unknown
+//! keys are refused); the bastion logs in with a fresh Ed25519 key and a user certificate from
+//! its CA that is valid for minutes only, names the target account as its sole principal, and
+//! carries the admin's name and the session id in its key id, so the target's own log names the
+//! person.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult};
+use russh::keys::ssh_key::certificate::{Builder, CertType};
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{Certificate, HashAlg, PrivateKey, PublicKey, PublicKeyOrCertificate};
+use zeroize::Zeroize;
+
+use crate::policy::{Account, AdminName, Target};
+use crate::recording::SessionId;
+use crate::secrets::Secret;
+
+/// Certificates are valid this long; clock skew allowance is added before.
+const CERT_LIFETIME: Duration = Duration::from_secs(5 * 60);
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("host key of {target} does not match the pinned key (it presented {presented})")]
+    HostKeyMismatch { target: String, presented: String },
+    #[error("{target} refused the bastion's certificate for account {account}")]
+    AuthRefused { target: String, account: String },
+    #[error("cannot sign certificate: {0}")]
+    Certificate(String),
+    #[error("timed out connecting to {target}")]
+    Timeout { target: String },
+}
+
+/// Checks the target's host key against the pinned ones and remembers what it saw.
+pub struct PinnedHostKey {
+    pinned: Vec<PublicKey>,
+    presented: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for PinnedHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Ok(false);
+        };
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(key.fingerprint(HashAlg::Sha256).to_string());
+        }
+        Ok(self.pinned.iter().any(|k| k.key_data() == key.key_data()))
+    }
+}
+
+pub type Connection = client::Handle<PinnedHostKey>;
+
+/// Signs a user certificate for `key`, valid now for `account` only.
+pub fn sign_certificate(
+    ca: &Secret<PrivateKey>,
+    key: &PublicKey,
+    admin: &AdminName,
+    session: &SessionId,
+    account: &Account,
+    pty: bool,
+) -> Result<Certificate, UpstreamError> {
+    let cerr = |e: russh::keys::ssh_key::Error| UpstreamError::Certificate(e.to_string());
+    let now = jiff::Timestamp::now().as_second().max(0).unsigned_abs();
+    let nonce: [u8; 16] = rand::random();
+    let mut b = Builder::new(
+        nonce.to_vec(),
+        key.key_data().clone(),
+        now.saturating_sub(CLOCK_SKEW.as_secs()),
+        now + CERT_LIFETIME.as_secs(),
+    )
+    .map_err(cerr)?;
+    b.serial(rand::random()).map_err(cerr)?;
+    b.cert_type(CertType::User).map_err(cerr)?;
+    b.key_id(format!("stapsteen admin={admin} session={session}"))
+        .map_err(cerr)?;
+    b.valid_principal(account.as_str()).map_err(cerr)?;
+    if pty {
+        b.extension("permit-pty", "").map_err(cerr)?;
+    }
+    b.sign(ca.expose()).map_err(cerr)
+}
+
+fn client_config() -> client::Config {
+    client::Config {
+        preferred: crate::algorithms::upstream(),
+        nodelay: true,
+        inactivity_timeout: None,
+        window_size: 16 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        ..Default::default()
+    }
+}
+
+/// Connects and logs in to `target` as `account`.
+pub async fn connect(
+    target: &Target,
+    account: &Account,
+    admin: &AdminName,
+    session: &SessionId,
+    ca: &Secret<PrivateKey>,
+    pty: bool,
+    timeout: Duration,
+) -> Result<Connection, UpstreamError> {
+    let name = target.name.to_string();
+    tokio::time::timeout(
+        timeout,
+        connect_inner(target, account, admin, session, ca, pty),
+    )
+    .await
+    .map_err(|_| UpstreamError::Timeout { target: name })?
+}
+
+async fn connect_inner(
+    target: &Target,
+    account: &Account,
+    admin: &AdminName,
+    session: &SessionId,
+    ca: &Secret<PrivateKey>,
+    pty: bool,
+) -> Result<Connection, UpstreamError> {
+    let name = target.name.to_string();
+    let conn_err = |reason: String| UpstreamError::Connect {
+        target: name.clone(),
+        reason,
+    };
+    let stream = tokio::net::TcpStream::connect((target.address, target.port))
+        .await
+        .map_err(|e| conn_err(e.to_string()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| conn_err(e.to_string()))?;
+    let presented = Arc::new(Mutex::new(None));
+    let handler = PinnedHostKey {
+        pinned: target.host_keys.clone(),
+        presented: presented.clone(),
+    };
+    let mut handle = match client::connect_stream(Arc::new(client_config()), stream, handler).await
+    {
+        Ok(h) => h,
+        Err(russh::Error::UnknownKey) => {
+            let presented = presented
+                .lock()
+                .ok()
+                .and_then(|p| p.clone())
+                .unwrap_or_else(|| "a certificate".to_owned());
+            return Err(UpstreamError::HostKeyMismatch {
+                target: name,
+                presented,
+            });
+        }
+        Err(e) => return Err(conn_err(e.to_string())),
+    };
+    let mut seed: [u8; 32] = rand::random();
+    let key = Arc::new(PrivateKey::from(Ed25519Keypair::from_seed(&seed)));
+    seed.zeroize();
+    let cert = sign_certificate(ca, key.public_key(), admin, session, account, pty)?;
+    let result = handle
+        .authenticate_openssh_cert(account.as_str(), key, cert)
+        .await
+        .map_err(|e| conn_err(e.to_string()))?;
+    match result {
+        AuthResult::Success => Ok(handle),
+        AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused {
+            target: name,
+            account: account.to_string(),
+        }),
+    }
+}
