@@ -66,6 +66,9 @@ enum Command {
         flags: u8,
         #[arg(long, default_value_t = 1)]
         counter: u32,
+        /// List the key but refuse every signature (a key offered without a signature).
+        #[arg(long)]
+        refuse_sign: bool,
     },
 }
 
@@ -114,9 +117,11 @@ pub fn main() -> ExitCode {
             application,
             flags,
             counter,
+            refuse_sign,
         } => runtime().and_then(|rt| {
             rt.block_on(async {
-                let k = crate::softkey::SoftKey::open(&key, &application, flags, counter)?;
+                let mut k = crate::softkey::SoftKey::open(&key, &application, flags, counter)?;
+                k.refuse_sign = refuse_sign;
                 Arc::new(k).serve(&socket).await?;
                 Ok(())
             })

@@ -46,6 +46,8 @@ pub struct SoftKey {
     public: PublicKey,
     flags: u8,
     counter: AtomicU32,
+    /// Answers every sign request with failure, as a key the user never touches.
+    pub refuse_sign: bool,
 }
 
 impl SoftKey {
@@ -82,6 +84,7 @@ impl SoftKey {
             public,
             flags,
             counter: AtomicU32::new(counter),
+            refuse_sign: false,
         })
     }
 
@@ -135,7 +138,7 @@ impl SoftKey {
             SSH_AGENTC_SIGN_REQUEST => {
                 let key = Vec::<u8>::decode(&mut body).ok()?;
                 let data = Vec::<u8>::decode(&mut body).ok()?;
-                if key != blob {
+                if key != blob || self.refuse_sign {
                     return None;
                 }
                 let sig = self.sign(&data).ok()?.encode_vec().ok()?;

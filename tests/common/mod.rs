@@ -1,0 +1,404 @@
+//! Test bed: three network namespaces made by the test (admin, bastion, management), real OpenSSH
+//! `sshd` targets in the management namespace, the real `stapsteen serve` in the bastion namespace,
+//! the software security key as an SSH agent, and the real `ssh`, `scp` and `sftp` clients in the
+//! admin namespace. The admin namespace routes via the bastion, which does not forward, so the
+//! only way to a target is through stapsteen.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BASTION: &str = "10.77.1.1";
+pub const PACS01: &str = "10.77.2.10";
+pub const IMPORT01: &str = "10.77.2.11";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stapsteen")
+}
+
+/// True when the prerequisites are there. Outside CI a missing one skips the test loudly; in CI
+/// (`CI=true`) it fails it.
+pub fn prerequisites() -> bool {
+    let mut missing = Vec::new();
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    if !is_root {
+        missing.push("root (for ip netns)".to_owned());
+    }
+    for tool in ["ip", "ssh", "scp", "sftp", "ssh-keygen", "python3"] {
+        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+            missing.push(tool.to_owned());
+        }
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        missing.push("/usr/sbin/sshd (openssh-server)".to_owned());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("missing prerequisites: {}", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED (not in CI): {msg}");
+    false
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// What a test needs to shape: policy text and bastion limits.
+pub struct Options {
+    pub idle_timeout: &'static str,
+    pub extra_policy: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            idle_timeout: "15m",
+            extra_policy: String::new(),
+        }
+    }
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub ns_admin: String,
+    pub ns_bastion: String,
+    pub ns_mgmt: String,
+    children: Vec<Child>,
+    bastion: Option<Child>,
+    pub account: String,
+    pub alice_key: String,
+    pub pacs01_hostkey: String,
+    pub import01_hostkey: String,
+}
+
+fn keygen(path: &Path) -> String {
+    run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", path.to_str().unwrap()]);
+    std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_owned()
+}
+
+impl Env {
+    pub fn new(opts: Options) -> Env {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}x{n}", std::process::id());
+        let dir = tempfile::Builder::new().prefix("stapsteen-test.").tempdir().unwrap();
+        let mut env = Env {
+            dir,
+            ns_admin: format!("ssA{tag}"),
+            ns_bastion: format!("ssB{tag}"),
+            ns_mgmt: format!("ssM{tag}"),
+            children: Vec::new(),
+            bastion: None,
+            account: "root".into(),
+            alice_key: String::new(),
+            pacs01_hostkey: String::new(),
+            import01_hostkey: String::new(),
+        };
+        env.network();
+        run(&[bin(), "keys", "init", "--dir", env.path("").to_str().unwrap()]);
+        env.targets();
+        env.agent("agent.sock", "alice_key", &[]);
+        env.alice_key = std::fs::read_to_string(env.path("alice_key.sk.pub")).unwrap().trim().to_owned();
+        env.agent("bob-agent.sock", "bob_key", &[]);
+        let host = std::fs::read_to_string(env.path("host_key.pub")).unwrap();
+        std::fs::write(env.path("known_hosts"), format!("{BASTION} {}", host.trim())).unwrap();
+        std::fs::write(
+            env.path("stapsteen.toml"),
+            format!(
+                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\n",
+                opts.idle_timeout
+            ),
+        )
+        .unwrap();
+        env.write_policy(&opts.extra_policy);
+        env.start_bastion();
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn network(&self) {
+        for ns in [&self.ns_admin, &self.ns_bastion, &self.ns_mgmt] {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (a, b, m) = (&self.ns_admin, &self.ns_bastion, &self.ns_mgmt);
+        run(&["ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "adm0", "netns", b]);
+        run(&["ip", "-n", b, "link", "add", "mgmt0", "type", "veth", "peer", "name", "eth0", "netns", m]);
+        run(&["ip", "-n", a, "addr", "add", "10.77.1.2/24", "dev", "eth0"]);
+        run(&["ip", "-n", b, "addr", "add", "10.77.1.1/24", "dev", "adm0"]);
+        run(&["ip", "-n", b, "addr", "add", "10.77.2.1/24", "dev", "mgmt0"]);
+        run(&["ip", "-n", m, "addr", "add", "10.77.2.10/24", "dev", "eth0"]);
+        run(&["ip", "-n", m, "addr", "add", "10.77.2.11/24", "dev", "eth0"]);
+        for (ns, dev) in [(a, "eth0"), (b, "adm0"), (b, "mgmt0"), (m, "eth0")] {
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        // The admin and management sides point at the bastion, as a real network would; the
+        // bastion never forwards between them.
+        run(&["ip", "-n", a, "route", "add", "default", "via", "10.77.1.1"]);
+        run(&["ip", "-n", m, "route", "add", "default", "via", "10.77.2.1"]);
+        run(&["ip", "netns", "exec", b, "sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    }
+
+    fn targets(&mut self) {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        self.pacs01_hostkey = keygen(&self.path("pacs01_host"));
+        self.import01_hostkey = keygen(&self.path("import01_host"));
+        for (name, addr) in [("pacs01", PACS01), ("import01", IMPORT01)] {
+            let cfg = self.path(&format!("{name}_sshd_config"));
+            std::fs::write(
+                &cfg,
+                stapsteen::demo::sshd_config(
+                    format!("{addr}:22").parse().unwrap(),
+                    &self.path(&format!("{name}_host")),
+                    &self.path("ca_key.pub"),
+                    &self.path(&format!("{name}.pid")),
+                ),
+            )
+            .unwrap();
+            let log = std::fs::File::create(self.path(&format!("{name}_sshd.log"))).unwrap();
+            let child = Command::new("ip")
+                .args(["netns", "exec", &self.ns_mgmt, "/usr/sbin/sshd", "-D", "-e", "-f"])
+                .arg(&cfg)
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            self.children.push(child);
+        }
+        for addr in [PACS01, IMPORT01] {
+            self.wait_port(&self.ns_mgmt.clone(), addr, 22);
+        }
+    }
+
+    /// Starts a software security key agent; `args` are extra `softkey-agent` flags.
+    pub fn agent(&mut self, socket: &str, key: &str, args: &[&str]) {
+        let sock = self.path(socket);
+        let child = Command::new(bin())
+            .args(["softkey-agent", "--socket", sock.to_str().unwrap(), "--key", self.path(key).to_str().unwrap()])
+            .args(args)
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        let start = Instant::now();
+        while !(sock.exists() && self.path(&format!("{key}.sk.pub")).exists()) {
+            assert!(start.elapsed() < Duration::from_secs(10), "agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn policy_text(&self, extra: &str) -> String {
+        let bob = std::fs::read_to_string(self.path("bob_key.sk.pub")).unwrap();
+        format!(
+            r#"
+[[admin]]
+name = "alice"
+groups = ["pacs-beheer"]
+keys = ["{alice}"]
+
+[[admin]]
+name = "bob"
+keys = ["{bob}"]
+
+[[target]]
+name = "pacs01"
+address = "{PACS01}"
+host_keys = ["{pacs}"]
+accounts = ["{acct}", "nobody"]
+
+[[target]]
+name = "import01"
+address = "{IMPORT01}"
+host_keys = ["{import}"]
+accounts = ["{acct}"]
+
+[[target]]
+name = "pacs-changed"
+address = "{PACS01}"
+host_keys = ["{import}"]
+accounts = ["{acct}", "nobody"]
+
+[[grant]]
+name = "pacs-beheer"
+groups = ["pacs-beheer"]
+targets = ["pacs01", "pacs-changed"]
+accounts = ["{acct}", "nobody"]
+max_session = "1h"
+
+{extra}
+"#,
+            alice = self.alice_key,
+            bob = bob.trim(),
+            pacs = self.pacs01_hostkey,
+            import = self.import01_hostkey,
+            acct = self.account,
+        )
+    }
+
+    pub fn write_policy(&self, extra: &str) {
+        std::fs::write(self.path("policy.toml"), self.policy_text(extra)).unwrap();
+    }
+
+    fn start_bastion(&mut self) {
+        let log = std::fs::File::create(self.path("audit.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns_bastion, bin(), "serve", "--config"])
+            .arg(self.path("stapsteen.toml"))
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.bastion = Some(child);
+        self.wait_audit("SERVICE_START", |_| true);
+    }
+
+    pub fn bastion_pid(&self) -> u32 {
+        self.bastion.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGHUP to the bastion (its process is `ip netns exec`, which execs stapsteen).
+    pub fn reload(&self) {
+        run(&["kill", "-HUP", &self.bastion_pid().to_string()]);
+    }
+
+    fn wait_port(&self, ns: &str, addr: &str, port: u16) {
+        let start = Instant::now();
+        loop {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", ns, "bash", "-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            if ok {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{addr}:{port} never listened");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    /// Common client options: our agent and known_hosts only, no user config, no prompts.
+    pub fn ssh_opts(&self, agent: &str) -> Vec<String> {
+        vec![
+            "-F".into(),
+            "none".into(),
+            "-o".into(),
+            format!("IdentityAgent={}", self.path(agent).display()),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=5".into(),
+        ]
+    }
+
+    /// Runs a client program (`ssh`, `scp`, `sftp`) in the admin namespace.
+    pub fn client(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns_admin, program]);
+        cmd.args(args);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(data) = stdin {
+            use std::io::Write;
+            let mut s = child.stdin.take().unwrap();
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = s.write_all(&data);
+            });
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// `ssh alice@bastion ARGS...` with alice's security key.
+    pub fn ssh(&self, user: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut all: Vec<String> = self.ssh_opts("agent.sock");
+        all.push(format!("{user}@{BASTION}"));
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.client("ssh", &refs, stdin)
+    }
+
+    /// Runs ssh in a pseudo-terminal, driven by `steps` (see tests/support/pty_drive.py).
+    pub fn ssh_pty(&self, user: &str, target_args: &[&str], steps: serde_json::Value) -> Output {
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
+        let mut all: Vec<String> = vec!["python3".into(), driver.into(), steps.to_string(), "--".into(), "ssh".into(), "-t".into()];
+        all.extend(self.ssh_opts("agent.sock"));
+        all.push(format!("{user}@{BASTION}"));
+        all.extend(target_args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.client(refs[0], &refs[1..], None)
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits up to 15 s for an audit event with `code` that satisfies `pred`.
+    pub fn wait_audit(&self, code: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = self.audit().into_iter().find(|e| e["code"] == code && pred(e)) {
+                return e;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no {code} audit event; log:\n{}",
+                std::fs::read_to_string(self.path("audit.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn detail(event: &serde_json::Value) -> serde_json::Value {
+        serde_json::from_str(event["detail"].as_str().unwrap_or("{}")).unwrap()
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.path("state/recordings")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().chain(self.bastion.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Anything still running in a namespace (sshd session processes) goes with it.
+        for ns in [&self.ns_admin, &self.ns_bastion, &self.ns_mgmt] {
+            let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
