@@ -28,12 +28,20 @@ fn admin_cannot_reach_management_network_directly() {
     // The route exists (via the bastion), but the bastion does not forward.
     let direct = env.client(
         "bash",
-        &["-c", &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{PACS01}/22' && echo reached")],
+        &[
+            "-c",
+            &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{PACS01}/22' && echo reached"),
+        ],
         None,
     );
     assert!(!stdout(&direct).contains("reached"));
     let mut opts = env.ssh_opts("agent.sock");
-    opts.extend(["-o".into(), "ConnectTimeout=2".into(), format!("root@{PACS01}"), "true".into()]);
+    opts.extend([
+        "-o".into(),
+        "ConnectTimeout=2".into(),
+        format!("root@{PACS01}"),
+        "true".into(),
+    ]);
     let refs: Vec<&str> = opts.iter().map(String::as_str).collect();
     assert!(!env.client("ssh", &refs, None).status.success());
     // Through stapsteen it works.
@@ -46,13 +54,24 @@ fn exec_exit_codes_stdin_eof_and_audit() {
     let env = env!();
     let out = env.ssh("alice", &["pacs01", "exit 42"], None);
     assert_eq!(out.status.code(), Some(42));
-    let out = env.ssh("alice", &["pacs01", "cat; echo done; echo to-stderr >&2"], Some(b"line one\nline two\n"));
+    let out = env.ssh(
+        "alice",
+        &["pacs01", "cat; echo done; echo to-stderr >&2"],
+        Some(b"line one\nline two\n"),
+    );
     assert_eq!(stdout(&out), "line one\nline two\ndone\n");
     assert!(stderr(&out).contains("to-stderr"));
-    let start = env.wait_audit("SESSION_START", |e| e["detail"].as_str().unwrap().contains("cat; echo done"));
+    let start = env.wait_audit("SESSION_START", |e| {
+        e["detail"].as_str().unwrap().contains("cat; echo done")
+    });
     assert_eq!(start["admin"], "alice");
     assert_eq!(start["target_host"], "pacs01");
-    assert!(start["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert!(
+        start["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:")
+    );
     let end = env.wait_audit("SESSION_END", |e| e["session"] == start["session"]);
     let d = Env::detail(&end);
     assert_eq!(d["bytes_in"], 18);
@@ -63,7 +82,13 @@ fn exec_exit_codes_stdin_eof_and_audit() {
     assert_eq!(Env::detail(&ok)["key_type"], "sk-ssh-ed25519@openssh.com");
     // The target's own log names the person and the session (certificate key id).
     let sshd_log = std::fs::read_to_string(env.path("pacs01_sshd.log")).unwrap();
-    assert!(sshd_log.contains(&format!("stapsteen admin=alice session={}", start["session"].as_str().unwrap())), "{sshd_log}");
+    assert!(
+        sshd_log.contains(&format!(
+            "stapsteen admin=alice session={}",
+            start["session"].as_str().unwrap()
+        )),
+        "{sshd_log}"
+    );
 }
 
 #[test]
@@ -72,9 +97,496 @@ fn listing_and_target_forms() {
     let out = env.ssh("alice", &[], None);
     let text = stdout(&out);
     assert!(text.contains("pacs01") && text.contains("no end"), "{text}");
-    assert!(!text.contains("import01"), "alice has no grant for import01: {text}");
-    let out = env.ssh(&format!("alice:{}@pacs01", env.account), &["echo", "fixed"], None);
+    assert!(
+        !text.contains("import01"),
+        "alice has no grant for import01: {text}"
+    );
+    let out = env.ssh(
+        &format!("alice:{}@pacs01", env.account),
+        &["echo", "fixed"],
+        None,
+    );
     assert_eq!(stdout(&out), "fixed\n", "{}", stderr(&out));
-    let out = env.ssh("alice", &[&format!("{}@pacs01", env.account), "echo", "named"], None);
+    let out = env.ssh(
+        "alice",
+        &[&format!("{}@pacs01", env.account), "echo", "named"],
+        None,
+    );
     assert_eq!(stdout(&out), "named\n");
+}
+
+#[test]
+fn shell_with_pty_resize_and_recording() {
+    let env = env!();
+    let steps = json!([
+        ["expect", "$"],
+        ["send", "stty size\r"],
+        ["expect", "24 80"],
+        ["resize", 30, 100],
+        ["sleep", 0.3],
+        ["send", "stty size\r"],
+        ["expect", "30 100"],
+        [
+            "send",
+            "printf 'marker-%s\\n' $((6*7)); printf 'caf\\303\\251 \\342\\202\\254\\n'\r"
+        ],
+        ["expect", "marker-42"],
+        ["send", "exit 7\r"]
+    ]);
+    let out = env.ssh_pty("alice", &["pacs01", "env PS1='$ ' bash --norc -i"], steps);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let end = env.wait_audit("SESSION_END", |_| true);
+    let id = end["session"].as_str().unwrap().to_owned();
+    let cast = std::fs::read_to_string(env.recordings_dir().join(format!("{id}.cast"))).unwrap();
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
+    );
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let joined = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e[1] == kind)
+            .map(|e| e[2].as_str().unwrap())
+            .collect()
+    };
+    assert!(joined("o").contains("marker-42"));
+    assert!(joined("o").contains("café €"), "multi-byte output kept");
+    assert!(joined("i").contains("printf 'marker-%s"), "input recorded");
+    assert!(joined("r").contains("100x30"), "resize recorded");
+    let markers = joined("m");
+    assert!(markers.contains("start: alice") && markers.contains("target: connected to pacs01"));
+    assert!(markers.contains("end: exit status 7"), "{markers}");
+    // Timestamps never go backwards.
+    let times: Vec<f64> = events.iter().map(|e| e[0].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+
+    let cfg = env.path("stapsteen.toml");
+    let list = std::process::Command::new(common::bin())
+        .args(["recordings", "list", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list = stdout(&list);
+    assert!(
+        list.contains(&id) && list.contains("alice") && list.contains("pacs01"),
+        "{list}"
+    );
+    let cat = std::process::Command::new(common::bin())
+        .args(["recordings", "cat", "--config", cfg.to_str().unwrap(), &id])
+        .output()
+        .unwrap();
+    assert!(stdout(&cat).contains("marker-42"));
+    let bad = std::process::Command::new(common::bin())
+        .args([
+            "recordings",
+            "cat",
+            "--config",
+            cfg.to_str().unwrap(),
+            "../../etc/passwd",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn scp_and_sftp_up_and_down() {
+    let env = env!();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let local = env.path("up.bin");
+    std::fs::write(&local, &data).unwrap();
+    let remote = env.path("remote.bin");
+    let opts = env.ssh_opts("agent.sock");
+    let mut args: Vec<String> = opts.clone();
+    args.push(local.display().to_string());
+    args.push(format!("alice+pacs01@{BASTION}:{}", remote.display()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("scp", &refs, None);
+    assert!(out.status.success(), "scp up: {}", stderr(&out));
+    assert_eq!(std::fs::read(&remote).unwrap(), data);
+
+    let down = env.path("down.bin");
+    let mut args: Vec<String> = opts.clone();
+    args.extend([
+        "-O".into(),
+        format!("alice+pacs01@{BASTION}:{}", remote.display()),
+        down.display().to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("scp", &refs, None);
+    assert!(out.status.success(), "legacy scp down: {}", stderr(&out));
+    assert_eq!(std::fs::read(&down).unwrap(), data);
+
+    let via_sftp = env.path("sftp.bin");
+    let batch = format!(
+        "put {} {}.2\nget {}.2 {}\n",
+        local.display(),
+        remote.display(),
+        remote.display(),
+        via_sftp.display()
+    );
+    let mut args: Vec<String> = opts.clone();
+    args.extend([
+        "-b".into(),
+        "-".into(),
+        "-o".into(),
+        format!("User=alice:{}@pacs01", env.account),
+        BASTION.into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("sftp", &refs, Some(batch.as_bytes()));
+    assert!(out.status.success(), "sftp: {}", stderr(&out));
+    assert_eq!(std::fs::read(&via_sftp).unwrap(), data);
+    // The sftp session moved the file both ways; its audit event says so.
+    env.wait_audit("SESSION_END", |e| {
+        let d = Env::detail(e);
+        e["detail"].as_str().unwrap().contains("subsystem sftp")
+            && d["bytes_in"].as_u64().unwrap() > 3_000_000
+            && d["bytes_out"].as_u64().unwrap() > 3_000_000
+    });
+
+    // sftp without a target in the user name is refused with a hint.
+    let mut args: Vec<String> = opts;
+    args.extend(["-b".into(), "-".into(), format!("alice@{BASTION}")]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("sftp", &refs, Some(b"ls\n"));
+    assert!(!out.status.success());
+}
+
+fn amsterdam_now() -> jiff::Zoned {
+    jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap())
+}
+
+fn weekday_name(z: &jiff::Zoned) -> &'static str {
+    ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][z.weekday().to_monday_zero_offset() as usize]
+}
+
+#[test]
+fn every_refusal_reason_is_clear_and_audited() {
+    let now = amsterdam_now();
+    let fmt = |z: &jiff::Zoned| z.strftime("%Y-%m-%d %H:%M").to_string();
+    let in_two_days = now.checked_add(jiff::Span::new().days(2)).unwrap();
+    let extra = format!(
+        r#"
+[[grant]]
+name = "expired"
+admins = ["bob"]
+targets = ["pacs01"]
+accounts = ["root"]
+valid_until = "{past}"
+
+[[grant]]
+name = "later"
+admins = ["bob"]
+targets = ["import01"]
+accounts = ["root"]
+valid_from = "{future}"
+
+[[grant]]
+name = "vendor-window"
+admins = ["alice"]
+targets = ["import01"]
+accounts = ["root"]
+windows = ["{other_day} 09:00-12:00"]
+"#,
+        past = fmt(&now.checked_sub(jiff::Span::new().days(1)).unwrap()),
+        future = fmt(&in_two_days),
+        other_day = weekday_name(&in_two_days),
+    );
+    let env = env!(Options {
+        extra_policy: extra,
+        ..Default::default()
+    });
+    let cases: [(&str, &str, &str, &str); 5] = [
+        ("alice", "nosuch", "unknown_target", "unknown target"),
+        ("bob", "pacs-changed", "no_grant", "no grant"),
+        (
+            "alice",
+            "import01",
+            "outside_window",
+            "outside the time window",
+        ),
+        ("bob", "pacs01", "expired", "expired"),
+        ("bob", "import01", "not_yet_valid", "not valid before"),
+    ];
+    for (who, target, code, text) in cases {
+        let agent = if who == "bob" {
+            "bob-agent.sock"
+        } else {
+            "agent.sock"
+        };
+        let mut args = env.ssh_opts(agent);
+        args.extend([format!("{who}@{BASTION}"), target.into(), "true".into()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.client("ssh", &refs, None);
+        assert_eq!(out.status.code(), Some(1), "{who} {target}");
+        let err = stderr(&out);
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("stapsteen:")).count(),
+            1,
+            "{err}"
+        );
+        assert!(err.contains(text), "{who}→{target}: {err}");
+        env.wait_audit("TARGET_DENIED", |e| {
+            e["reason"] == code && e["admin"] == who && e["target_host"] == target
+        });
+    }
+    let out = env.ssh("alice", &["daemon@pacs01", "true"], None);
+    assert!(
+        stderr(&out).contains("not in your grants"),
+        "{}",
+        stderr(&out)
+    );
+    env.wait_audit("TARGET_DENIED", |e| e["reason"] == "account_not_allowed");
+}
+
+#[test]
+fn only_listed_security_keys_authenticate() {
+    let mut env = env!();
+    // A plain ed25519 key, offered directly.
+    let plain = env.path("plain");
+    std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            plain.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    let mut args = env.ssh_opts("none");
+    args.extend([
+        "-i".into(),
+        plain.display().to_string(),
+        format!("alice@{BASTION}"),
+        "pacs01".into(),
+        "true".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("ssh", &refs, None);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("Permission denied (publickey)"),
+        "{}",
+        stderr(&out)
+    );
+    env.wait_audit("AUTH_DENIED", |e| e["reason"] == "not_security_key");
+
+    // Password and keyboard-interactive: not even offered; a client that insists gets nowhere.
+    let askpass = env.path("askpass.sh");
+    std::fs::write(&askpass, "#!/bin/sh\necho secret\n").unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", askpass.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.ns_admin,
+            "env",
+            &format!("SSH_ASKPASS={}", askpass.display()),
+            "SSH_ASKPASS_REQUIRE=force",
+            "setsid",
+            "-w",
+            "ssh",
+            "-F",
+            "none",
+            "-o",
+            &format!("UserKnownHostsFile={}", env.path("known_hosts").display()),
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-o",
+            "PubkeyAuthentication=no",
+            &format!("alice@{BASTION}"),
+            "pacs01",
+            "true",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("Permission denied (publickey)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Unknown user with a valid key.
+    let out = env.ssh("mallory", &["pacs01", "true"], None);
+    assert_eq!(out.status.code(), Some(255));
+    env.wait_audit("AUTH_DENIED", |e| {
+        e["admin"] == "mallory" && e["reason"] == "unknown_admin"
+    });
+
+    // Bob's key does not log in as alice: identity comes from the key.
+    let mut args = env.ssh_opts("bob-agent.sock");
+    args.extend([format!("alice@{BASTION}"), "pacs01".into(), "true".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(env.client("ssh", &refs, None).status.code(), Some(255));
+    env.wait_audit("AUTH_DENIED", |e| {
+        e["admin"] == "alice" && e["reason"] == "key_not_listed"
+    });
+
+    // A listed key that is offered but never signs does not authenticate.
+    env.agent("nosign.sock", "alice_key", &["--refuse-sign"]);
+    let mut args = env.ssh_opts("nosign.sock");
+    args.extend([format!("alice@{BASTION}"), "pacs01".into(), "true".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("ssh", &refs, None);
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(
+        !env.audit().iter().any(|e| e["code"] == "SESSION_START"),
+        "no session without a signature"
+    );
+}
+
+#[test]
+fn changed_target_host_key_is_refused() {
+    let env = env!();
+    let out = env.ssh("alice", &["pacs-changed", "echo", "should-not-run"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stdout(&out).contains("should-not-run"));
+    assert!(
+        stderr(&out).contains("host key changed or unknown"),
+        "{}",
+        stderr(&out)
+    );
+    env.wait_audit("HOSTKEY_MISMATCH", |e| e["target_host"] == "pacs-changed");
+}
+
+#[test]
+fn idle_timeout_ends_session() {
+    let env = env!(Options {
+        idle_timeout: "2s",
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let steps = json!([["expect", "ready"], ["sleep", 8]]);
+    let out = env.ssh_pty("alice", &["pacs01", "echo ready; sleep 60"], steps);
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+    assert!(stdout(&out).contains("idle for 2s"), "{}", stdout(&out));
+    env.wait_audit("SESSION_END", |e| {
+        e["reason"].as_str().unwrap().contains("idle")
+    });
+}
+
+#[test]
+fn session_ends_when_grant_expires() {
+    let until = amsterdam_now()
+        .checked_add(jiff::Span::new().minutes(1))
+        .unwrap();
+    // Grant validity has minute resolution; wait for a session that outlives it.
+    let extra = format!(
+        "[[grant]]\nname = \"short\"\nadmins = [\"bob\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nvalid_until = \"{}\"\n",
+        until.strftime("%Y-%m-%d %H:%M")
+    );
+    let env = env!(Options {
+        extra_policy: extra,
+        ..Default::default()
+    });
+    let mut args = env.ssh_opts("bob-agent.sock");
+    args.extend([
+        format!("bob@{BASTION}"),
+        "import01".into(),
+        "echo started; sleep 120; echo too-long".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("ssh", &refs, None);
+    assert!(stdout(&out).contains("started") && !stdout(&out).contains("too-long"));
+    assert!(
+        stderr(&out).contains("grant short ended"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn recording_failure_refuses_session() {
+    let env = env!();
+    let dir = env.recordings_dir();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let steps = json!([["sleep", 1]]);
+    let out = env.ssh_pty("alice", &["pacs01", "echo should-not-run"], steps);
+    assert!(!stdout(&out).contains("should-not-run"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("recording cannot be written"),
+        "{}",
+        stdout(&out)
+    );
+    env.wait_audit("RECORDING_FAILED", |e| e["admin"] == "alice");
+    assert!(
+        !std::fs::read_to_string(env.path("pacs01_sshd.log"))
+            .unwrap()
+            .contains("Accepted publickey"),
+        "target never dialled"
+    );
+}
+
+#[test]
+fn policy_reload_keeps_live_sessions_and_rejects_invalid_policy() {
+    let env = env!();
+    let live = {
+        let mut args = env.ssh_opts("agent.sock");
+        args.extend([
+            format!("alice@{BASTION}"),
+            "pacs01".into(),
+            "sleep 3; echo survived".into(),
+        ]);
+        let ns = env.ns_admin.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "ssh"])
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    env.wait_audit("SESSION_START", |_| true);
+    // An invalid policy is refused and the old one stays.
+    std::fs::write(
+        env.path("policy.toml"),
+        "[[admin]]\nname = \"Alice\"\nbogus = 1\n",
+    )
+    .unwrap();
+    env.reload();
+    let failed = env.wait_audit("POLICY_RELOAD_FAILED", |_| true);
+    assert!(
+        Env::detail(&failed)["errors"]
+            .as_str()
+            .unwrap()
+            .contains("policy.toml:"),
+        "{failed}"
+    );
+    assert_eq!(
+        stdout(&env.ssh("alice", &["pacs01", "echo", "still"], None)),
+        "still\n"
+    );
+    // A valid policy without alice's grant takes effect; the live session survives it.
+    let without = env.policy_text("").replace(
+        "groups = [\"pacs-beheer\"]\ntargets",
+        "admins = [\"bob\"]\ntargets",
+    );
+    std::fs::write(env.path("policy.toml"), without).unwrap();
+    env.reload();
+    env.wait_audit("POLICY_LOADED", |_| true);
+    let out = env.ssh("alice", &["pacs01", "true"], None);
+    assert!(stderr(&out).contains("no grant"), "{}", stderr(&out));
+    let live = live.join().unwrap();
+    assert_eq!(stdout(&live), "survived\n", "{}", stderr(&live));
 }

@@ -172,11 +172,8 @@ impl Connection {
         let Some(admin) = &self.admin else {
             return session.channel_failure(id);
         };
-        let (login, name, fingerprint) = (
-            admin.login.clone(),
-            admin.name.clone(),
-            admin.fingerprint,
-        );
+        let (login, name, fingerprint) =
+            (admin.login.clone(), admin.name.clone(), admin.fingerprint);
         let state = self.channels.entry(id).or_default();
         if std::mem::replace(&mut state.started, true) {
             return session.channel_failure(id);

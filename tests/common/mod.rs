@@ -24,12 +24,22 @@ pub fn bin() -> &'static str {
 /// (`CI=true`) it fails it.
 pub fn prerequisites() -> bool {
     let mut missing = Vec::new();
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     if !is_root {
         missing.push("root (for ip netns)".to_owned());
     }
     for tool in ["ip", "ssh", "scp", "sftp", "ssh-keygen", "python3"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
             missing.push(tool.to_owned());
         }
     }
@@ -49,7 +59,11 @@ pub fn prerequisites() -> bool {
 
 fn run(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What a test needs to shape: policy text and bastion limits.
@@ -81,15 +95,32 @@ pub struct Env {
 }
 
 fn keygen(path: &Path) -> String {
-    run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", path.to_str().unwrap()]);
-    std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_owned()
+    run(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        "",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 impl Env {
     pub fn new(opts: Options) -> Env {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}x{n}", std::process::id());
-        let dir = tempfile::Builder::new().prefix("stapsteen-test.").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("stapsteen-test.")
+            .tempdir()
+            .unwrap();
         let mut env = Env {
             dir,
             ns_admin: format!("ssA{tag}"),
@@ -103,13 +134,26 @@ impl Env {
             import01_hostkey: String::new(),
         };
         env.network();
-        run(&[bin(), "keys", "init", "--dir", env.path("").to_str().unwrap()]);
+        run(&[
+            bin(),
+            "keys",
+            "init",
+            "--dir",
+            env.path("").to_str().unwrap(),
+        ]);
         env.targets();
         env.agent("agent.sock", "alice_key", &[]);
-        env.alice_key = std::fs::read_to_string(env.path("alice_key.sk.pub")).unwrap().trim().to_owned();
+        env.alice_key = std::fs::read_to_string(env.path("alice_key.sk.pub"))
+            .unwrap()
+            .trim()
+            .to_owned();
         env.agent("bob-agent.sock", "bob_key", &[]);
         let host = std::fs::read_to_string(env.path("host_key.pub")).unwrap();
-        std::fs::write(env.path("known_hosts"), format!("{BASTION} {}", host.trim())).unwrap();
+        std::fs::write(
+            env.path("known_hosts"),
+            format!("{BASTION} {}", host.trim()),
+        )
+        .unwrap();
         std::fs::write(
             env.path("stapsteen.toml"),
             format!(
@@ -133,8 +177,14 @@ impl Env {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         let (a, b, m) = (&self.ns_admin, &self.ns_bastion, &self.ns_mgmt);
-        run(&["ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "adm0", "netns", b]);
-        run(&["ip", "-n", b, "link", "add", "mgmt0", "type", "veth", "peer", "name", "eth0", "netns", m]);
+        run(&[
+            "ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "adm0", "netns",
+            b,
+        ]);
+        run(&[
+            "ip", "-n", b, "link", "add", "mgmt0", "type", "veth", "peer", "name", "eth0", "netns",
+            m,
+        ]);
         run(&["ip", "-n", a, "addr", "add", "10.77.1.2/24", "dev", "eth0"]);
         run(&["ip", "-n", b, "addr", "add", "10.77.1.1/24", "dev", "adm0"]);
         run(&["ip", "-n", b, "addr", "add", "10.77.2.1/24", "dev", "mgmt0"]);
@@ -147,7 +197,15 @@ impl Env {
         // bastion never forwards between them.
         run(&["ip", "-n", a, "route", "add", "default", "via", "10.77.1.1"]);
         run(&["ip", "-n", m, "route", "add", "default", "via", "10.77.2.1"]);
-        run(&["ip", "netns", "exec", b, "sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=0",
+        ]);
     }
 
     fn targets(&mut self) {
@@ -168,7 +226,15 @@ impl Env {
             .unwrap();
             let log = std::fs::File::create(self.path(&format!("{name}_sshd.log"))).unwrap();
             let child = Command::new("ip")
-                .args(["netns", "exec", &self.ns_mgmt, "/usr/sbin/sshd", "-D", "-e", "-f"])
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns_mgmt,
+                    "/usr/sbin/sshd",
+                    "-D",
+                    "-e",
+                    "-f",
+                ])
                 .arg(&cfg)
                 .stderr(log)
                 .spawn()
@@ -184,14 +250,23 @@ impl Env {
     pub fn agent(&mut self, socket: &str, key: &str, args: &[&str]) {
         let sock = self.path(socket);
         let child = Command::new(bin())
-            .args(["softkey-agent", "--socket", sock.to_str().unwrap(), "--key", self.path(key).to_str().unwrap()])
+            .args([
+                "softkey-agent",
+                "--socket",
+                sock.to_str().unwrap(),
+                "--key",
+                self.path(key).to_str().unwrap(),
+            ])
             .args(args)
             .spawn()
             .unwrap();
         self.children.push(child);
         let start = Instant::now();
         while !(sock.exists() && self.path(&format!("{key}.sk.pub")).exists()) {
-            assert!(start.elapsed() < Duration::from_secs(10), "agent did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "agent did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -251,7 +326,14 @@ max_session = "1h"
     fn start_bastion(&mut self) {
         let log = std::fs::File::create(self.path("audit.log")).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns_bastion, bin(), "serve", "--config"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns_bastion,
+                bin(),
+                "serve",
+                "--config",
+            ])
             .arg(self.path("stapsteen.toml"))
             .stderr(log)
             .spawn()
@@ -273,7 +355,14 @@ max_session = "1h"
         let start = Instant::now();
         loop {
             let ok = Command::new("ip")
-                .args(["netns", "exec", ns, "bash", "-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "bash",
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/{addr}/{port}"),
+                ])
                 .stderr(Stdio::null())
                 .status()
                 .unwrap()
@@ -281,18 +370,27 @@ max_session = "1h"
             if ok {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "{addr}:{port} never listened");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{addr}:{port} never listened"
+            );
             std::thread::sleep(Duration::from_millis(30));
         }
     }
 
-    /// Common client options: our agent and known_hosts only, no user config, no prompts.
+    /// Common client options: our agent (or `none`) and known_hosts only, no user config, no
+    /// prompts.
     pub fn ssh_opts(&self, agent: &str) -> Vec<String> {
+        let agent = if agent == "none" {
+            "none".into()
+        } else {
+            self.path(agent).display().to_string()
+        };
         vec![
             "-F".into(),
             "none".into(),
             "-o".into(),
-            format!("IdentityAgent={}", self.path(agent).display()),
+            format!("IdentityAgent={agent}"),
             "-o".into(),
             format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
             "-o".into(),
@@ -309,9 +407,13 @@ max_session = "1h"
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns_admin, program]);
         cmd.args(args);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(data) = stdin {
             use std::io::Write;
@@ -336,7 +438,14 @@ max_session = "1h"
     /// Runs ssh in a pseudo-terminal, driven by `steps` (see tests/support/pty_drive.py).
     pub fn ssh_pty(&self, user: &str, target_args: &[&str], steps: serde_json::Value) -> Output {
         let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
-        let mut all: Vec<String> = vec!["python3".into(), driver.into(), steps.to_string(), "--".into(), "ssh".into(), "-t".into()];
+        let mut all: Vec<String> = vec![
+            "python3".into(),
+            driver.into(),
+            steps.to_string(),
+            "--".into(),
+            "ssh".into(),
+            "-t".into(),
+        ];
         all.extend(self.ssh_opts("agent.sock"));
         all.push(format!("{user}@{BASTION}"));
         all.extend(target_args.iter().map(|s| s.to_string()));
@@ -353,10 +462,18 @@ max_session = "1h"
     }
 
     /// Waits up to 15 s for an audit event with `code` that satisfies `pred`.
-    pub fn wait_audit(&self, code: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_audit(
+        &self,
+        code: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
-            if let Some(e) = self.audit().into_iter().find(|e| e["code"] == code && pred(e)) {
+            if let Some(e) = self
+                .audit()
+                .into_iter()
+                .find(|e| e["code"] == code && pred(e))
+            {
                 return e;
             }
             assert!(
@@ -385,11 +502,14 @@ impl Drop for Env {
         }
         // Anything still running in a namespace (sshd session processes) goes with it.
         for ns in [&self.ns_admin, &self.ns_bastion, &self.ns_mgmt] {
-            let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            });
+            let _ = Command::new("ip")
+                .args(["netns", "pids", ns])
+                .output()
+                .map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                });
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
