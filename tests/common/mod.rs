@@ -3,7 +3,7 @@
 //! the software security key as an SSH agent, and the real `ssh`, `scp` and `sftp` clients in the
 //! admin namespace. The admin namespace routes via the bastion, which does not forward, so the
 //! only way to a target is through stapsteen.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
