@@ -1,4 +1,5 @@
 //! End-to-end: real OpenSSH clients, through stapsteen, to real sshd targets, in namespaces.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
