@@ -507,3 +507,110 @@ fn grant(
         record_input: r.record_input,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Denial, TargetSpec};
+
+    const EXAMPLE: &str = include_str!("../../policies/example-hospital.toml");
+
+    fn at(s: &str) -> Timestamp {
+        format!("{s}[Europe/Amsterdam]").parse::<jiff::Zoned>().unwrap().timestamp()
+    }
+
+    fn spec(s: &str) -> TargetSpec {
+        TargetSpec::parse(s).unwrap()
+    }
+
+    #[test]
+    fn example_policy_is_valid() {
+        let p = parse_policy(Path::new("example-hospital.toml"), EXAMPLE).unwrap();
+        assert_eq!(p.admins.len(), 3);
+        assert_eq!(p.targets.len(), 3);
+        assert_eq!(p.grants.len(), 3);
+    }
+
+    #[test]
+    fn grants_decide_by_group_account_window_and_validity() {
+        let p = parse_policy(Path::new("x"), EXAMPLE).unwrap();
+        // 2026-11-24 is a Tuesday.
+        let tue = at("2026-11-24T10:00");
+        let a = p.decide("s.bakker", &spec("twiin-gateway"), tue).unwrap();
+        assert_eq!(a.account.as_str(), "beheer");
+        assert_eq!(a.until, None);
+        assert_eq!(
+            p.decide("j.devries", &spec("twiin-gateway"), tue).unwrap_err(),
+            Denial::NoGrant("twiin-gateway".into())
+        );
+        assert_eq!(p.decide("j.devries", &spec("nope"), tue).unwrap_err().code(), "unknown_target");
+        assert_eq!(p.decide("j.devries", &spec("service@pacs01"), tue).unwrap_err().code(), "account_not_allowed");
+
+        let v = p.decide("vendor.m.jansen", &spec("pacs01"), tue).unwrap();
+        assert_eq!(v.account.as_str(), "service");
+        assert_eq!(v.until, Some(at("2026-11-24T12:00")));
+        assert_eq!(v.max_session, std::time::Duration::from_secs(3 * 3600));
+        let wed = at("2026-11-25T10:00");
+        assert_eq!(p.decide("vendor.m.jansen", &spec("pacs01"), wed).unwrap_err().code(), "outside_window");
+        assert_eq!(p.decide("vendor.m.jansen", &spec("pacs01"), at("2027-01-05T10:00")).unwrap_err().code(), "expired");
+        assert_eq!(p.decide("vendor.m.jansen", &spec("pacs01"), at("2025-12-30T10:00")).unwrap_err().code(), "not_yet_valid");
+
+        let listed = p.reachable("s.bakker", tue);
+        let names: Vec<String> = listed.iter().map(|a| format!("{}@{}", a.account, a.target.name)).collect();
+        assert_eq!(names, ["beheer@pacs01", "beheer@twiin-gateway", "beheer@import01"]);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_line() {
+        let text = r#"
+[[admin]]
+name = "Alice"
+keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG52D/nkw5+01RweRRSrQ3j0OIxGU9SUIZwL+wkcM0WE plain"]
+
+[[target]]
+name = "pacs01"
+address = "pacs01.example"
+host_keys = []
+accounts = ["beheer"]
+
+[[grant]]
+name = "g"
+admins = ["bob"]
+targets = ["pacs01", "ghost"]
+accounts = ["beheer"]
+windows = ["Tue 12:00-09:00"]
+valid_until = "yesterday"
+"#;
+        let Err(PolicyError::Invalid(problems)) = parse_policy(Path::new("p.toml"), text) else {
+            panic!("must fail")
+        };
+        let lines: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        let has = |line: usize, needle: &str| {
+            assert!(
+                lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
+                "no '{needle}' at line {line}: {lines:#?}"
+            )
+        };
+        has(3, "invalid admin name");
+        has(4, "not a security key");
+        has(8, "not an IPv4 or IPv6 address");
+        has(6, "at least one pinned host key");
+        has(14, "unknown admin bob");
+        has(15, "unknown target ghost");
+        has(18, "invalid time");
+        assert!(problems[0].to_string().starts_with("p.toml:"));
+    }
+
+    #[test]
+    fn unknown_fields_and_options_are_errors() {
+        let e = parse_policy(Path::new("p.toml"), "[[admin]]\nname = \"a\"\nkeys = []\nshell = \"/bin/sh\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("p.toml:4:") && e.to_string().contains("unknown field"), "{e}");
+        let key = EXAMPLE.lines().find(|l| l.contains("sk-ssh-ed25519")).unwrap().trim().trim_end_matches(',');
+        let with_opt = format!("[[admin]]\nname = \"a\"\nkeys = ['verify-required {}']\n", key.trim_matches('"'));
+        let e = parse_policy(Path::new("p.toml"), &with_opt).unwrap_err();
+        assert!(e.to_string().contains("unsupported key option"), "{e}");
+        let other_app = format!("[[admin]]\nname = \"a\"\nkeys = ['application=\"ssh:other\" {}']\n", key.trim_matches('"'));
+        let e = parse_policy(Path::new("p.toml"), &other_app).unwrap_err();
+        assert!(e.to_string().contains("made for application \"ssh:\""), "{e}");
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, if it is missing: OpenSSH server and client,
+# iproute2 (network namespaces), nftables, python3 (terminal driver), asciinema (replay check).
+set -euo pipefail
+missing=()
+have() { command -v "$1" >/dev/null 2>&1; }
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+have ssh && have scp && have sftp || missing+=(openssh-client)
+have ip || missing+=(iproute2)
+have nft || missing+=(nftables)
+have python3 || missing+=(python3)
+have setsid || missing+=(util-linux)
+have cc || missing+=(gcc)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
