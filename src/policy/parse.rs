@@ -516,7 +516,10 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../policies/example-hospital.toml");
 
     fn at(s: &str) -> Timestamp {
-        format!("{s}[Europe/Amsterdam]").parse::<jiff::Zoned>().unwrap().timestamp()
+        format!("{s}[Europe/Amsterdam]")
+            .parse::<jiff::Zoned>()
+            .unwrap()
+            .timestamp()
     }
 
     fn spec(s: &str) -> TargetSpec {
@@ -540,24 +543,56 @@ mod tests {
         assert_eq!(a.account.as_str(), "beheer");
         assert_eq!(a.until, None);
         assert_eq!(
-            p.decide("j.devries", &spec("twiin-gateway"), tue).unwrap_err(),
+            p.decide("j.devries", &spec("twiin-gateway"), tue)
+                .unwrap_err(),
             Denial::NoGrant("twiin-gateway".into())
         );
-        assert_eq!(p.decide("j.devries", &spec("nope"), tue).unwrap_err().code(), "unknown_target");
-        assert_eq!(p.decide("j.devries", &spec("service@pacs01"), tue).unwrap_err().code(), "account_not_allowed");
+        assert_eq!(
+            p.decide("j.devries", &spec("nope"), tue)
+                .unwrap_err()
+                .code(),
+            "unknown_target"
+        );
+        assert_eq!(
+            p.decide("j.devries", &spec("service@pacs01"), tue)
+                .unwrap_err()
+                .code(),
+            "account_not_allowed"
+        );
 
         let v = p.decide("vendor.m.jansen", &spec("pacs01"), tue).unwrap();
         assert_eq!(v.account.as_str(), "service");
         assert_eq!(v.until, Some(at("2026-11-24T12:00")));
         assert_eq!(v.max_session, std::time::Duration::from_secs(3 * 3600));
         let wed = at("2026-11-25T10:00");
-        assert_eq!(p.decide("vendor.m.jansen", &spec("pacs01"), wed).unwrap_err().code(), "outside_window");
-        assert_eq!(p.decide("vendor.m.jansen", &spec("pacs01"), at("2027-01-05T10:00")).unwrap_err().code(), "expired");
-        assert_eq!(p.decide("vendor.m.jansen", &spec("pacs01"), at("2025-12-30T10:00")).unwrap_err().code(), "not_yet_valid");
+        assert_eq!(
+            p.decide("vendor.m.jansen", &spec("pacs01"), wed)
+                .unwrap_err()
+                .code(),
+            "outside_window"
+        );
+        assert_eq!(
+            p.decide("vendor.m.jansen", &spec("pacs01"), at("2027-01-05T10:00"))
+                .unwrap_err()
+                .code(),
+            "expired"
+        );
+        assert_eq!(
+            p.decide("vendor.m.jansen", &spec("pacs01"), at("2025-12-30T10:00"))
+                .unwrap_err()
+                .code(),
+            "not_yet_valid"
+        );
 
         let listed = p.reachable("s.bakker", tue);
-        let names: Vec<String> = listed.iter().map(|a| format!("{}@{}", a.account, a.target.name)).collect();
-        assert_eq!(names, ["beheer@pacs01", "beheer@twiin-gateway", "beheer@import01"]);
+        let names: Vec<String> = listed
+            .iter()
+            .map(|a| format!("{}@{}", a.account, a.target.name))
+            .collect();
+        assert_eq!(
+            names,
+            ["beheer@pacs01", "beheer@twiin-gateway", "beheer@import01"]
+        );
     }
 
     #[test]
@@ -584,7 +619,10 @@ valid_until = "yesterday"
         let Err(PolicyError::Invalid(problems)) = parse_policy(Path::new("p.toml"), text) else {
             panic!("must fail")
         };
-        let lines: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        let lines: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.message.as_str()))
+            .collect();
         let has = |line: usize, needle: &str| {
             assert!(
                 lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
@@ -603,14 +641,35 @@ valid_until = "yesterday"
 
     #[test]
     fn unknown_fields_and_options_are_errors() {
-        let e = parse_policy(Path::new("p.toml"), "[[admin]]\nname = \"a\"\nkeys = []\nshell = \"/bin/sh\"\n").unwrap_err();
-        assert!(e.to_string().starts_with("p.toml:4:") && e.to_string().contains("unknown field"), "{e}");
-        let key = EXAMPLE.lines().find(|l| l.contains("sk-ssh-ed25519")).unwrap().trim().trim_end_matches(',');
-        let with_opt = format!("[[admin]]\nname = \"a\"\nkeys = ['verify-required {}']\n", key.trim_matches('"'));
+        let e = parse_policy(
+            Path::new("p.toml"),
+            "[[admin]]\nname = \"a\"\nkeys = []\nshell = \"/bin/sh\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("p.toml:4:") && e.to_string().contains("unknown field"),
+            "{e}"
+        );
+        let key = EXAMPLE
+            .lines()
+            .find(|l| l.contains("sk-ssh-ed25519"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(',');
+        let with_opt = format!(
+            "[[admin]]\nname = \"a\"\nkeys = ['verify-required {}']\n",
+            key.trim_matches('"')
+        );
         let e = parse_policy(Path::new("p.toml"), &with_opt).unwrap_err();
         assert!(e.to_string().contains("unsupported key option"), "{e}");
-        let other_app = format!("[[admin]]\nname = \"a\"\nkeys = ['application=\"ssh:other\" {}']\n", key.trim_matches('"'));
+        let other_app = format!(
+            "[[admin]]\nname = \"a\"\nkeys = ['application=\"ssh:other\" {}']\n",
+            key.trim_matches('"')
+        );
         let e = parse_policy(Path::new("p.toml"), &other_app).unwrap_err();
-        assert!(e.to_string().contains("made for application \"ssh:\""), "{e}");
+        assert!(
+            e.to_string().contains("made for application \"ssh:\""),
+            "{e}"
+        );
     }
 }

@@ -1,0 +1,164 @@
+//! Benchmark, not a test: `cargo bench --bench throughput` (as root). In one run, in the test
+//! bed's namespaces, pushes the same data (1 GiB, or STAPSTEEN_BENCH_MIB) with the same cipher
+//! through (a) stapsteen, (b) OpenSSH ProxyJump through an sshd in the bastion namespace, (c) an
+//! ssh connection straight from the bastion namespace to the target; then the keystroke echo
+//! round trip through (a) and (c). Prints MiB/s, round-trip percentiles and the ratios.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::{BASTION, Env, Options, PACS01};
+
+const CIPHER: &str = "chacha20-poly1305@openssh.com";
+
+fn sh(ns: &str, script: &str) -> (f64, std::process::Output) {
+    let start = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "bash", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (start.elapsed().as_secs_f64(), out)
+}
+
+fn main() {
+    if !common::prerequisites() {
+        return;
+    }
+    let mib: u64 = std::env::var("STAPSTEEN_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let env = Env::new(Options::default());
+    let p = |n: &str| env.path(n).display().to_string();
+
+    // A plain key with a certificate from the bastion CA, for the OpenSSH routes.
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", &p("bench_key")])
+        .status()
+        .unwrap();
+    Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-s",
+            &p("ca_key"),
+            "-I",
+            "bench",
+            "-n",
+            &env.account,
+            "-V",
+            "+1h",
+            &p("bench_key.pub"),
+        ])
+        .status()
+        .unwrap();
+    // The jump host: a stock sshd in the bastion namespace.
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", &p("jump_host")])
+        .status()
+        .unwrap();
+    std::fs::copy(p("bench_key.pub"), p("jump_authorized")).unwrap();
+    std::fs::write(
+        p("jump_sshd_config"),
+        format!(
+            "ListenAddress {BASTION}:2200\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\nPasswordAuthentication no\n",
+            p("jump_host"), p("jump.pid"), p("jump_authorized")
+        ),
+    )
+    .unwrap();
+    let mut jump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.ns_bastion,
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-f",
+            &p("jump_sshd_config"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let known = format!(
+        "[{BASTION}]:2200 {}\n{PACS01} {}\n",
+        std::fs::read_to_string(p("jump_host.pub")).unwrap().trim(),
+        env.pacs01_hostkey
+    );
+    std::fs::write(p("known_openssh"), known).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let plain = format!(
+        "ssh -F none -c {CIPHER} -o BatchMode=yes -o IdentityAgent=none -o UserKnownHostsFile={} -i {}",
+        p("known_openssh"),
+        p("bench_key")
+    );
+    let via_stapsteen = format!(
+        "ssh -F none -c {CIPHER} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={} alice@{BASTION} pacs01",
+        p("agent.sock"),
+        p("known_hosts")
+    );
+    let via_jump = format!(
+        "{plain} -o ProxyCommand='{plain} -p 2200 -W %h:%p {}@{BASTION}' {}@{PACS01}",
+        env.account, env.account
+    );
+    let direct = format!("{plain} {}@{PACS01}", env.account);
+    let push = |cmd: &str| format!("head -c {}M /dev/zero | {cmd} 'cat > /dev/null'", mib);
+
+    println!("stapsteen benchmark: {mib} MiB, cipher {CIPHER}, one run each, namespaces over veth");
+    let routes = [
+        ("stapsteen", env.ns_admin.as_str(), via_stapsteen.as_str()),
+        ("ProxyJump", env.ns_admin.as_str(), via_jump.as_str()),
+        ("direct", env.ns_bastion.as_str(), direct.as_str()),
+    ];
+    let mut rates = Vec::new();
+    for (name, ns, cmd) in routes {
+        // Warm up (key exchange, page cache), then measure.
+        sh(ns, &format!("{cmd} true"));
+        let (secs, _) = sh(ns, &push(cmd));
+        let rate = mib as f64 / secs;
+        println!("  throughput {name:<10} {rate:>8.1} MiB/s  ({secs:.2} s)");
+        rates.push(rate);
+    }
+    println!(
+        "  ratio stapsteen/ProxyJump {:.2}   stapsteen/direct {:.2}   ProxyJump/direct {:.2}",
+        rates[0] / rates[1],
+        rates[0] / rates[2],
+        rates[1] / rates[2]
+    );
+
+    let rtt = |ns: &str, cmd: &str| -> serde_json::Value {
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/echo_rtt.py");
+        let script = format!("python3 {driver} 300 -- {cmd} 'echo READY; exec cat >/dev/null'");
+        let script = script.replacen("ssh -F none", "ssh -tt -F none", 1);
+        let (_, out) = sh(ns, &script);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let a = rtt(&env.ns_admin, &via_stapsteen);
+    let c = rtt(&env.ns_bastion, &direct);
+    println!(
+        "  echo round trip stapsteen  p50 {:.3} ms  p99 {:.3} ms",
+        a["p50_ms"].as_f64().unwrap(),
+        a["p99_ms"].as_f64().unwrap()
+    );
+    println!(
+        "  echo round trip direct     p50 {:.3} ms  p99 {:.3} ms",
+        c["p50_ms"].as_f64().unwrap(),
+        c["p99_ms"].as_f64().unwrap()
+    );
+    println!(
+        "  ratio p50 stapsteen/direct {:.2}",
+        a["p50_ms"].as_f64().unwrap() / c["p50_ms"].as_f64().unwrap()
+    );
+    let _ = jump.kill();
+    let _ = jump.wait();
+}
