@@ -79,6 +79,33 @@ fn exec_exit_codes_stdin_eof_and_audit() {
     assert_eq!(d["exit_status"], 0);
     assert_eq!(d["sha256_in"], sha256_hex(b"line one\nline two\n"));
     assert_eq!(d["sha256_out"], sha256_hex(b"line one\nline two\ndone\n"));
+    // A command killed by a signal: the signal is passed on and audited.
+    env.ssh("alice", &["pacs01", "kill -TERM $$"], None);
+    env.wait_audit("SESSION_END", |e| Env::detail(e)["exit_signal"] == "TERM");
+    // Only LANG, LC_* and TERM reach the target.
+    let mut args = env.ssh_opts("agent.sock");
+    args.extend([
+        "-o".into(),
+        "SendEnv=LANG LC_TIME LD_PRELOAD".into(),
+        format!("alice@{BASTION}"),
+        "pacs01".into(),
+        "echo \"$LANG|$LC_TIME|$LD_PRELOAD|\"".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &env.ns_admin,
+        "env",
+        "LANG=nl_NL.UTF-8",
+        "LC_TIME=C",
+        "LD_PRELOAD=/tmp/evil.so",
+        "ssh",
+    ])
+    .args(&refs);
+    let out = cmd.output().unwrap();
+    assert_eq!(stdout(&out), "nl_NL.UTF-8|C||\n", "{}", stderr(&out));
     let ok = env.wait_audit("AUTH_OK", |_| true);
     assert_eq!(Env::detail(&ok)["key_type"], "sk-ssh-ed25519@openssh.com");
     // The target's own log names the person and the session (certificate key id).
@@ -590,4 +617,68 @@ fn policy_reload_keeps_live_sessions_and_rejects_invalid_policy() {
     assert!(stderr(&out).contains("no grant"), "{}", stderr(&out));
     let live = live.join().unwrap();
     assert_eq!(stdout(&live), "survived\n", "{}", stderr(&live));
+}
+
+#[test]
+fn silent_connection_is_closed_after_login_grace() {
+    let env = env!();
+    // Connect and say nothing: the bastion closes the connection after login_grace (5 s here).
+    let out = env.client(
+        "bash",
+        &["-c", &format!("exec 3<>/dev/tcp/{BASTION}/22; start=$SECONDS; cat <&3 >/dev/null; echo closed-after $((SECONDS-start))")],
+        None,
+    );
+    let text = stdout(&out);
+    let secs: u64 = text.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((4..=10).contains(&secs), "{text}");
+    env.wait_audit("LOGIN_TIMEOUT", |e| {
+        e["source"].as_str().unwrap().starts_with("10.77.1.2:")
+    });
+}
+
+#[test]
+fn recording_write_failure_ends_running_session() {
+    let env = env!();
+    // A tiny file system under the recordings directory; the session fills it.
+    let dir = env.recordings_dir();
+    // Mounted in the bastion's own mount namespace (`ip netns exec` gives it one); it goes away
+    // with the process.
+    let mounted = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &env.bastion_pid().to_string(),
+            "-m",
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let steps = json!([["expect", "go"], ["sleep", 3]]);
+    let out = env.ssh_pty(
+        "alice",
+        &[
+            "pacs01",
+            "echo go; for i in $(seq 1 200000); do echo line $i; done; echo finished",
+        ],
+        steps,
+    );
+    let text = stdout(&out);
+    assert!(
+        !text.contains("finished"),
+        "session must not run to its end"
+    );
+    assert!(
+        text.contains("recording failed"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    env.wait_audit("SESSION_END", |e| {
+        e["reason"].as_str().unwrap().contains("recording failed")
+    });
 }

@@ -32,7 +32,16 @@ pub fn prerequisites() -> bool {
     if !is_root {
         missing.push("root (for ip netns)".to_owned());
     }
-    for tool in ["ip", "ssh", "scp", "sftp", "ssh-keygen", "python3"] {
+    for tool in [
+        "ip",
+        "ssh",
+        "scp",
+        "sftp",
+        "ssh-keygen",
+        "python3",
+        "setsid",
+        "nsenter",
+    ] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -216,12 +225,14 @@ impl Env {
             let cfg = self.path(&format!("{name}_sshd_config"));
             std::fs::write(
                 &cfg,
+                // The targets take any environment variable, so the tests see what the bastion
+                // lets through.
                 stapsteen::demo::sshd_config(
                     format!("{addr}:22").parse().unwrap(),
                     &self.path(&format!("{name}_host")),
                     &self.path("ca_key.pub"),
                     &self.path(&format!("{name}.pid")),
-                ),
+                ) + "AcceptEnv *\n",
             )
             .unwrap();
             let log = std::fs::File::create(self.path(&format!("{name}_sshd.log"))).unwrap();
