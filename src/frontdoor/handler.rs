@@ -691,7 +691,12 @@ impl Handler for Connection {
                 live.fail(format!("recording failed ({}), session ended", e.source));
                 return Ok(());
             }
-            if live.writer.data(data).await.is_err() {
+            if live
+                .writer
+                .data_bytes(tokio_util::bytes::Bytes::copy_from_slice(data))
+                .await
+                .is_err()
+            {
                 live.fail("target channel closed".to_owned());
             }
         }

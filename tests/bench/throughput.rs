@@ -1,5 +1,6 @@
 //! Benchmark, not a test: `cargo bench --bench throughput` (as root). In one run, in the test
 //! bed's namespaces, pushes the same data (1 GiB, or STAPSTEEN_BENCH_MIB) with the same cipher
+//! (chacha20-poly1305, or STAPSTEEN_BENCH_CIPHER)
 //! through (a) stapsteen, (b) OpenSSH ProxyJump through an sshd in the bastion namespace, (c) an
 //! ssh connection straight from the bastion namespace to the target; then the keystroke echo
 //! round trip through (a) and (c). Prints MiB/s, round-trip percentiles and the ratios.
@@ -12,8 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::{BASTION, Env, Options, PACS01};
-
-const CIPHER: &str = "chacha20-poly1305@openssh.com";
 
 fn sh(ns: &str, script: &str) -> (f64, std::process::Output) {
     let start = Instant::now();
@@ -34,6 +33,8 @@ fn main() {
     if !common::prerequisites() {
         return;
     }
+    let cipher = std::env::var("STAPSTEEN_BENCH_CIPHER")
+        .unwrap_or_else(|_| "chacha20-poly1305@openssh.com".into());
     let mib: u64 = std::env::var("STAPSTEEN_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -98,12 +99,12 @@ fn main() {
     std::thread::sleep(std::time::Duration::from_millis(500));
 
     let plain = format!(
-        "ssh -F none -c {CIPHER} -o BatchMode=yes -o IdentityAgent=none -o UserKnownHostsFile={} -i {}",
+        "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent=none -o UserKnownHostsFile={} -i {}",
         p("known_openssh"),
         p("bench_key")
     );
     let via_stapsteen = format!(
-        "ssh -F none -c {CIPHER} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={} alice@{BASTION} pacs01",
+        "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={} alice@{BASTION} pacs01",
         p("agent.sock"),
         p("known_hosts")
     );
@@ -114,7 +115,7 @@ fn main() {
     let direct = format!("{plain} {}@{PACS01}", env.account);
     let push = |cmd: &str| format!("head -c {}M /dev/zero | {cmd} 'cat > /dev/null'", mib);
 
-    println!("stapsteen benchmark: {mib} MiB, cipher {CIPHER}, one run each, namespaces over veth");
+    println!("stapsteen benchmark: {mib} MiB, cipher {cipher}, one run each, namespaces over veth");
     let routes = [
         ("stapsteen", env.ns_admin.as_str(), via_stapsteen.as_str()),
         ("ProxyJump", env.ns_admin.as_str(), via_jump.as_str()),
