@@ -4,7 +4,7 @@
 //! keys are refused); the bastion logs in with a fresh Ed25519 key and a user certificate from
 //! its CA that is valid for minutes only, names the target account as its sole principal, and
 //! carries the admin's name and the session id in its key id, so the target's own log names the
-//! person.
+//! person. A target that cannot take certificates may instead be given a static key in policy.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +12,9 @@ use std::time::Duration;
 use russh::client::{self, AuthResult};
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::{Certificate, HashAlg, PrivateKey, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{
+    Certificate, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
+};
 use zeroize::Zeroize;
 
 use crate::policy::{Account, AdminName, Target};
@@ -162,14 +164,23 @@ async fn connect_inner(
         }
         Err(e) => return Err(conn_err(e.to_string())),
     };
-    let mut seed: [u8; 32] = rand::random();
-    let key = Arc::new(PrivateKey::from(Ed25519Keypair::from_seed(&seed)));
-    seed.zeroize();
-    let cert = sign_certificate(ca, key.public_key(), admin, session, account, pty)?;
-    let result = handle
-        .authenticate_openssh_cert(account.as_str(), key, cert)
-        .await
-        .map_err(|e| conn_err(e.to_string()))?;
+    let result = match &target.static_key {
+        Some(path) => {
+            let key = crate::secrets::load_key("", path).map_err(|e| conn_err(e.to_string()))?;
+            let key = PrivateKeyWithHashAlg::new(Arc::new(key.expose().clone()), None);
+            handle.authenticate_publickey(account.as_str(), key).await
+        }
+        None => {
+            let mut seed: [u8; 32] = rand::random();
+            let key = Arc::new(PrivateKey::from(Ed25519Keypair::from_seed(&seed)));
+            seed.zeroize();
+            let cert = sign_certificate(ca, key.public_key(), admin, session, account, pty)?;
+            handle
+                .authenticate_openssh_cert(account.as_str(), key, cert)
+                .await
+        }
+    }
+    .map_err(|e| conn_err(e.to_string()))?;
     match result {
         AuthResult::Success => Ok(handle),
         AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused {

@@ -682,3 +682,111 @@ fn recording_write_failure_ends_running_session() {
         e["reason"].as_str().unwrap().contains("recording failed")
     });
 }
+
+#[test]
+fn static_key_target_and_forwarding_refusals() {
+    let extra = format!(
+        "[[target]]\nname = \"legacy01\"\naddress = \"{}\"\nhost_keys = [\"{{import}}\"]\naccounts = [\"root\"]\nstatic_key = \"legacy_key\"\n\n\
+         [[grant]]\nname = \"legacy\"\nadmins = [\"alice\"]\ntargets = [\"legacy01\"]\naccounts = [\"root\"]\n",
+        common::IMPORT01
+    );
+    let env = env!(Options {
+        extra_policy: String::new(),
+        ..Default::default()
+    });
+    env.write_policy(&extra.replace("{import}", &env.import01_hostkey));
+    env.reload();
+    env.wait_audit("POLICY_LOADED", |_| true);
+    let out = env.ssh("alice", &["legacy01", "echo", "static-key"], None);
+    assert_eq!(stdout(&out), "static-key\n", "{}", stderr(&out));
+
+    // -W / ProxyJump through the bastion: refused, audited.
+    let mut args = env.ssh_opts("agent.sock");
+    args.extend([
+        "-W".into(),
+        format!("{PACS01}:22"),
+        format!("alice@{BASTION}"),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.client("ssh", &refs, Some(b""));
+    assert!(!out.status.success());
+    env.wait_audit("REQUEST_DENIED", |e| {
+        e["reason"] == "port_forwarding" && e["target_host"] == PACS01
+    });
+    // Agent forwarding: refused, the session itself still works.
+    let mut args = env.ssh_opts("agent.sock");
+    args.extend([
+        "-A".into(),
+        format!("alice@{BASTION}"),
+        "pacs01".into(),
+        "echo \"agent:$SSH_AUTH_SOCK\"".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(stdout(&env.client("ssh", &refs, None)), "agent:\n");
+    env.wait_audit("REQUEST_DENIED", |e| e["reason"] == "agent_forwarding");
+    // Remote forwarding: refused.
+    let mut args = env.ssh_opts("agent.sock");
+    args.extend([
+        "-o".into(),
+        "ExitOnForwardFailure=yes".into(),
+        "-R".into(),
+        "2222:127.0.0.1:22".into(),
+        format!("alice@{BASTION}"),
+        "pacs01".into(),
+        "true".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(!env.client("ssh", &refs, None).status.success());
+    env.wait_audit("REQUEST_DENIED", |e| e["reason"] == "remote_forwarding");
+}
+
+#[test]
+fn input_recording_can_be_off() {
+    let env = env!();
+    let text = env.policy_text("").replace(
+        "max_session = \"1h\"",
+        "max_session = \"1h\"\nrecord_input = false",
+    );
+    std::fs::write(env.path("policy.toml"), text).unwrap();
+    env.reload();
+    env.wait_audit("POLICY_LOADED", |_| true);
+    let steps = json!([
+        ["expect", "$"],
+        ["send", "echo secret-$((1+1))\r"],
+        ["expect", "secret-2"],
+        ["send", "exit\r"]
+    ]);
+    let out = env.ssh_pty("alice", &["pacs01", "env PS1='$ ' bash --norc -i"], steps);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let end = env.wait_audit("SESSION_END", |_| true);
+    let cast = std::fs::read_to_string(
+        env.recordings_dir()
+            .join(format!("{}.cast", end["session"].as_str().unwrap())),
+    )
+    .unwrap();
+    assert!(cast.contains("secret-2"), "output is recorded");
+    assert!(!cast.contains("\"i\""), "input is not: {cast}");
+}
+
+#[test]
+fn unauthenticated_connections_are_limited() {
+    let env = env!(Options {
+        max_unauthenticated: 2,
+        ..Default::default()
+    });
+    // Two silent connections hold both places; a third is closed at once.
+    let out = env.client(
+        "bash",
+        &["-c", &format!(
+            "exec 3<>/dev/tcp/{BASTION}/22 4<>/dev/tcp/{BASTION}/22; sleep 0.5; exec 5<>/dev/tcp/{BASTION}/22; \
+             start=$SECONDS; cat <&5 >/dev/null; echo third-closed-after $((SECONDS-start))"
+        )],
+        None,
+    );
+    assert!(
+        stdout(&out).contains("third-closed-after 0"),
+        "{}",
+        stdout(&out)
+    );
+    env.wait_audit("CONN_LIMIT", |_| true);
+}

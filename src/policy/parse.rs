@@ -78,6 +78,7 @@ struct RawTarget {
     port: Spanned<u16>,
     host_keys: Vec<Spanned<String>>,
     accounts: Vec<Spanned<String>>,
+    static_key: Option<Spanned<PathBuf>>,
 }
 
 fn default_port() -> Spanned<u16> {
@@ -184,10 +185,11 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
         .iter()
         .filter_map(|a| admin(&mut cx, a))
         .collect();
+    let base = file.parent().unwrap_or(Path::new("."));
     let targets: Vec<Target> = raw
         .targets
         .iter()
-        .filter_map(|t| target(&mut cx, t))
+        .filter_map(|t| target(&mut cx, t, base))
         .collect();
     unique(
         &mut cx,
@@ -314,7 +316,7 @@ fn admin_key(cx: &mut Ctx<'_>, line: &Spanned<String>) -> Option<AdminKey> {
     })
 }
 
-fn target(cx: &mut Ctx<'_>, raw: &Spanned<RawTarget>) -> Option<Target> {
+fn target(cx: &mut Ctx<'_>, raw: &Spanned<RawTarget>, base: &Path) -> Option<Target> {
     let r = raw.get_ref();
     let name = cx.name(&r.name, TargetName::new);
     let address = match r.address.get_ref().parse::<IpAddr>() {
@@ -367,6 +369,8 @@ fn target(cx: &mut Ctx<'_>, raw: &Spanned<RawTarget>) -> Option<Target> {
         port: *r.port.get_ref(),
         host_keys,
         accounts,
+        // Read when used, with the same permission checks as the bastion's own keys.
+        static_key: r.static_key.as_ref().map(|p| base.join(p.get_ref())),
     })
     .filter(|_| {
         complete && !r.host_keys.is_empty() && !r.accounts.is_empty() && *r.port.get_ref() != 0

@@ -110,6 +110,9 @@ pub struct Target {
     /// Pinned host keys; the target must present one of them.
     pub host_keys: Vec<PublicKey>,
     pub accounts: Vec<Account>,
+    /// For a target that cannot take certificates: the bastion's private key file for it. Such a
+    /// target's own log cannot name the person; stapsteen's audit trail still does.
+    pub static_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug)]

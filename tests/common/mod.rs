@@ -78,6 +78,7 @@ fn run(args: &[&str]) {
 /// What a test needs to shape: policy text and bastion limits.
 pub struct Options {
     pub idle_timeout: &'static str,
+    pub max_unauthenticated: usize,
     pub extra_policy: String,
 }
 
@@ -85,6 +86,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             idle_timeout: "15m",
+            max_unauthenticated: 32,
             extra_policy: String::new(),
         }
     }
@@ -166,8 +168,8 @@ impl Env {
         std::fs::write(
             env.path("stapsteen.toml"),
             format!(
-                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\n",
-                opts.idle_timeout
+                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\n",
+                opts.idle_timeout, opts.max_unauthenticated
             ),
         )
         .unwrap();
@@ -220,6 +222,9 @@ impl Env {
     fn targets(&mut self) {
         std::fs::create_dir_all("/run/sshd").unwrap();
         self.pacs01_hostkey = keygen(&self.path("pacs01_host"));
+        // A static bastion key that import01 takes without a certificate ("legacy" target).
+        let legacy = keygen(&self.path("legacy_key"));
+        std::fs::write(self.path("import01_authorized_keys"), format!("{legacy}\n")).unwrap();
         self.import01_hostkey = keygen(&self.path("import01_host"));
         for (name, addr) in [("pacs01", PACS01), ("import01", IMPORT01)] {
             let cfg = self.path(&format!("{name}_sshd_config"));
@@ -232,6 +237,13 @@ impl Env {
                     &self.path(&format!("{name}_host")),
                     &self.path("ca_key.pub"),
                     &self.path(&format!("{name}.pid")),
+                )
+                .replace(
+                    "AuthorizedKeysFile none",
+                    &format!(
+                        "AuthorizedKeysFile {}",
+                        self.path(&format!("{name}_authorized_keys")).display()
+                    ),
                 ) + "AcceptEnv *\n",
             )
             .unwrap();
