@@ -11,9 +11,9 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-macro_rules! env {
+macro_rules! testbed {
     () => {
-        env!(Options::default())
+        testbed!(Options::default())
     };
     ($opts:expr) => {{
         if !common::prerequisites() {
@@ -25,7 +25,7 @@ macro_rules! env {
 
 #[test]
 fn admin_cannot_reach_management_network_directly() {
-    let env = env!();
+    let env = testbed!();
     // The route exists (via the bastion), but the bastion does not forward.
     let direct = env.client(
         "bash",
@@ -52,7 +52,7 @@ fn admin_cannot_reach_management_network_directly() {
 
 #[test]
 fn exec_exit_codes_stdin_eof_and_audit() {
-    let env = env!();
+    let env = testbed!();
     let out = env.ssh("alice", &["pacs01", "exit 42"], None);
     assert_eq!(out.status.code(), Some(42));
     let out = env.ssh(
@@ -121,7 +121,7 @@ fn exec_exit_codes_stdin_eof_and_audit() {
 
 #[test]
 fn listing_and_target_forms() {
-    let env = env!();
+    let env = testbed!();
     let out = env.ssh("alice", &[], None);
     let text = stdout(&out);
     assert!(text.contains("pacs01") && text.contains("no end"), "{text}");
@@ -145,7 +145,7 @@ fn listing_and_target_forms() {
 
 #[test]
 fn shell_with_pty_resize_and_recording() {
-    let env = env!();
+    let env = testbed!();
     let steps = json!([
         ["expect", "$"],
         ["send", "stty size\r"],
@@ -198,6 +198,25 @@ fn shell_with_pty_resize_and_recording() {
     let times: Vec<f64> = events.iter().map(|e| e[0].as_f64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
 
+    // The standard player reads it.
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
+    let played = std::process::Command::new("python3")
+        .args([
+            driver,
+            "[]",
+            "--",
+            "asciinema",
+            "cat",
+            env.recordings_dir()
+                .join(format!("{id}.cast"))
+                .to_str()
+                .unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(played.status.success(), "{}", stderr(&played));
+    assert!(stdout(&played).contains("marker-42"));
+
     let cfg = env.path("stapsteen.toml");
     let list = std::process::Command::new(common::bin())
         .args(["recordings", "list", "--config", cfg.to_str().unwrap()])
@@ -228,7 +247,7 @@ fn shell_with_pty_resize_and_recording() {
 
 #[test]
 fn scp_and_sftp_up_and_down() {
-    let env = env!();
+    let env = testbed!();
     let data: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -332,7 +351,7 @@ windows = ["{other_day} 09:00-12:00"]
         future = fmt(&in_two_days),
         other_day = weekday_name(&in_two_days),
     );
-    let env = env!(Options {
+    let env = testbed!(Options {
         extra_policy: extra,
         ..Default::default()
     });
@@ -381,7 +400,7 @@ windows = ["{other_day} 09:00-12:00"]
 
 #[test]
 fn only_listed_security_keys_authenticate() {
-    let mut env = env!();
+    let mut env = testbed!();
     // A plain ed25519 key, offered directly.
     let plain = env.path("plain");
     std::process::Command::new("ssh-keygen")
@@ -485,7 +504,7 @@ fn only_listed_security_keys_authenticate() {
 
 #[test]
 fn changed_target_host_key_is_refused() {
-    let env = env!();
+    let env = testbed!();
     let out = env.ssh("alice", &["pacs-changed", "echo", "should-not-run"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(!stdout(&out).contains("should-not-run"));
@@ -499,7 +518,7 @@ fn changed_target_host_key_is_refused() {
 
 #[test]
 fn idle_timeout_ends_session() {
-    let env = env!(Options {
+    let env = testbed!(Options {
         idle_timeout: "2s",
         ..Default::default()
     });
@@ -523,7 +542,7 @@ fn session_ends_when_grant_expires() {
         "[[grant]]\nname = \"short\"\nadmins = [\"bob\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nvalid_until = \"{}\"\n",
         until.strftime("%Y-%m-%d %H:%M")
     );
-    let env = env!(Options {
+    let env = testbed!(Options {
         extra_policy: extra,
         ..Default::default()
     });
@@ -545,7 +564,7 @@ fn session_ends_when_grant_expires() {
 
 #[test]
 fn recording_failure_refuses_session() {
-    let env = env!();
+    let env = testbed!();
     let dir = env.recordings_dir();
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
@@ -568,7 +587,7 @@ fn recording_failure_refuses_session() {
 
 #[test]
 fn policy_reload_keeps_live_sessions_and_rejects_invalid_policy() {
-    let env = env!();
+    let env = testbed!();
     let live = {
         let mut args = env.ssh_opts("agent.sock");
         args.extend([
@@ -621,7 +640,7 @@ fn policy_reload_keeps_live_sessions_and_rejects_invalid_policy() {
 
 #[test]
 fn silent_connection_is_closed_after_login_grace() {
-    let env = env!();
+    let env = testbed!();
     // Connect and say nothing: the bastion closes the connection after login_grace (5 s here).
     let out = env.client(
         "bash",
@@ -638,7 +657,7 @@ fn silent_connection_is_closed_after_login_grace() {
 
 #[test]
 fn recording_write_failure_ends_running_session() {
-    let env = env!();
+    let env = testbed!();
     // A tiny file system under the recordings directory; the session fills it.
     let dir = env.recordings_dir();
     // Mounted in the bastion's own mount namespace (`ip netns exec` gives it one); it goes away
@@ -690,7 +709,7 @@ fn static_key_target_and_forwarding_refusals() {
          [[grant]]\nname = \"legacy\"\nadmins = [\"alice\"]\ntargets = [\"legacy01\"]\naccounts = [\"root\"]\n",
         common::IMPORT01
     );
-    let env = env!(Options {
+    let env = testbed!(Options {
         extra_policy: String::new(),
         ..Default::default()
     });
@@ -742,7 +761,7 @@ fn static_key_target_and_forwarding_refusals() {
 
 #[test]
 fn input_recording_can_be_off() {
-    let env = env!();
+    let env = testbed!();
     let text = env.policy_text("").replace(
         "max_session = \"1h\"",
         "max_session = \"1h\"\nrecord_input = false",
@@ -770,7 +789,7 @@ fn input_recording_can_be_off() {
 
 #[test]
 fn unauthenticated_connections_are_limited() {
-    let env = env!(Options {
+    let env = testbed!(Options {
         max_unauthenticated: 2,
         ..Default::default()
     });

@@ -9,6 +9,7 @@ have ssh && have scp && have sftp || missing+=(openssh-client)
 have ip || missing+=(iproute2)
 have nft || missing+=(nftables)
 have python3 || missing+=(python3)
+have asciinema || missing+=(asciinema)
 have setsid && have nsenter || missing+=(util-linux)
 have cc || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
