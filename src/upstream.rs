@@ -116,76 +116,67 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Connection, UpstreamError> {
     let name = target.name.to_string();
-    tokio::time::timeout(
-        timeout,
-        connect_inner(target, account, admin, session, ca, pty),
-    )
-    .await
-    .map_err(|_| UpstreamError::Timeout { target: name })?
-}
-
-async fn connect_inner(
-    target: &Target,
-    account: &Account,
-    admin: &AdminName,
-    session: &SessionId,
-    ca: &Secret<PrivateKey>,
-    pty: bool,
-) -> Result<Connection, UpstreamError> {
-    let name = target.name.to_string();
-    let conn_err = |reason: String| UpstreamError::Connect {
-        target: name.clone(),
-        reason,
-    };
-    let stream = tokio::net::TcpStream::connect((target.address, target.port))
-        .await
+    let attempt = async {
+        let conn_err = |reason: String| UpstreamError::Connect {
+            target: name.clone(),
+            reason,
+        };
+        let stream = tokio::net::TcpStream::connect((target.address, target.port))
+            .await
+            .map_err(|e| conn_err(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| conn_err(e.to_string()))?;
+        let presented = Arc::new(Mutex::new(None));
+        let handler = PinnedHostKey {
+            pinned: target.host_keys.clone(),
+            presented: presented.clone(),
+        };
+        let mut handle =
+            match client::connect_stream(Arc::new(client_config()), stream, handler).await {
+                Ok(h) => h,
+                Err(russh::Error::UnknownKey) => {
+                    let presented = presented
+                        .lock()
+                        .ok()
+                        .and_then(|p| p.clone())
+                        .unwrap_or_else(|| "a certificate".to_owned());
+                    return Err(UpstreamError::HostKeyMismatch {
+                        target: name,
+                        presented,
+                    });
+                }
+                Err(e) => return Err(conn_err(e.to_string())),
+            };
+        let result = match &target.static_key {
+            Some(path) => {
+                let key =
+                    crate::secrets::load_key("", path).map_err(|e| conn_err(e.to_string()))?;
+                let key = PrivateKeyWithHashAlg::new(Arc::new(key.expose().clone()), None);
+                handle.authenticate_publickey(account.as_str(), key).await
+            }
+            None => {
+                let mut seed: [u8; 32] = rand::random();
+                let key = Arc::new(PrivateKey::from(Ed25519Keypair::from_seed(&seed)));
+                seed.zeroize();
+                let cert = sign_certificate(ca, key.public_key(), admin, session, account, pty)?;
+                handle
+                    .authenticate_openssh_cert(account.as_str(), key, cert)
+                    .await
+            }
+        }
         .map_err(|e| conn_err(e.to_string()))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| conn_err(e.to_string()))?;
-    let presented = Arc::new(Mutex::new(None));
-    let handler = PinnedHostKey {
-        pinned: target.host_keys.clone(),
-        presented: presented.clone(),
-    };
-    let mut handle = match client::connect_stream(Arc::new(client_config()), stream, handler).await
-    {
-        Ok(h) => h,
-        Err(russh::Error::UnknownKey) => {
-            let presented = presented
-                .lock()
-                .ok()
-                .and_then(|p| p.clone())
-                .unwrap_or_else(|| "a certificate".to_owned());
-            return Err(UpstreamError::HostKeyMismatch {
+        match result {
+            AuthResult::Success => Ok(handle),
+            AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused {
                 target: name,
-                presented,
-            });
+                account: account.to_string(),
+            }),
         }
-        Err(e) => return Err(conn_err(e.to_string())),
     };
-    let result = match &target.static_key {
-        Some(path) => {
-            let key = crate::secrets::load_key("", path).map_err(|e| conn_err(e.to_string()))?;
-            let key = PrivateKeyWithHashAlg::new(Arc::new(key.expose().clone()), None);
-            handle.authenticate_publickey(account.as_str(), key).await
-        }
-        None => {
-            let mut seed: [u8; 32] = rand::random();
-            let key = Arc::new(PrivateKey::from(Ed25519Keypair::from_seed(&seed)));
-            seed.zeroize();
-            let cert = sign_certificate(ca, key.public_key(), admin, session, account, pty)?;
-            handle
-                .authenticate_openssh_cert(account.as_str(), key, cert)
-                .await
-        }
-    }
-    .map_err(|e| conn_err(e.to_string()))?;
-    match result {
-        AuthResult::Success => Ok(handle),
-        AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused {
-            target: name,
-            account: account.to_string(),
-        }),
-    }
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            target: target.name.to_string(),
+        })?
 }

@@ -36,15 +36,13 @@ fn admin_cannot_reach_management_network_directly() {
         None,
     );
     assert!(!stdout(&direct).contains("reached"));
-    let mut opts = env.ssh_opts("agent.sock");
-    opts.extend([
-        "-o".into(),
-        "ConnectTimeout=2".into(),
-        format!("root@{PACS01}"),
-        "true".into(),
-    ]);
-    let refs: Vec<&str> = opts.iter().map(String::as_str).collect();
-    assert!(!env.client("ssh", &refs, None).status.success());
+    let out = env.run(
+        "ssh",
+        "agent.sock",
+        &["-o", "ConnectTimeout=2", &format!("root@{PACS01}"), "true"],
+        None,
+    );
+    assert!(!out.status.success());
     // Through stapsteen it works.
     let out = env.ssh("alice", &["pacs01", "echo", "through"], None);
     assert_eq!(stdout(&out), "through\n", "{}", stderr(&out));
@@ -254,24 +252,29 @@ fn scp_and_sftp_up_and_down() {
     let local = env.path("up.bin");
     std::fs::write(&local, &data).unwrap();
     let remote = env.path("remote.bin");
-    let opts = env.ssh_opts("agent.sock");
-    let mut args: Vec<String> = opts.clone();
-    args.push(local.display().to_string());
-    args.push(format!("alice+pacs01@{BASTION}:{}", remote.display()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("scp", &refs, None);
+    let out = env.run(
+        "scp",
+        "agent.sock",
+        &[
+            &local.display().to_string(),
+            &format!("alice+pacs01@{BASTION}:{}", remote.display()),
+        ],
+        None,
+    );
     assert!(out.status.success(), "scp up: {}", stderr(&out));
     assert_eq!(std::fs::read(&remote).unwrap(), data);
 
     let down = env.path("down.bin");
-    let mut args: Vec<String> = opts.clone();
-    args.extend([
-        "-O".into(),
-        format!("alice+pacs01@{BASTION}:{}", remote.display()),
-        down.display().to_string(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("scp", &refs, None);
+    let out = env.run(
+        "scp",
+        "agent.sock",
+        &[
+            "-O",
+            &format!("alice+pacs01@{BASTION}:{}", remote.display()),
+            &down.display().to_string(),
+        ],
+        None,
+    );
     assert!(out.status.success(), "legacy scp down: {}", stderr(&out));
     assert_eq!(std::fs::read(&down).unwrap(), data);
 
@@ -283,16 +286,18 @@ fn scp_and_sftp_up_and_down() {
         remote.display(),
         via_sftp.display()
     );
-    let mut args: Vec<String> = opts.clone();
-    args.extend([
-        "-b".into(),
-        "-".into(),
-        "-o".into(),
-        format!("User=alice:{}@pacs01", env.account),
-        BASTION.into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("sftp", &refs, Some(batch.as_bytes()));
+    let out = env.run(
+        "sftp",
+        "agent.sock",
+        &[
+            "-b",
+            "-",
+            "-o",
+            &format!("User=alice:{}@pacs01", env.account),
+            BASTION,
+        ],
+        Some(batch.as_bytes()),
+    );
     assert!(out.status.success(), "sftp: {}", stderr(&out));
     assert_eq!(std::fs::read(&via_sftp).unwrap(), data);
     // The sftp session moved the file both ways; its audit event says so.
@@ -304,10 +309,12 @@ fn scp_and_sftp_up_and_down() {
     });
 
     // sftp without a target in the user name is refused with a hint.
-    let mut args: Vec<String> = opts;
-    args.extend(["-b".into(), "-".into(), format!("alice@{BASTION}")]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("sftp", &refs, Some(b"ls\n"));
+    let out = env.run(
+        "sftp",
+        "agent.sock",
+        &["-b", "-", &format!("alice@{BASTION}")],
+        Some(b"ls\n"),
+    );
     assert!(!out.status.success());
 }
 
@@ -373,10 +380,12 @@ windows = ["{other_day} 09:00-12:00"]
         } else {
             "agent.sock"
         };
-        let mut args = env.ssh_opts(agent);
-        args.extend([format!("{who}@{BASTION}"), target.into(), "true".into()]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = env.client("ssh", &refs, None);
+        let out = env.run(
+            "ssh",
+            agent,
+            &[&format!("{who}@{BASTION}"), target, "true"],
+            None,
+        );
         assert_eq!(out.status.code(), Some(1), "{who} {target}");
         let err = stderr(&out);
         assert_eq!(
@@ -415,16 +424,18 @@ fn only_listed_security_keys_authenticate() {
         ])
         .status()
         .unwrap();
-    let mut args = env.ssh_opts("none");
-    args.extend([
-        "-i".into(),
-        plain.display().to_string(),
-        format!("alice@{BASTION}"),
-        "pacs01".into(),
-        "true".into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("ssh", &refs, None);
+    let out = env.run(
+        "ssh",
+        "none",
+        &[
+            "-i",
+            &plain.display().to_string(),
+            &format!("alice@{BASTION}"),
+            "pacs01",
+            "true",
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(255));
     assert!(
         stderr(&out).contains("Permission denied (publickey)"),
@@ -481,20 +492,29 @@ fn only_listed_security_keys_authenticate() {
     });
 
     // Bob's key does not log in as alice: identity comes from the key.
-    let mut args = env.ssh_opts("bob-agent.sock");
-    args.extend([format!("alice@{BASTION}"), "pacs01".into(), "true".into()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(env.client("ssh", &refs, None).status.code(), Some(255));
+    assert_eq!(
+        env.run(
+            "ssh",
+            "bob-agent.sock",
+            &[&format!("alice@{BASTION}"), "pacs01", "true"],
+            None
+        )
+        .status
+        .code(),
+        Some(255)
+    );
     env.wait_audit("AUTH_DENIED", |e| {
         e["admin"] == "alice" && e["reason"] == "key_not_listed"
     });
 
     // A listed key that is offered but never signs does not authenticate.
     env.agent("nosign.sock", "alice_key", &["--refuse-sign"]);
-    let mut args = env.ssh_opts("nosign.sock");
-    args.extend([format!("alice@{BASTION}"), "pacs01".into(), "true".into()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("ssh", &refs, None);
+    let out = env.run(
+        "ssh",
+        "nosign.sock",
+        &[&format!("alice@{BASTION}"), "pacs01", "true"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
     assert!(
         !env.audit().iter().any(|e| e["code"] == "SESSION_START"),
@@ -546,14 +566,16 @@ fn session_ends_when_grant_expires() {
         extra_policy: extra,
         ..Default::default()
     });
-    let mut args = env.ssh_opts("bob-agent.sock");
-    args.extend([
-        format!("bob@{BASTION}"),
-        "import01".into(),
-        "echo started; sleep 120; echo too-long".into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("ssh", &refs, None);
+    let out = env.run(
+        "ssh",
+        "bob-agent.sock",
+        &[
+            &format!("bob@{BASTION}"),
+            "import01",
+            "echo started; sleep 120; echo too-long",
+        ],
+        None,
+    );
     assert!(stdout(&out).contains("started") && !stdout(&out).contains("too-long"));
     assert!(
         stderr(&out).contains("grant short ended"),
@@ -720,42 +742,51 @@ fn static_key_target_and_forwarding_refusals() {
     assert_eq!(stdout(&out), "static-key\n", "{}", stderr(&out));
 
     // -W / ProxyJump through the bastion: refused, audited.
-    let mut args = env.ssh_opts("agent.sock");
-    args.extend([
-        "-W".into(),
-        format!("{PACS01}:22"),
-        format!("alice@{BASTION}"),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.client("ssh", &refs, Some(b""));
+    let out = env.run(
+        "ssh",
+        "agent.sock",
+        &["-W", &format!("{PACS01}:22"), &format!("alice@{BASTION}")],
+        Some(b""),
+    );
     assert!(!out.status.success());
     env.wait_audit("REQUEST_DENIED", |e| {
         e["reason"] == "port_forwarding" && e["target_host"] == PACS01
     });
     // Agent forwarding: refused, the session itself still works.
-    let mut args = env.ssh_opts("agent.sock");
-    args.extend([
-        "-A".into(),
-        format!("alice@{BASTION}"),
-        "pacs01".into(),
-        "echo \"agent:$SSH_AUTH_SOCK\"".into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(stdout(&env.client("ssh", &refs, None)), "agent:\n");
+    assert_eq!(
+        stdout(&env.run(
+            "ssh",
+            "agent.sock",
+            &[
+                "-A",
+                &format!("alice@{BASTION}"),
+                "pacs01",
+                "echo \"agent:$SSH_AUTH_SOCK\""
+            ],
+            None
+        )),
+        "agent:\n"
+    );
     env.wait_audit("REQUEST_DENIED", |e| e["reason"] == "agent_forwarding");
     // Remote forwarding: refused.
-    let mut args = env.ssh_opts("agent.sock");
-    args.extend([
-        "-o".into(),
-        "ExitOnForwardFailure=yes".into(),
-        "-R".into(),
-        "2222:127.0.0.1:22".into(),
-        format!("alice@{BASTION}"),
-        "pacs01".into(),
-        "true".into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert!(!env.client("ssh", &refs, None).status.success());
+    assert!(
+        !env.run(
+            "ssh",
+            "agent.sock",
+            &[
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-R",
+                "2222:127.0.0.1:22",
+                &format!("alice@{BASTION}"),
+                "pacs01",
+                "true"
+            ],
+            None
+        )
+        .status
+        .success()
+    );
     env.wait_audit("REQUEST_DENIED", |e| e["reason"] == "remote_forwarding");
 }
 

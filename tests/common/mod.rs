@@ -449,13 +449,21 @@ max_session = "1h"
         child.wait_with_output().unwrap()
     }
 
-    /// `ssh alice@bastion ARGS...` with alice's security key.
-    pub fn ssh(&self, user: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut all: Vec<String> = self.ssh_opts("agent.sock");
-        all.push(format!("{user}@{BASTION}"));
+    /// Runs `program` (`ssh`, `scp`, `sftp`) in the admin namespace with the common options for
+    /// `agent`, then `args`.
+    pub fn run(&self, program: &str, agent: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut all: Vec<String> = self.ssh_opts(agent);
         all.extend(args.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.client("ssh", &refs, stdin)
+        self.client(program, &refs, stdin)
+    }
+
+    /// `ssh USER@bastion ARGS...` with alice's security key.
+    pub fn ssh(&self, user: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut all = vec![format!("{user}@{BASTION}")];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.run("ssh", "agent.sock", &refs, stdin)
     }
 
     /// Runs ssh in a pseudo-terminal, driven by `steps` (see tests/support/pty_drive.py).
