@@ -840,3 +840,36 @@ fn unauthenticated_connections_are_limited() {
     );
     env.wait_audit("CONN_LIMIT", |_| true);
 }
+
+#[test]
+fn maximum_session_length_ends_session() {
+    let extra = "[[grant]]\nname = \"brief\"\nadmins = [\"bob\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nmax_session = \"3s\"\n";
+    let env = testbed!(Options {
+        extra_policy: extra.into(),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let out = env.run(
+        "ssh",
+        "bob-agent.sock",
+        &[
+            &format!("bob@{BASTION}"),
+            "import01",
+            "echo started; sleep 60; echo too-long",
+        ],
+        None,
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(stdout(&out).contains("started") && !stdout(&out).contains("too-long"));
+    assert!(
+        stderr(&out).contains("maximum session length reached"),
+        "{}",
+        stderr(&out)
+    );
+    env.wait_audit("SESSION_END", |e| {
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("maximum session length")
+    });
+}

@@ -1,0 +1,128 @@
+//! The command line without a network: check, keys init, credentials, help.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn stapsteen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stapsteen"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn config(dir: &Path, policy: &str) -> String {
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+    let cfg = dir.join("stapsteen.toml");
+    std::fs::write(
+        &cfg,
+        "listen = [\"127.0.0.1:0\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\n",
+    )
+    .unwrap();
+    cfg.display().to_string()
+}
+
+#[test]
+fn check_accepts_the_example_and_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/example-hospital.toml"
+    ))
+    .unwrap();
+    let cfg = config(dir.path(), &example);
+    let out = stapsteen(&["keys", "init", "--config", &cfg]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = stapsteen(&["check", "--config", &cfg]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let broken = example
+        .replace("address = \"10.20.0.20\"", "address = \"gateway.local\"")
+        .replace(
+            "targets = [\"pacs01\", \"import01\"]",
+            "targets = [\"pacs01\", \"pacs99\"]",
+        );
+    std::fs::write(dir.path().join("policy.toml"), broken).unwrap();
+    let out = stapsteen(&["check", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("policy.toml:43: address \"gateway.local\" is not an IPv4 or IPv6 address"),
+        "{t}"
+    );
+    assert!(t.contains("policy.toml:58: unknown target pacs99"), "{t}");
+}
+
+#[test]
+fn keys_init_never_overwrites_and_loose_permissions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(stapsteen(&["keys", "init", "--dir", d]).status.success());
+    let before = std::fs::read(dir.path().join("ca_key")).unwrap();
+    let again = stapsteen(&["keys", "init", "--dir", d]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read(dir.path().join("ca_key")).unwrap(), before);
+
+    let cfg = config(dir.path(), "");
+    Command::new("chmod")
+        .args(["644", &format!("{d}/host_key")])
+        .status()
+        .unwrap();
+    let out = stapsteen(&["check", "--config", &cfg]);
+    assert!(
+        text(&out).contains("readable by group or others"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn keys_come_from_the_credentials_directory_when_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    assert!(
+        stapsteen(&["keys", "init", "--dir", creds.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let cfg = config(dir.path(), "");
+    // The configured paths do not exist; the credentials do.
+    let without = stapsteen(&["check", "--config", &cfg]);
+    assert!(!without.status.success());
+    let with = Command::new(env!("CARGO_BIN_EXE_stapsteen"))
+        .args(["check", "--config", &cfg])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(with.status.success(), "{}", text(&with));
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["check", "--help"],
+        vec!["keys", "init", "--help"],
+        vec!["demo", "--help"],
+        vec!["recordings", "list", "--help"],
+        vec!["recordings", "cat", "--help"],
+    ] {
+        let out = stapsteen(&args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{args:?}"
+        );
+    }
+}
