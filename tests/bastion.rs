@@ -534,6 +534,29 @@ fn changed_target_host_key_is_refused() {
         stderr(&out)
     );
     env.wait_audit("HOSTKEY_MISMATCH", |e| e["target_host"] == "pacs-changed");
+    // With a pty the recording was already open: it is closed with the reason, not left dangling.
+    let out = env.ssh_pty("alice", &["pacs-changed"], json!([["sleep", 1]]));
+    assert!(stdout(&out).contains("host key changed or unknown"));
+    let end = env.wait_audit("SESSION_END", |e| {
+        e["target_host"] == "pacs-changed" && Env::detail(e)["pty"] == true
+    });
+    let id = end["session"].as_str().unwrap();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.recordings_dir().join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        meta["end_reason"].as_str().unwrap().contains("host key"),
+        "{meta}"
+    );
+    let cast = std::fs::read_to_string(env.recordings_dir().join(format!("{id}.cast"))).unwrap();
+    assert!(
+        cast.lines()
+            .last()
+            .unwrap()
+            .contains("end: pacs-changed: host key changed"),
+        "{cast}"
+    );
 }
 
 #[test]

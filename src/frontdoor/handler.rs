@@ -272,6 +272,7 @@ impl Connection {
             limits.connect_timeout,
         )
         .await;
+        let mut transcript = Transcript::new(recorder, allowed.record_input, is_pty);
         let conn = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -287,37 +288,24 @@ impl Connection {
                     ),
                     _ => e.to_string(),
                 };
-                let mut t = Transcript::new(recorder, false, is_pty);
-                let _ = t.finish(&format!("end: {msg}"));
-                if let Some(mut m) = meta {
-                    m.end = Some(self.shared.clock.now());
-                    m.end_reason = Some(msg.clone());
-                    let _ = store.write_meta(&m);
-                }
-                event.reason(&msg).emit_as(Code::SessionEnd);
-                return self.refuse(id, is_pty, &msg, session);
+                return self.abandon(transcript, meta, event, id, is_pty, &msg, session);
             }
         };
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| env_allowed(k)).collect();
         let channel = match open_target_channel(&conn, pty.as_ref(), &env, &run).await {
             Ok(c) => c,
-            Err(msg) => {
-                event.reason(&msg).emit_as(Code::SessionEnd);
-                return self.refuse(id, is_pty, &msg, session);
-            }
+            Err(msg) => return self.abandon(transcript, meta, event, id, is_pty, &msg, session),
         };
-        let mut transcript = Transcript::new(recorder, allowed.record_input, is_pty);
         if let Err(e) = transcript.marker(&format!(
             "target: connected to {} ({what})",
             allowed.target.name
         )) {
-            event.reason(e.to_string()).emit_as(Code::RecordingFailed);
-            return self.refuse(
-                id,
-                is_pty,
-                "session ended: the recording cannot be written",
-                session,
-            );
+            event
+                .clone()
+                .reason(e.to_string())
+                .emit_as(Code::RecordingFailed);
+            let msg = "session ended: the recording cannot be written";
+            return self.abandon(transcript, meta, event, id, is_pty, msg, session);
         }
         let transcript = Arc::new(Mutex::new(transcript));
         let (read, writer) = channel.split();
@@ -375,6 +363,28 @@ impl Connection {
             });
         }
         Ok(())
+    }
+
+    /// Ends a session that never got going: closes its recording, audits the end, refuses.
+    #[allow(clippy::too_many_arguments)]
+    fn abandon(
+        &self,
+        mut transcript: Transcript,
+        meta: Option<Meta>,
+        event: Event,
+        id: ChannelId,
+        pty: bool,
+        msg: &str,
+        session: &mut Session,
+    ) -> HResult {
+        let _ = transcript.finish(&format!("end: {msg}"));
+        if let Some(mut m) = meta {
+            m.end = Some(self.shared.clock.now());
+            m.end_reason = Some(msg.to_owned());
+            let _ = self.shared.store.write_meta(&m);
+        }
+        event.reason(msg).emit_as(Code::SessionEnd);
+        self.refuse(id, pty, msg, session)
     }
 
     fn deny_target(
