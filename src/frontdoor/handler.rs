@@ -56,6 +56,9 @@ pub struct Connection {
 
 type HResult<T = ()> = Result<T, russh::Error>;
 
+/// Session channels one connection may hold at once; each one dials a target.
+const MAX_CHANNELS: usize = 8;
+
 fn is_security_key(key: &KeyData) -> bool {
     matches!(key, KeyData::SkEd25519(_) | KeyData::SkEcdsaSha2NistP256(_))
 }
@@ -510,6 +513,11 @@ impl Handler for Connection {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
+            return Ok(());
+        }
+        if self.channels.len() >= MAX_CHANNELS {
+            self.request_denied("too_many_channels");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
         self.channels.insert(id, ChannelState::default());
