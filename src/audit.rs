@@ -33,6 +33,7 @@ pub enum Code {
     PolicyLoaded,
     PolicyReloadFailed,
     ServiceStart,
+    ServiceFailed,
 }
 
 impl Code {
@@ -52,6 +53,7 @@ impl Code {
             Code::PolicyLoaded => "POLICY_LOADED",
             Code::PolicyReloadFailed => "POLICY_RELOAD_FAILED",
             Code::ServiceStart => "SERVICE_START",
+            Code::ServiceFailed => "SERVICE_FAILED",
         }
     }
 }

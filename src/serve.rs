@@ -18,7 +18,11 @@ use crate::secrets::load_key;
 pub async fn serve(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
     crate::audit::init(config.audit);
-    let running = start(config).await?;
+    let running = start(config).await.inspect_err(|e| {
+        Event::new(Code::ServiceFailed)
+            .reason(format!("{e:#}"))
+            .emit();
+    })?;
     running.wait().await
 }
 
