@@ -106,6 +106,7 @@ fn exec_exit_codes_stdin_eof_and_audit() {
     assert_eq!(stdout(&out), "nl_NL.UTF-8|C||\n", "{}", stderr(&out));
     let ok = env.wait_audit("AUTH_OK", |_| true);
     assert_eq!(Env::detail(&ok)["key_type"], "sk-ssh-ed25519@openssh.com");
+    assert_eq!(Env::detail(&ok)["key_comment"], "software security key");
     // The target's own log names the person and the session (certificate key id).
     let sshd_log = std::fs::read_to_string(env.path("pacs01_sshd.log")).unwrap();
     assert!(

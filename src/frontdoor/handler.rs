@@ -471,11 +471,20 @@ impl Handler for Connection {
         let Ok(name) = AdminName::new(&login.admin) else {
             return Ok(Auth::reject());
         };
+        let policy = self.shared.policy();
+        let full_name = policy
+            .admin(name.as_str())
+            .and_then(|a| a.full_name.clone());
+        let comment = policy
+            .key_entry(name.as_str(), key.public_key)
+            .map(|k| k.comment.clone());
         Event::new(Code::AuthOk)
             .admin(&name)
             .source(self.peer)
             .fingerprint(fingerprint)
             .detail("key_type", key.public_key.algorithm().as_str())
+            .detail("full_name", full_name.unwrap_or_default())
+            .detail("key_comment", comment.unwrap_or_default())
             .emit();
         self.admin = Some(Admin {
             login,

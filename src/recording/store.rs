@@ -1,7 +1,7 @@
 //! The recordings directory: `<id>.cast` plus `<id>.json` metadata.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,10 +64,6 @@ pub struct RecordingStore {
 impl RecordingStore {
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn cast_path(&self, id: &SessionId) -> PathBuf {
