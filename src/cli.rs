@@ -69,6 +69,9 @@ enum Command {
         /// List the key but refuse every signature (a key offered without a signature).
         #[arg(long)]
         refuse_sign: bool,
+        /// Create a P-256 key (sk-ecdsa-sha2-nistp256) instead of Ed25519 when the file is new.
+        #[arg(long)]
+        ecdsa: bool,
     },
 }
 
@@ -118,9 +121,11 @@ pub fn main() -> ExitCode {
             flags,
             counter,
             refuse_sign,
+            ecdsa,
         } => runtime().and_then(|rt| {
             rt.block_on(async {
-                let mut k = crate::softkey::SoftKey::open(&key, &application, flags, counter)?;
+                let mut k =
+                    crate::softkey::SoftKey::open(&key, &application, flags, counter, ecdsa)?;
                 k.refuse_sign = refuse_sign;
                 Arc::new(k).serve(&socket).await?;
                 Ok(())

@@ -97,6 +97,7 @@ pub async fn run(port: u16) -> Result<()> {
         "ssh:",
         FLAG_USER_PRESENT,
         1,
+        false,
     )?);
     let admin_key = agent.public_key().to_openssh()?;
     let socket = dir.join("agent.sock");

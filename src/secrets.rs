@@ -72,7 +72,7 @@ pub enum SecretError {
     Permissions { path: PathBuf, mode: u32 },
     #[error("key {path} is not an OpenSSH private key: {reason}")]
     Parse { path: PathBuf, reason: String },
-    #[error("key {path} is {algorithm}, only ssh-ed25519 is accepted")]
+    #[error("key {path} is {algorithm}, only ssh-ed25519 is accepted here")]
     Algorithm { path: PathBuf, algorithm: String },
     #[error("key {path} exists already; refusing to overwrite it")]
     Exists { path: PathBuf },
@@ -93,6 +93,18 @@ pub fn key_source(name: &str, path: &Path) -> PathBuf {
 
 /// Loads an Ed25519 private key in OpenSSH format.
 pub fn load_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, SecretError> {
+    let key = load_private_key(name, path)?;
+    if key.expose().algorithm() != Algorithm::Ed25519 {
+        return Err(SecretError::Algorithm {
+            path: key_source(name, path),
+            algorithm: key.expose().algorithm().to_string(),
+        });
+    }
+    Ok(key)
+}
+
+/// Loads an unencrypted private key of any type in OpenSSH format.
+pub fn load_private_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, SecretError> {
     let path = key_source(name, path);
     let read_err = |source| SecretError::Read {
         path: path.clone(),
@@ -110,10 +122,10 @@ pub fn load_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, SecretErr
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    if key.algorithm() != Algorithm::Ed25519 || key.is_encrypted() {
-        return Err(SecretError::Algorithm {
+    if key.is_encrypted() {
+        return Err(SecretError::Parse {
             path,
-            algorithm: key.algorithm().to_string(),
+            reason: "the key is encrypted".into(),
         });
     }
     Ok(Secret::new(key))

@@ -1,6 +1,6 @@
 //! A software security key, for the demo and the tests only: an OpenSSH agent that holds one
-//! `sk-ssh-ed25519@openssh.com` key and signs the way a FIDO authenticator does, with flags and
-//! a counter chosen by the caller. The stock `ssh` client talks to it through `SSH_AUTH_SOCK`.
+//! `sk-ssh-ed25519@openssh.com` or `sk-ecdsa-sha2-nistp256@openssh.com` key and signs the way a
+//! FIDO authenticator does, with flags and a counter chosen by the caller. The stock `ssh` client talks to it through `SSH_AUTH_SOCK`.
 //!
 //! It offers no protection a hardware key gives (the private key is a file); the bastion gives
 //! it no special trust: its public key must be listed in policy like any other.
@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use russh::keys::ssh_key::encoding::{Decode, Encode};
-use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::ssh_key::public::{Ed25519PublicKey, KeyData, SkEd25519};
-use russh::keys::ssh_key::{Algorithm, Signature};
+use russh::keys::ssh_key::private::{EcdsaKeypair, KeypairData};
+use russh::keys::ssh_key::public::{Ed25519PublicKey, KeyData, SkEcdsaSha2NistP256, SkEd25519};
+use russh::keys::ssh_key::{Algorithm, EcdsaCurve, Signature};
 use russh::keys::{PrivateKey, PublicKey};
 use sha2::{Digest, Sha256};
 use signature::Signer;
@@ -51,33 +51,49 @@ pub struct SoftKey {
 }
 
 impl SoftKey {
-    /// Loads the key file, creating it (and `<file>.pub`) first if it does not exist.
+    /// Loads the key file, creating it (an Ed25519 key, or P-256 with `ecdsa`) first if it does
+    /// not exist; the security-key public key is written to `<file>.sk.pub`.
     pub fn open(
         path: &Path,
         application: &str,
         flags: u8,
         counter: u32,
+        ecdsa: bool,
     ) -> Result<Self, SoftKeyError> {
+        let kerr = |e: &dyn std::fmt::Display| SoftKeyError::Key(e.to_string());
         if !path.exists() {
-            crate::secrets::write_new_key(path, &crate::secrets::generate_key("stapsteen-softkey"))
-                .map_err(|e| SoftKeyError::Key(e.to_string()))?;
+            let key = if ecdsa {
+                let k = PrivateKey::random(
+                    &mut rand::rng(),
+                    Algorithm::Ecdsa {
+                        curve: EcdsaCurve::NistP256,
+                    },
+                )
+                .map_err(|e| kerr(&e))?;
+                Secret::new(k)
+            } else {
+                crate::secrets::generate_key("stapsteen-softkey")
+            };
+            crate::secrets::write_new_key(path, &key).map_err(|e| kerr(&e))?;
         }
-        let key =
-            crate::secrets::load_key("", path).map_err(|e| SoftKeyError::Key(e.to_string()))?;
-        let ed = key
-            .expose()
-            .key_data()
-            .ed25519()
-            .ok_or_else(|| SoftKeyError::Key("not an Ed25519 key".into()))?;
-        let public = PublicKey::new(
-            KeyData::SkEd25519(SkEd25519::new(Ed25519PublicKey(ed.public.0), application)),
-            "software security key",
-        );
+        let key = crate::secrets::load_private_key("", path).map_err(|e| kerr(&e))?;
+        let data = match key.expose().key_data() {
+            KeypairData::Ed25519(k) => {
+                KeyData::SkEd25519(SkEd25519::new(Ed25519PublicKey(k.public.0), application))
+            }
+            KeypairData::Ecdsa(EcdsaKeypair::NistP256 { public, .. }) => {
+                KeyData::SkEcdsaSha2NistP256(SkEcdsaSha2NistP256::new(*public, application))
+            }
+            _ => {
+                return Err(SoftKeyError::Key(
+                    "the key file must hold an Ed25519 or P-256 key".into(),
+                ));
+            }
+        };
+        let public = PublicKey::new(data, "software security key");
         let mut pub_path = path.as_os_str().to_owned();
         pub_path.push(".sk.pub");
-        let line = public
-            .to_openssh()
-            .map_err(|e| SoftKeyError::Key(e.to_string()))?;
+        let line = public.to_openssh().map_err(|e| kerr(&e))?;
         std::fs::write(pub_path, format!("{line}\n"))?;
         Ok(Self {
             key,
@@ -95,28 +111,30 @@ impl SoftKey {
     /// Signs `message` as an authenticator would: over SHA-256(application), flags, counter and
     /// SHA-256(message).
     fn sign(&self, message: &[u8]) -> Result<Signature, SoftKeyError> {
-        let KeyData::SkEd25519(sk) = self.public.key_data() else {
-            return Err(SoftKeyError::Key("not a security key".into()));
+        let kerr = |e: &dyn std::fmt::Display| SoftKeyError::Key(e.to_string());
+        let (application, algorithm) = match self.public.key_data() {
+            KeyData::SkEd25519(k) => (k.application(), Algorithm::SkEd25519),
+            KeyData::SkEcdsaSha2NistP256(k) => (k.application(), Algorithm::SkEcdsaSha2NistP256),
+            _ => return Err(SoftKeyError::Key("not a security key".into())),
         };
         let counter = self.counter.fetch_add(1, Ordering::SeqCst);
         let mut signed = Vec::with_capacity(69);
-        signed.extend(Sha256::digest(sk.application().as_bytes()));
+        signed.extend(Sha256::digest(application.as_bytes()));
         signed.push(self.flags);
         signed.extend(counter.to_be_bytes());
         signed.extend(Sha256::digest(message));
-        let keypair: &Ed25519Keypair = self
-            .key
-            .expose()
-            .key_data()
-            .ed25519()
-            .ok_or_else(|| SoftKeyError::Key("not an Ed25519 key".into()))?;
-        let plain: Signature = keypair
-            .try_sign(&signed)
-            .map_err(|e| SoftKeyError::Key(e.to_string()))?;
+        // The authenticator's signature is an ordinary Ed25519 / ECDSA-SHA256 signature over
+        // `signed`; the flags and counter follow it in the SSH encoding.
+        let plain: Signature = match self.key.expose().key_data() {
+            KeypairData::Ed25519(k) => k.try_sign(&signed),
+            KeypairData::Ecdsa(k) => k.try_sign(&signed),
+            _ => return Err(SoftKeyError::Key("unsupported key".into())),
+        }
+        .map_err(|e| kerr(&e))?;
         let mut data = plain.as_bytes().to_vec();
         data.push(self.flags);
         data.extend(counter.to_be_bytes());
-        Signature::new(Algorithm::SkEd25519, data).map_err(|e| SoftKeyError::Key(e.to_string()))
+        Signature::new(algorithm, data).map_err(|e| kerr(&e))
     }
 
     fn answer(&self, request: &[u8]) -> Vec<u8> {
@@ -191,12 +209,15 @@ mod tests {
     #[test]
     fn signature_verifies_as_security_key() {
         let dir = tempfile::tempdir().unwrap();
-        let k = SoftKey::open(&dir.path().join("k"), "ssh:", FLAG_USER_PRESENT, 7).unwrap();
-        let sig = k.sign(b"hello").unwrap();
-        k.public_key().key_data().verify(b"hello", &sig).unwrap();
-        assert!(k.public_key().key_data().verify(b"other", &sig).is_err());
-        let bytes = sig.as_bytes();
-        assert_eq!(bytes[64], FLAG_USER_PRESENT);
-        assert_eq!(&bytes[65..], &7u32.to_be_bytes());
+        for (name, ecdsa) in [("ed", false), ("ec", true)] {
+            let k =
+                SoftKey::open(&dir.path().join(name), "ssh:", FLAG_USER_PRESENT, 7, ecdsa).unwrap();
+            let sig = k.sign(b"hello").unwrap();
+            k.public_key().key_data().verify(b"hello", &sig).unwrap();
+            assert!(k.public_key().key_data().verify(b"other", &sig).is_err());
+            let bytes = sig.as_bytes();
+            assert_eq!(bytes[bytes.len() - 5], FLAG_USER_PRESENT);
+            assert_eq!(&bytes[bytes.len() - 4..], &7u32.to_be_bytes());
+        }
     }
 }

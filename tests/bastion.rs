@@ -897,3 +897,29 @@ fn maximum_session_length_ends_session() {
             .contains("maximum session length")
     });
 }
+
+#[test]
+fn ecdsa_security_key_works_end_to_end() {
+    let mut env = testbed!();
+    env.agent("carol.sock", "carol_key", &["--ecdsa"]);
+    let carol = std::fs::read_to_string(env.path("carol_key.sk.pub")).unwrap();
+    assert!(carol.starts_with("sk-ecdsa-sha2-nistp256@openssh.com "));
+    env.write_policy(&format!(
+        "[[admin]]\nname = \"carol\"\nkeys = [\"{}\"]\n\n[[grant]]\nname = \"carol\"\nadmins = [\"carol\"]\ntargets = [\"pacs01\"]\naccounts = [\"root\"]\n",
+        carol.trim()
+    ));
+    env.reload();
+    env.wait_audit("POLICY_LOADED", |_| true);
+    let out = env.run(
+        "ssh",
+        "carol.sock",
+        &[&format!("carol@{BASTION}"), "pacs01", "echo", "p256"],
+        None,
+    );
+    assert_eq!(stdout(&out), "p256\n", "{}", stderr(&out));
+    let ok = env.wait_audit("AUTH_OK", |e| e["admin"] == "carol");
+    assert_eq!(
+        Env::detail(&ok)["key_type"],
+        "sk-ecdsa-sha2-nistp256@openssh.com"
+    );
+}
