@@ -106,6 +106,14 @@ impl Running {
                 Event::new(Code::PolicyLoaded)
                     .detail("file", path.display().to_string())
                     .emit();
+                // Incident response: a revoked admin or key loses its running sessions at once.
+                for (session, admin) in self.shared.sessions.revoke(&self.shared.policy()) {
+                    Event::new(Code::SessionRevoked)
+                        .admin(admin)
+                        .session(session)
+                        .reason("admin or key no longer in the policy")
+                        .emit();
+                }
             }
             Err(e) => Event::new(Code::PolicyReloadFailed)
                 .reason("invalid policy; the previous one stays in force")

@@ -923,3 +923,54 @@ fn ecdsa_security_key_works_end_to_end() {
         "sk-ecdsa-sha2-nistp256@openssh.com"
     );
 }
+
+#[test]
+fn revoking_an_admin_ends_their_live_sessions() {
+    let grant = "[[grant]]\nname = \"bob-import\"\nadmins = [\"bob\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\n";
+    let env = testbed!(Options {
+        extra_policy: grant.into(),
+        ..Default::default()
+    });
+    let spawn = |agent: &'static str, user: &'static str, target: &'static str| {
+        let mut args = env.ssh_opts(agent);
+        args.extend([
+            format!("{user}@{BASTION}"),
+            target.into(),
+            "echo started; sleep 8; echo survived".into(),
+        ]);
+        let ns = env.ns_admin.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "ssh"])
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    let bob = spawn("bob-agent.sock", "bob", "import01");
+    let alice = spawn("agent.sock", "alice", "pacs01");
+    env.wait_audit("SESSION_START", |e| e["admin"] == "bob");
+    env.wait_audit("SESSION_START", |e| e["admin"] == "alice");
+    let bob_key = std::fs::read_to_string(env.path("bob_key.sk.pub")).unwrap();
+    let without_bob = env.policy_text("").replace(
+        &format!(
+            "[[admin]]\nname = \"bob\"\nkeys = [\"{}\"]\n",
+            bob_key.trim()
+        ),
+        "",
+    );
+    assert!(!without_bob.contains("name = \"bob\""));
+    std::fs::write(env.path("policy.toml"), without_bob).unwrap();
+    let started = std::time::Instant::now();
+    env.reload();
+    env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "bob");
+    let bob = bob.join().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "bob's session ended at once"
+    );
+    assert!(!stdout(&bob).contains("survived"));
+    assert!(stderr(&bob).contains("access revoked"), "{}", stderr(&bob));
+    let alice = alice.join().unwrap();
+    assert!(stdout(&alice).contains("survived"), "{}", stderr(&alice));
+}

@@ -42,6 +42,7 @@ struct ChannelState {
 struct Admin {
     login: Login,
     name: AdminName,
+    key: russh::keys::PublicKey,
     fingerprint: Fingerprint,
 }
 
@@ -175,8 +176,12 @@ impl Connection {
         let Some(admin) = &self.admin else {
             return session.channel_failure(id);
         };
-        let (login, name, fingerprint) =
-            (admin.login.clone(), admin.name.clone(), admin.fingerprint);
+        let (login, name, fingerprint, key) = (
+            admin.login.clone(),
+            admin.name.clone(),
+            admin.fingerprint,
+            admin.key.clone(),
+        );
         let state = self.channels.entry(id).or_default();
         if std::mem::replace(&mut state.started, true) {
             return session.channel_failure(id);
@@ -263,6 +268,16 @@ impl Connection {
             }
         }
         event.clone().emit();
+        // Registered before dialling: a revocation from here on ends this session.
+        let cancel = CancellationToken::new();
+        let cancel_reason = Arc::new(Mutex::new(None));
+        let registration = self.shared.sessions.register(
+            session_id.as_str(),
+            name.as_str(),
+            &key,
+            cancel.clone(),
+            cancel_reason.clone(),
+        );
 
         let limits = &self.shared.config.limits;
         let connected = crate::upstream::connect(
@@ -299,6 +314,10 @@ impl Connection {
             Ok(c) => c,
             Err(msg) => return self.abandon(transcript, meta, event, id, is_pty, &msg, session),
         };
+        if cancel.is_cancelled() {
+            let msg = lock(&cancel_reason).clone().unwrap_or_default();
+            return self.abandon(transcript, meta, event, id, is_pty, &msg, session);
+        }
         if let Err(e) = transcript.marker(&format!(
             "target: connected to {} ({what})",
             allowed.target.name
@@ -312,8 +331,6 @@ impl Connection {
         }
         let transcript = Arc::new(Mutex::new(transcript));
         let (read, writer) = channel.split();
-        let cancel = CancellationToken::new();
-        let cancel_reason = Arc::new(Mutex::new(None));
         let max_end = tokio::time::Instant::now() + allowed.max_session;
         let (deadline, deadline_reason) = match allowed.until {
             Some(until) => {
@@ -354,6 +371,7 @@ impl Connection {
                 meta,
                 source: self.peer,
                 fingerprint: Some(fingerprint),
+                on_end: Box::new(move || drop(registration)),
             },
             read,
         );
@@ -489,6 +507,7 @@ impl Handler for Connection {
         self.admin = Some(Admin {
             login,
             name,
+            key: key.public_key.clone(),
             fingerprint,
         });
         Ok(Auth::Accept)

@@ -7,6 +7,7 @@
 
 mod handler;
 mod request;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,7 @@ use crate::secrets::Secret;
 
 pub use handler::Connection;
 pub use request::{Action, Login, action};
+pub use sessions::LiveSessions;
 
 /// State shared by all connections.
 pub struct Shared {
@@ -35,6 +37,7 @@ pub struct Shared {
     pub ca_key: Secret<PrivateKey>,
     pub clock: Arc<dyn Clock>,
     pub store: RecordingStore,
+    pub sessions: Arc<LiveSessions>,
     unauthenticated: Arc<Semaphore>,
 }
 
@@ -53,6 +56,7 @@ impl Shared {
             ca_key,
             clock,
             store,
+            sessions: Arc::default(),
             unauthenticated,
         }
     }

@@ -34,6 +34,8 @@ pub struct PumpContext {
     pub meta: Option<Meta>,
     pub source: Option<SocketAddr>,
     pub fingerprint: Option<Fingerprint>,
+    /// Runs once when the session has ended.
+    pub on_end: Box<dyn FnOnce() + Send>,
 }
 
 enum End {
@@ -128,6 +130,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
 }
 
 fn finish(ctx: PumpContext, reason: &str) {
+    (ctx.on_end)();
     let mut t = lock(&ctx.transcript);
     let exit = t.exit_status;
     let label = match (exit, &t.exit_signal) {
