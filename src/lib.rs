@@ -14,4 +14,5 @@ pub mod recording;
 pub mod secrets;
 pub mod serve;
 pub mod softkey;
+pub mod sync;
 pub mod upstream;

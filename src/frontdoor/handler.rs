@@ -11,23 +11,23 @@ use russh::keys::{Certificate, HashAlg};
 use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig, client};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::request::{Action, Login, action};
 use crate::audit::{Code, Event};
 use crate::policy::{AdminName, Denial, TargetSpec};
 use crate::proxy::{
-    PtyRequest, PumpContext, Run, Transcript, env_allowed, open_target_channel, spawn_pump,
+    PtyRequest, PumpContext, Run, SessionStop, Transcript, env_allowed, open_target_channel,
+    spawn_pump,
 };
 use crate::recording::{Meta, Recorder, SessionId};
+use crate::sync::lock;
 
 /// A live channel: input goes to `writer`, and is logged in `transcript`.
 struct Live {
     writer: ChannelWriteHalf<client::Msg>,
     transcript: Arc<Mutex<Transcript>>,
-    cancel: CancellationToken,
-    cancel_reason: Arc<Mutex<Option<String>>>,
+    stop: SessionStop,
 }
 
 #[derive(Default)]
@@ -62,10 +62,6 @@ const MAX_CHANNELS: usize = 8;
 
 fn is_security_key(key: &KeyData) -> bool {
     matches!(key, KeyData::SkEd25519(_) | KeyData::SkEcdsaSha2NistP256(_))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Connection {
@@ -269,15 +265,11 @@ impl Connection {
         }
         event.clone().emit();
         // Registered before dialling: a revocation from here on ends this session.
-        let cancel = CancellationToken::new();
-        let cancel_reason = Arc::new(Mutex::new(None));
-        let registration = self.shared.sessions.register(
-            session_id.as_str(),
-            name.as_str(),
-            &key,
-            cancel.clone(),
-            cancel_reason.clone(),
-        );
+        let stop = SessionStop::default();
+        let registration =
+            self.shared
+                .sessions
+                .register(session_id.as_str(), name.as_str(), &key, stop.clone());
 
         let limits = &self.shared.config.limits;
         let connected = crate::upstream::connect(
@@ -314,8 +306,7 @@ impl Connection {
             Ok(c) => c,
             Err(msg) => return self.abandon(transcript, meta, event, id, is_pty, &msg, session),
         };
-        if cancel.is_cancelled() {
-            let msg = lock(&cancel_reason).clone().unwrap_or_default();
+        if let Some(msg) = stop.stopped() {
             return self.abandon(transcript, meta, event, id, is_pty, &msg, session);
         }
         if let Err(e) = transcript.marker(&format!(
@@ -360,8 +351,7 @@ impl Connection {
                 front_channel: id,
                 conn,
                 transcript: transcript.clone(),
-                cancel: cancel.clone(),
-                cancel_reason: cancel_reason.clone(),
+                stop: stop.clone(),
                 deadline,
                 deadline_reason,
                 idle_timeout: limits.idle_timeout,
@@ -379,8 +369,7 @@ impl Connection {
             state.live = Some(Live {
                 writer,
                 transcript,
-                cancel,
-                cancel_reason,
+                stop,
             });
         }
         Ok(())
@@ -430,7 +419,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         for state in self.channels.values() {
             if let Some(live) = &state.live {
-                live.cancel.cancel();
+                live.stop.cancel();
             }
         }
     }
@@ -714,7 +703,8 @@ impl Handler for Connection {
     ) -> HResult {
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             if let Err(e) = lock(&live.transcript).resize(cols, rows) {
-                live.fail(format!("recording failed ({}), session ended", e.source));
+                live.stop
+                    .stop(format!("recording failed ({}), session ended", e.source));
             }
             let _ = live
                 .writer
@@ -734,7 +724,8 @@ impl Handler for Connection {
     async fn data(&mut self, id: ChannelId, data: &[u8], _session: &mut Session) -> HResult {
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             if let Err(e) = lock(&live.transcript).input(data) {
-                live.fail(format!("recording failed ({}), session ended", e.source));
+                live.stop
+                    .stop(format!("recording failed ({}), session ended", e.source));
                 return Ok(());
             }
             if live
@@ -743,7 +734,7 @@ impl Handler for Connection {
                 .await
                 .is_err()
             {
-                live.fail("target channel closed".to_owned());
+                live.stop.stop("target channel closed".to_owned());
             }
         }
         Ok(())
@@ -773,13 +764,5 @@ impl Handler for Connection {
             }
         }
         Ok(())
-    }
-}
-
-impl Live {
-    /// Ends the session from the admin side, with a reason for the admin and the audit trail.
-    fn fail(&self, reason: String) {
-        *lock(&self.cancel_reason) = Some(reason);
-        self.cancel.cancel();
     }
 }

@@ -7,24 +7,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use russh::keys::PublicKey;
-use tokio_util::sync::CancellationToken;
 
 use crate::policy::Policy;
+use crate::proxy::SessionStop;
+use crate::sync::lock;
 
 struct Entry {
     admin: String,
     key: PublicKey,
-    cancel: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
+    stop: SessionStop,
 }
 
 #[derive(Default)]
 pub struct LiveSessions {
     inner: Mutex<HashMap<String, Entry>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LiveSessions {
@@ -34,14 +30,12 @@ impl LiveSessions {
         session: &str,
         admin: &str,
         key: &PublicKey,
-        cancel: CancellationToken,
-        reason: Arc<Mutex<Option<String>>>,
+        stop: SessionStop,
     ) -> Registration {
         let entry = Entry {
             admin: admin.to_owned(),
             key: key.clone(),
-            cancel,
-            reason,
+            stop,
         };
         lock(&self.inner).insert(session.to_owned(), entry);
         Registration {
@@ -55,8 +49,7 @@ impl LiveSessions {
         let mut ended = Vec::new();
         for (id, e) in lock(&self.inner).iter() {
             if policy.key_entry(&e.admin, &e.key).is_none() {
-                *lock(&e.reason) = Some("access revoked by the policy, session ended".into());
-                e.cancel.cancel();
+                e.stop.stop("access revoked by the policy, session ended");
                 ended.push((id.clone(), e.admin.clone()));
             }
         }

@@ -6,9 +6,11 @@
 //! session ends with exactly one SESSION_END audit event.
 
 mod pump;
+mod stop;
 mod transcript;
 
 pub use pump::{PumpContext, spawn_pump};
+pub use stop::SessionStop;
 pub use transcript::Transcript;
 
 use russh::client;

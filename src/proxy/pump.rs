@@ -8,11 +8,11 @@ use russh::keys::ssh_key::Fingerprint;
 use russh::server;
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, Disconnect};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use super::Transcript;
+use super::{SessionStop, Transcript};
 use crate::audit::{Code, Event};
 use crate::recording::{Meta, RecordingStore};
+use crate::sync::lock;
 use crate::upstream::Connection;
 
 /// Everything the pump needs to know about the session it carries.
@@ -21,10 +21,8 @@ pub struct PumpContext {
     pub front_channel: ChannelId,
     pub conn: Connection,
     pub transcript: Arc<Mutex<Transcript>>,
-    /// Cancelled when the admin side is gone or input could not be recorded.
-    pub cancel: CancellationToken,
-    /// Why the session was cancelled, when the bastion cancelled it.
-    pub cancel_reason: Arc<Mutex<Option<String>>>,
+    /// Stopped when the admin side is gone, input could not be recorded, or access was revoked.
+    pub stop: SessionStop,
     pub deadline: Instant,
     pub deadline_reason: String,
     pub idle_timeout: Duration,
@@ -43,12 +41,6 @@ enum End {
     Target,
     /// The bastion ended it, with a message for the admin.
     Bastion(String),
-}
-
-fn lock(t: &Mutex<Transcript>) -> std::sync::MutexGuard<'_, Transcript> {
-    // A poisoned lock only means another task panicked while holding it; the transcript data is
-    // still the best record there is.
-    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub fn spawn_pump(ctx: PumpContext, read: ChannelReadHalf) {
@@ -101,8 +93,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                     break End::Bastion(format!("idle for {}s, session ended", ctx.idle_timeout.as_secs()));
                 }
             }
-            _ = ctx.cancel.cancelled() => {
-                let reason = ctx.cancel_reason.lock().ok().and_then(|r| r.clone());
+            reason = ctx.stop.wait() => {
                 break End::Bastion(reason.unwrap_or_else(|| "admin disconnected".into()));
             }
         }
