@@ -578,13 +578,14 @@ fn idle_timeout_ends_session() {
 
 #[test]
 fn session_ends_when_grant_expires() {
+    // To the second: a time cut to the minute could fall a second from now and expire the grant
+    // before the session starts.
     let until = amsterdam_now()
-        .checked_add(jiff::Span::new().minutes(1))
+        .checked_add(jiff::Span::new().seconds(10))
         .unwrap();
-    // Grant validity has minute resolution; wait for a session that outlives it.
     let extra = format!(
         "[[grant]]\nname = \"short\"\nadmins = [\"bob\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nvalid_until = \"{}\"\n",
-        until.strftime("%Y-%m-%d %H:%M")
+        until.strftime("%Y-%m-%d %H:%M:%S")
     );
     let env = testbed!(Options {
         extra_policy: extra,
