@@ -132,22 +132,27 @@ pub async fn connect(
             pinned: target.host_keys.clone(),
             presented: presented.clone(),
         };
-        let mut handle =
-            match client::connect_stream(Arc::new(client_config()), stream, handler).await {
-                Ok(h) => h,
-                Err(russh::Error::UnknownKey) => {
-                    let presented = presented
-                        .lock()
-                        .ok()
-                        .and_then(|p| p.clone())
-                        .unwrap_or_else(|| "a certificate".to_owned());
-                    return Err(UpstreamError::HostKeyMismatch {
-                        target: name,
-                        presented,
-                    });
-                }
-                Err(e) => return Err(conn_err(e.to_string())),
-            };
+        let mut handle = match client::connect_stream(
+            Arc::new(client_config()),
+            tokio::io::BufReader::with_capacity(crate::frontdoor::READ_BUFFER, stream),
+            handler,
+        )
+        .await
+        {
+            Ok(h) => h,
+            Err(russh::Error::UnknownKey) => {
+                let presented = presented
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.clone())
+                    .unwrap_or_else(|| "a certificate".to_owned());
+                return Err(UpstreamError::HostKeyMismatch {
+                    target: name,
+                    presented,
+                });
+            }
+            Err(e) => return Err(conn_err(e.to_string())),
+        };
         let result = match &target.static_key {
             Some(path) => {
                 let key =

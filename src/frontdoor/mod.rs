@@ -133,6 +133,9 @@ pub async fn accept_loop(
     }
 }
 
+/// Read buffer under each SSH connection, front door and upstream.
+pub const READ_BUFFER: usize = 128 * 1024;
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -144,6 +147,9 @@ async fn serve_connection(
     let grace = shared.config.limits.login_grace;
     let handler = Connection::new(shared, Some(peer), permit, authenticated.clone());
     let run = async move {
+        // The SSH layer reads each packet in two exact reads; a buffer lets one system call
+        // bring in several packets.
+        let stream = tokio::io::BufReader::with_capacity(READ_BUFFER, stream);
         match server::run_stream(config, stream, handler).await {
             Ok(session) => {
                 let _ = session.await;

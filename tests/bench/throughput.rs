@@ -29,6 +29,31 @@ fn sh(ns: &str, script: &str) -> (f64, std::process::Output) {
     (start.elapsed().as_secs_f64(), out)
 }
 
+/// CPU seconds (user + system, with reaped children) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<f64> = rest.split(' ').map(|v| v.parse().unwrap_or(0.0)).collect();
+    // utime, stime, cutime, cstime are fields 14-17 of the line, 12-15 after the name.
+    (f[11] + f[12] + f[13] + f[14]) / 100.0
+}
+
+/// CPU seconds the whole machine spent busy so far (all cores, from /proc/stat).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / 100.0
+}
+
 fn main() {
     if !common::prerequisites() {
         return;
@@ -117,17 +142,39 @@ fn main() {
 
     println!("stapsteen benchmark: {mib} MiB, cipher {cipher}, one run each, namespaces over veth");
     let routes = [
-        ("stapsteen", env.ns_admin.as_str(), via_stapsteen.as_str()),
-        ("ProxyJump", env.ns_admin.as_str(), via_jump.as_str()),
-        ("direct", env.ns_bastion.as_str(), direct.as_str()),
+        (
+            "stapsteen",
+            env.ns_admin.as_str(),
+            via_stapsteen.as_str(),
+            Some(env.bastion_pid()),
+        ),
+        (
+            "ProxyJump",
+            env.ns_admin.as_str(),
+            via_jump.as_str(),
+            Some(jump.id()),
+        ),
+        ("direct", env.ns_bastion.as_str(), direct.as_str(), None),
     ];
+    let gib = mib as f64 / 1024.0;
     let mut rates = Vec::new();
-    for (name, ns, cmd) in routes {
+    for (name, ns, cmd, bastion) in routes {
         // Warm up (key exchange, page cache), then measure.
         sh(ns, &format!("{cmd} true"));
+        let cpu0 = bastion.map(cpu_seconds);
+        let busy0 = machine_busy_seconds();
         let (secs, _) = sh(ns, &push(cmd));
+        let busy = (machine_busy_seconds() - busy0) / gib;
+        // Lets the jump host reap its session process, whose CPU time then counts.
+        std::thread::sleep(std::time::Duration::from_millis(500));
         let rate = mib as f64 / secs;
-        println!("  throughput {name:<10} {rate:>8.1} MiB/s  ({secs:.2} s)");
+        let on_bastion = match (bastion, cpu0) {
+            (Some(pid), Some(c0)) => format!(", bastion {:.2}", (cpu_seconds(pid) - c0) / gib),
+            _ => String::new(),
+        };
+        println!(
+            "  throughput {name:<10} {rate:>8.1} MiB/s  ({secs:.2} s; CPU s/GiB: all {busy:.2}{on_bastion})"
+        );
         rates.push(rate);
     }
     println!(
