@@ -35,6 +35,12 @@ pub enum Code {
     PolicyReloadFailed,
     ServiceStart,
     ServiceFailed,
+    FirewallApplied,
+    FirewallFailed,
+    FirewallDrift,
+    ForwardDenied,
+    ForwardStart,
+    ForwardEnd,
 }
 
 impl Code {
@@ -56,6 +62,12 @@ impl Code {
             Code::PolicyReloadFailed => "POLICY_RELOAD_FAILED",
             Code::ServiceStart => "SERVICE_START",
             Code::ServiceFailed => "SERVICE_FAILED",
+            Code::FirewallApplied => "FIREWALL_APPLIED",
+            Code::FirewallFailed => "FIREWALL_FAILED",
+            Code::FirewallDrift => "FIREWALL_DRIFT",
+            Code::ForwardDenied => "FORWARD_DENIED",
+            Code::ForwardStart => "FORWARD_START",
+            Code::ForwardEnd => "FORWARD_END",
         }
     }
 }

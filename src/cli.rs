@@ -1,4 +1,5 @@
-//! Command line: `serve`, `check`, `keys init`, `demo`, `recordings list|cat`.
+//! Command line: `serve`, `check`, `keys init`, `firewall plan|apply`, `demo`,
+//! `recordings list|cat`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::firewall::{Enforcer, Nft};
 use crate::policy::load_policy;
 use crate::recording::{RecordingStore, SessionId};
 use crate::secrets::{generate_key, load_key, write_new_key};
@@ -34,6 +36,11 @@ enum Command {
     Check {
         #[arg(long, short, env = "STAPSTEEN_CONFIG")]
         config: PathBuf,
+    },
+    /// The nftables ruleset (table `inet stapsteen`) that the config and policy produce.
+    Firewall {
+        #[command(subcommand)]
+        command: FirewallCommand,
     },
     /// Key management.
     Keys {
@@ -88,6 +95,24 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand)]
+enum FirewallCommand {
+    /// Print the ruleset in nft syntax.
+    Plan {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+        /// Plan as of this time ("2026-03-03 10:00", Europe/Amsterdam) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Apply the ruleset now (`serve` does this itself at start, on reload and as grants open
+    /// and close).
+    Apply {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum RecordingsCommand {
     /// Id, admin, target, start, length and exit status of every recording.
     List {
@@ -113,6 +138,7 @@ pub fn main() -> ExitCode {
             command: KeysCommand::Init { config, dir },
         } => keys_init(config.as_deref(), dir.as_deref()),
         Command::Demo { port } => runtime().and_then(|rt| rt.block_on(crate::demo::run(port))),
+        Command::Firewall { command } => firewall(command),
         Command::Recordings { command } => recordings(command),
         Command::SoftkeyAgent {
             socket,
@@ -151,8 +177,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let mut problems = Vec::new();
-    if let Err(e) = load_policy(&config.policy) {
-        problems.push(e.to_string());
+    match load_policy(&config.policy) {
+        Ok(policy) if config.firewall.enabled => {
+            if let Err(e) = enforcer(&config).plan(&policy, jiff::Timestamp::now()) {
+                problems.push(format!("{}: {e}", config.policy.display()));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(e.to_string()),
     }
     for (name, p) in [("host_key", &config.host_key), ("ca_key", &config.ca_key)] {
         if let Err(e) = load_key(name, p) {
@@ -168,6 +200,39 @@ fn check(path: &Path) -> Result<()> {
         }
         bail!("{} problem(s) found", problems.len())
     }
+}
+
+fn enforcer(config: &Config) -> Enforcer {
+    let ports = config.listen.iter().map(|a| a.port()).collect();
+    Enforcer::new(Box::new(Nft), config.firewall.clone(), ports)
+}
+
+fn firewall(command: FirewallCommand) -> Result<()> {
+    let (path, at, apply) = match command {
+        FirewallCommand::Plan { config, at } => (config, at, false),
+        FirewallCommand::Apply { config } => (config, None, true),
+    };
+    let config = Config::load(&path)?;
+    if !config.firewall.enabled {
+        bail!("{}: [firewall] enabled = false", path.display());
+    }
+    let policy = load_policy(&config.policy)?;
+    let now = match at {
+        Some(t) => crate::policy::parse_time(&t).map_err(anyhow::Error::msg)?,
+        None => jiff::Timestamp::now(),
+    };
+    let enforcer = enforcer(&config);
+    if apply {
+        let plan = enforcer.apply(&policy, now)?;
+        println!(
+            "applied table inet {}: {} grant elements",
+            crate::firewall::TABLE,
+            plan.elements.len()
+        );
+    } else {
+        print!("{}", enforcer.plan(&policy, now)?.to_text());
+    }
+    Ok(())
 }
 
 /// Creates `host_key` and `ca_key` in `dir`.

@@ -49,6 +49,22 @@ pub struct Config {
     pub audit: AuditSink,
     #[serde(default)]
     pub limits: Limits,
+    /// Kernel enforcement of the grants. Required, so that running without it is a decision.
+    pub firewall: FirewallConfig,
+}
+
+/// The networks the nftables ruleset is built around.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// `false` only where another layer isolates the bastion (the loopback demo).
+    pub enabled: bool,
+    /// Networks from which admins may reach the SSH front door.
+    #[serde(default)]
+    pub admin_networks: Vec<ipnet::IpNet>,
+    /// Networks reachable only along grants; every target must lie in one of them.
+    #[serde(default)]
+    pub management_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +112,19 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         })
 }
 
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.find(needle).map_or(1, |at| line_at(text, at))
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -108,16 +137,18 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
-            line: e.span().map_or(1, |s| {
-                text.as_bytes()
-                    .iter()
-                    .take(s.start)
-                    .filter(|b| **b == b'\n')
-                    .count()
-                    + 1
-            }),
+            line: e.span().map_or(1, |s| line_at(text, s.start)),
             message: e.message().trim().to_owned(),
         })?;
+        let fw = &cfg.firewall;
+        if fw.enabled && (fw.admin_networks.is_empty() || fw.management_networks.is_empty()) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, "[firewall]"),
+                message: "firewall: admin_networks and management_networks must not be empty"
+                    .into(),
+            });
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut cfg.policy,
@@ -145,7 +176,7 @@ mod tests {
     fn parses_with_defaults_and_relative_paths() {
         let c = Config::parse(
             Path::new("/etc/stapsteen/stapsteen.toml"),
-            "listen = [\"127.0.0.1:2222\"]\npolicy = \"policy.toml\"\nstate_dir = \"/var/lib/stapsteen\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\n[limits]\nidle_timeout = \"2m\"\n",
+            "listen = [\"127.0.0.1:2222\"]\npolicy = \"policy.toml\"\nstate_dir = \"/var/lib/stapsteen\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\n[limits]\nidle_timeout = \"2m\"\n[firewall]\nenabled = false\n",
         )
         .unwrap();
         assert_eq!(c.policy, Path::new("/etc/stapsteen/policy.toml"));
@@ -157,5 +188,12 @@ mod tests {
     fn unknown_field_has_line() {
         let e = Config::parse(Path::new("c.toml"), "listen = []\nbogus = 1\n").unwrap_err();
         assert!(e.to_string().starts_with("c.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn enabled_firewall_needs_networks() {
+        let text = "listen = []\npolicy = \"p\"\nstate_dir = \"s\"\nhost_key = \"h\"\nca_key = \"c\"\n\n[firewall]\nenabled = true\nadmin_networks = [\"10.1.0.0/24\"]\n";
+        let e = Config::parse(Path::new("c.toml"), text).unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:7: firewall:"), "{e}");
     }
 }

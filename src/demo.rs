@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{AuditSink, Config, Limits};
+use crate::config::{AuditSink, Config, FirewallConfig, Limits};
 use crate::secrets::{generate_key, write_new_key};
 use crate::softkey::{FLAG_USER_PRESENT, SoftKey};
 
@@ -125,11 +125,18 @@ pub async fn run(port: u16) -> Result<()> {
         ca_key: dir.join("ca_key"),
         audit: AuditSink::Stderr,
         limits: Limits::default(),
+        // The demo runs on loopback in the host's own network namespace, whose firewall is not
+        // stapsteen's to replace; the appliance and the tests run with enforcement on.
+        firewall: FirewallConfig {
+            enabled: false,
+            admin_networks: Vec::new(),
+            management_networks: Vec::new(),
+        },
     };
     std::fs::write(
         dir.join("stapsteen.toml"),
         format!(
-            "listen = [\"127.0.0.1:{port}\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n"
+            "listen = [\"127.0.0.1:{port}\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n\n[firewall]\nenabled = false  # loopback demo; the appliance enforces\n"
         ),
     )?;
     crate::audit::init(AuditSink::Stderr);

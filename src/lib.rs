@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod firewall;
 pub mod frontdoor;
 pub mod policy;
 pub mod proxy;

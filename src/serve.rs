@@ -11,8 +11,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::audit::{Code, Event};
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::firewall::{Enforcer, FirewallError, Nft, Outcome, Plan};
 use crate::frontdoor::{Shared, accept_loop, server_config};
-use crate::policy::load_policy;
+use crate::policy::{Policy, load_policy};
 use crate::secrets::load_key;
 
 pub async fn serve(config_path: &Path) -> Result<()> {
@@ -40,6 +41,10 @@ pub async fn start(config: Config) -> Result<Running> {
             .reason(e.to_string())
             .emit();
     })?;
+    let firewall = match config.firewall.enabled {
+        true => Some(start_firewall(&config, &policy).await?),
+        false => None,
+    };
     let host_key = load_key("host_key", &config.host_key)?;
     let ca_key = load_key("ca_key", &config.ca_key)?;
     std::fs::DirBuilder::new()
@@ -57,9 +62,18 @@ pub async fn start(config: Config) -> Result<Running> {
         );
     }
     let fingerprint = host_key.expose().fingerprint(russh::keys::HashAlg::Sha256);
-    let shared = Arc::new(Shared::new(config, policy, ca_key, Arc::new(SystemClock)));
+    let shared = Arc::new(Shared::new(
+        config,
+        policy,
+        ca_key,
+        Arc::new(SystemClock),
+        firewall,
+    ));
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
+    if shared.firewall.is_some() {
+        tasks.push(tokio::spawn(keep_firewall(shared.clone())));
+    }
     for l in listeners {
         addrs.push(l.local_addr()?);
         tasks.push(tokio::spawn(accept_loop(
@@ -82,6 +96,67 @@ pub async fn start(config: Config) -> Result<Running> {
     })
 }
 
+/// Applies the ruleset for the first time; no firewall, no service.
+async fn start_firewall(config: &Config, policy: &Policy) -> Result<Arc<Enforcer>> {
+    let ports = config.listen.iter().map(|a| a.port()).collect();
+    let enforcer = Arc::new(Enforcer::new(Box::new(Nft), config.firewall.clone(), ports));
+    let plan = apply_blocking(&enforcer, Arc::new(policy.clone()))
+        .await
+        .inspect_err(|e| {
+            Event::new(Code::FirewallFailed)
+                .reason(e.to_string())
+                .emit();
+        })
+        .context("cannot apply the firewall ruleset")?;
+    firewall_applied(&plan, "start");
+    Ok(enforcer)
+}
+
+async fn apply_blocking(
+    enforcer: &Arc<Enforcer>,
+    policy: Arc<Policy>,
+) -> Result<Plan, FirewallError> {
+    let enforcer = enforcer.clone();
+    tokio::task::spawn_blocking(move || enforcer.apply(&policy, jiff::Timestamp::now()))
+        .await
+        .unwrap_or_else(|e| Err(FirewallError::Nft(e.to_string())))
+}
+
+fn firewall_applied(plan: &Plan, why: &str) {
+    Event::new(Code::FirewallApplied)
+        .reason(why)
+        .detail("grant_elements", plan.elements.len())
+        .emit();
+}
+
+/// Follows grant windows and validity, and puts the table back if it is changed from outside.
+async fn keep_firewall(shared: Arc<Shared>) {
+    let Some(enforcer) = shared.firewall.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(crate::firewall::CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (e, policy, now) = (enforcer.clone(), shared.policy(), shared.clock.now());
+        let checked = tokio::task::spawn_blocking(move || e.check(&policy, now))
+            .await
+            .unwrap_or_else(|e| Err(FirewallError::Nft(e.to_string())));
+        match checked {
+            Ok(Outcome::Unchanged) => {}
+            Ok(Outcome::Rescheduled) => Event::new(Code::FirewallApplied)
+                .reason("a grant opened or closed")
+                .emit(),
+            Ok(Outcome::Repaired(what)) => Event::new(Code::FirewallDrift)
+                .reason(format!("changed from outside ({what}); put back"))
+                .emit(),
+            Err(e) => Event::new(Code::FirewallFailed)
+                .reason(e.to_string())
+                .emit(),
+        }
+    }
+}
+
 impl Running {
     /// Serves until SIGTERM or SIGINT; reloads the policy on SIGHUP.
     pub async fn wait(self) -> Result<()> {
@@ -89,7 +164,7 @@ impl Running {
         let mut term = signal(SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = hup.recv() => self.reload(),
+                _ = hup.recv() => self.reload().await,
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
             }
@@ -98,10 +173,25 @@ impl Running {
         Ok(())
     }
 
-    pub fn reload(&self) {
+    pub async fn reload(&self) {
         let path = &self.shared.config.policy;
         match load_policy(path) {
             Ok(p) => {
+                if let Some(enforcer) = &self.shared.firewall {
+                    let p = Arc::new(p.clone());
+                    match apply_blocking(enforcer, p).await {
+                        Ok(plan) => firewall_applied(&plan, "policy reload"),
+                        Err(e) => {
+                            Event::new(Code::FirewallFailed)
+                                .reason(e.to_string())
+                                .emit();
+                            Event::new(Code::PolicyReloadFailed)
+                                .reason("the firewall could not be applied; the previous policy and ruleset stay in force")
+                                .emit();
+                            return;
+                        }
+                    }
+                }
                 self.shared.set_policy(p);
                 Event::new(Code::PolicyLoaded)
                     .detail("file", path.display().to_string())

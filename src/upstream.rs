@@ -105,27 +105,39 @@ fn client_config() -> client::Config {
     }
 }
 
-/// Connects and logs in to `target` as `account`.
+/// Who logs in where, for which session.
+pub struct Dial<'a> {
+    pub target: &'a Target,
+    pub account: &'a Account,
+    pub admin: &'a AdminName,
+    pub session: &'a SessionId,
+    pub pty: bool,
+    /// The grant's firewall mark, carried by the socket.
+    pub mark: Option<u32>,
+}
+
+/// Connects and logs in to the target as the account, within `timeout`.
 pub async fn connect(
-    target: &Target,
-    account: &Account,
-    admin: &AdminName,
-    session: &SessionId,
+    dial: Dial<'_>,
     ca: &Secret<PrivateKey>,
-    pty: bool,
     timeout: Duration,
 ) -> Result<Connection, UpstreamError> {
+    let Dial {
+        target,
+        account,
+        admin,
+        session,
+        pty,
+        mark,
+    } = dial;
     let name = target.name.to_string();
     let attempt = async {
         let conn_err = |reason: String| UpstreamError::Connect {
             target: name.clone(),
             reason,
         };
-        let stream = tokio::net::TcpStream::connect((target.address, target.port))
+        let stream = crate::firewall::connect((target.address, target.port).into(), mark)
             .await
-            .map_err(|e| conn_err(e.to_string()))?;
-        stream
-            .set_nodelay(true)
             .map_err(|e| conn_err(e.to_string()))?;
         let presented = Arc::new(Mutex::new(None));
         let handler = PinnedHostKey {

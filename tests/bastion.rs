@@ -766,7 +766,7 @@ fn static_key_target_and_forwarding_refusals() {
     let out = env.ssh("alice", &["legacy01", "echo", "static-key"], None);
     assert_eq!(stdout(&out), "static-key\n", "{}", stderr(&out));
 
-    // -W / ProxyJump through the bastion: refused, audited.
+    // -W / ProxyJump to a target's SSH port (an unrecorded tunnel): refused, audited.
     let out = env.run(
         "ssh",
         "agent.sock",
@@ -774,8 +774,8 @@ fn static_key_target_and_forwarding_refusals() {
         Some(b""),
     );
     assert!(!out.status.success());
-    env.wait_audit("REQUEST_DENIED", |e| {
-        e["reason"] == "port_forwarding" && e["target_host"] == PACS01
+    env.wait_audit("FORWARD_DENIED", |e| {
+        e["reason"] == "unrecorded_tunnel" && e["target_host"] == PACS01
     });
     // Agent forwarding: refused, the session itself still works.
     assert_eq!(

@@ -24,7 +24,7 @@ fn config(dir: &Path, policy: &str) -> String {
     let cfg = dir.join("stapsteen.toml");
     std::fs::write(
         &cfg,
-        "listen = [\"127.0.0.1:0\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\n",
+        "listen = [\"127.0.0.1:0\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\n[firewall]\nenabled = false\n",
     )
     .unwrap();
     cfg.display().to_string()
@@ -125,4 +125,71 @@ fn every_command_has_help() {
             "{args:?}"
         );
     }
+}
+
+fn example_config(dir: &Path, management: &str) -> String {
+    let cfg = dir.join("stapsteen.toml");
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/example-hospital.toml"
+    );
+    std::fs::write(
+        &cfg,
+        format!("listen = [\"10.10.0.5:22\"]\npolicy = \"{policy}\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n[firewall]\nenabled = true\nadmin_networks = [\"10.10.0.0/24\", \"2001:db8:a::/64\"]\nmanagement_networks = [{management}]\n"),
+    )
+    .unwrap();
+    cfg.display().to_string()
+}
+
+#[test]
+fn firewall_plan_of_the_example_matches_the_golden_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = example_config(dir.path(), "\"10.20.0.0/24\", \"2001:db8:20::/64\"");
+    // Tuesday 10:00: inside the vendor's window, which closes at 12:00.
+    let out = stapsteen(&[
+        "firewall",
+        "plan",
+        "--config",
+        &cfg,
+        "--at",
+        "2026-03-03 10:00",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/example-hospital.nft"
+    );
+    if std::env::var_os("STAPSTEEN_BLESS").is_some() {
+        std::fs::write(golden, &out.stdout).unwrap();
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(golden).unwrap(),
+        "plan differs from tests/golden/example-hospital.nft (STAPSTEEN_BLESS=1 rewrites it)"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("timeout 7200s"));
+}
+
+#[test]
+fn serve_does_not_start_when_the_firewall_cannot_be_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example's targets lie outside this management network: the kernel could not guard them.
+    let cfg = example_config(dir.path(), "\"10.99.0.0/24\"");
+    let out = stapsteen(&["keys", "init", "--config", &cfg]);
+    assert!(out.status.success());
+    let out = stapsteen(&["serve", "--config", &cfg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FIREWALL_FAILED"), "{err}");
+    assert!(err.contains("SERVICE_FAILED"), "{err}");
+    assert!(
+        err.contains("pacs01 (10.20.0.11) is in no management network"),
+        "{err}"
+    );
+    let out = stapsteen(&["check", "--config", &cfg]);
+    assert!(!out.status.success());
 }

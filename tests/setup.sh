@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, if it is missing: OpenSSH server and client,
-# iproute2 (network namespaces), nftables, python3 (terminal driver), asciinema (replay check).
+# iproute2 (network namespaces), nftables, ping, python3 (terminal driver), asciinema (replay check).
 set -euo pipefail
 missing=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -13,6 +13,7 @@ have asciinema || missing+=(asciinema)
 have setsid && have nsenter || missing+=(util-linux)
 have cc || missing+=(gcc)
 have systemd-analyze || missing+=(systemd)
+have ping || missing+=(iputils-ping)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

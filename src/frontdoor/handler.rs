@@ -10,18 +10,19 @@ use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Certificate, HashAlg};
 use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig, client};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Shared;
 use super::request::{Action, Login, action};
 use crate::audit::{Code, Event};
-use crate::policy::{AdminName, Denial, TargetSpec};
+use crate::policy::{AdminName, Allowed, Denial, TargetSpec};
 use crate::proxy::{
-    PtyRequest, PumpContext, Run, SessionStop, Transcript, env_allowed, open_target_channel,
-    spawn_pump,
+    ForwardContext, PtyRequest, PumpContext, Run, SessionStop, Transcript, deadline, env_allowed,
+    open_target_channel, spawn_forward, spawn_pump,
 };
 use crate::recording::{Meta, Recorder, SessionId};
 use crate::sync::lock;
+use crate::upstream::Dial;
 
 /// A live channel: input goes to `writer`, and is logged in `transcript`.
 struct Live {
@@ -53,11 +54,13 @@ pub struct Connection {
     authenticated: Arc<AtomicBool>,
     admin: Option<Admin>,
     channels: HashMap<ChannelId, ChannelState>,
+    /// Port forwards this connection may hold at once.
+    forwards: Arc<Semaphore>,
 }
 
 type HResult<T = ()> = Result<T, russh::Error>;
 
-/// Session channels one connection may hold at once; each one dials a target.
+/// Session channels, and port forwards, one connection may hold at once; each one dials a target.
 const MAX_CHANNELS: usize = 8;
 
 fn is_security_key(key: &KeyData) -> bool {
@@ -78,6 +81,7 @@ impl Connection {
             authenticated,
             admin: None,
             channels: HashMap::new(),
+            forwards: Arc::new(Semaphore::new(MAX_CHANNELS)),
         }
     }
 
@@ -194,9 +198,19 @@ impl Connection {
             Action::Open { spec, run } => (spec, run),
         };
         let now = self.shared.clock.now();
-        let allowed = match self.shared.policy().decide(name.as_str(), &spec, now) {
+        let allowed = match self.decide(name.as_str(), &spec, now) {
             Ok(a) => a,
             Err(denial) => return self.deny_target(id, is_pty, &spec, &denial, session),
+        };
+        let mark = match self.shared.mark_for(&allowed.grant) {
+            Ok(m) => m,
+            Err(msg) => {
+                self.event(Code::TargetFailed)
+                    .target(&allowed.target.name)
+                    .reason(msg)
+                    .emit();
+                return self.refuse(id, is_pty, msg, session);
+            }
         };
         let session_id = SessionId::generate(now);
         let what = run.describe();
@@ -272,17 +286,27 @@ impl Connection {
                 .register(session_id.as_str(), name.as_str(), &key, stop.clone());
 
         let limits = &self.shared.config.limits;
-        let connected = crate::upstream::connect(
-            &allowed.target,
-            &allowed.account,
-            &name,
-            &session_id,
-            &self.shared.ca_key,
-            is_pty,
-            limits.connect_timeout,
-        )
-        .await;
-        let mut transcript = Transcript::new(recorder, allowed.record_input, is_pty);
+        let transcript = Transcript::new(recorder, allowed.record_input, is_pty);
+        // A revocation while dialling ends the attempt at once, with its own reason.
+        let connected = tokio::select! {
+            c = crate::upstream::connect(
+                Dial {
+                    target: &allowed.target,
+                    account: &allowed.account,
+                    admin: &name,
+                    session: &session_id,
+                    pty: is_pty,
+                    mark,
+                },
+                &self.shared.ca_key,
+                limits.connect_timeout,
+            ) => c,
+            reason = stop.wait() => {
+                let msg = reason.unwrap_or_else(|| "admin disconnected".into());
+                return self.abandon(transcript, meta, event, id, is_pty, &msg, session);
+            }
+        };
+        let mut transcript = transcript;
         let conn = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -322,28 +346,8 @@ impl Connection {
         }
         let transcript = Arc::new(Mutex::new(transcript));
         let (read, writer) = channel.split();
-        let max_end = tokio::time::Instant::now() + allowed.max_session;
-        let (deadline, deadline_reason) = match allowed.until {
-            Some(until) => {
-                let left = until.duration_since(now).unsigned_abs();
-                let grant_end = tokio::time::Instant::now() + left;
-                if grant_end < max_end {
-                    (
-                        grant_end,
-                        format!("grant {} ended, session closed", allowed.grant),
-                    )
-                } else {
-                    (
-                        max_end,
-                        "maximum session length reached, session closed".to_owned(),
-                    )
-                }
-            }
-            None => (
-                max_end,
-                "maximum session length reached, session closed".to_owned(),
-            ),
-        };
+        let (deadline, deadline_reason) =
+            deadline(now, allowed.until, allowed.max_session, &allowed.grant);
         session.channel_success(id)?;
         spawn_pump(
             PumpContext {
@@ -395,6 +399,26 @@ impl Connection {
         }
         event.reason(msg).emit_as(Code::SessionEnd);
         self.refuse(id, pty, msg, session)
+    }
+
+    /// The policy's decision; in debug builds only, the test switch
+    /// `STAPSTEEN_TEST_SKIP_GRANT_CHECK=1` turns a refusal into an allowance under another of the
+    /// admin's open grants, so tests can show that the kernel still refuses.
+    fn decide(
+        &self,
+        admin: &str,
+        spec: &TargetSpec,
+        now: jiff::Timestamp,
+    ) -> Result<Allowed, Denial> {
+        let decided = self.shared.policy().decide(admin, spec, now);
+        #[cfg(debug_assertions)]
+        if let Err(denial) = &decided {
+            if std::env::var_os("STAPSTEEN_TEST_SKIP_GRANT_CHECK").is_some() {
+                return super::bypass::allowed_anyway(&self.shared.policy(), admin, spec, now)
+                    .ok_or_else(|| denial.clone());
+            }
+        }
+        decided
     }
 
     fn deny_target(
@@ -559,28 +583,116 @@ impl Handler for Connection {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host: &str,
         port: u32,
         _orig: &str,
         _orig_port: u32,
         reply: russh::server::ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> HResult {
-        let admin = self
-            .admin
-            .as_ref()
-            .map(|a| a.name.to_string())
-            .unwrap_or_default();
-        self.event(Code::RequestDenied)
-            .admin(admin)
+        let Some(admin) = &self.admin else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let (name, key) = (admin.name.clone(), admin.key.clone());
+        let now = self.shared.clock.now();
+        let event = self
+            .event(Code::ForwardStart)
             .target(host)
-            .reason("port_forwarding")
-            .detail("port", port)
-            .emit();
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+            .detail("port", port);
+        let decided = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(Denial::PortNotAllowed {
+                target: host.to_owned(),
+                port: 0,
+            })
+            .and_then(|p| {
+                self.shared
+                    .policy()
+                    .decide_forward(name.as_str(), host, p, now)
+            });
+        let allowed = match decided {
+            Ok(a) => a,
+            Err(denial) => {
+                event
+                    .reason(denial.code())
+                    .detail("message", denial.to_string())
+                    .emit_as(Code::ForwardDenied);
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+        };
+        let event = event
+            .target(&allowed.target.name)
+            .detail("grant", allowed.grant.as_str());
+        let (mark, permit) = match (
+            self.shared.mark_for(&allowed.grant),
+            self.forwards.clone().try_acquire_owned(),
+        ) {
+            (Ok(m), Ok(p)) => (m, p),
+            (Err(msg), _) => {
+                event.reason(msg).emit_as(Code::ForwardDenied);
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+            (_, Err(_)) => {
+                event
+                    .reason("too_many_forwards")
+                    .emit_as(Code::ForwardDenied);
+                reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                return Ok(());
+            }
+        };
+        let addr = std::net::SocketAddr::from((allowed.target.address, allowed.port));
+        let timeout = self.shared.config.limits.connect_timeout;
+        let stream = match tokio::time::timeout(timeout, crate::firewall::connect(addr, mark)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                event.reason(e.to_string()).emit_as(Code::TargetFailed);
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            }
+            Err(_) => {
+                event
+                    .reason("connect timed out")
+                    .emit_as(Code::TargetFailed);
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            }
+        };
+        let session_id = SessionId::generate(now);
+        let event = event.session(&session_id);
+        event.clone().emit();
+        let stop = SessionStop::default();
+        let registration =
+            self.shared
+                .sessions
+                .register(session_id.as_str(), name.as_str(), &key, stop.clone());
+        let (deadline, deadline_reason) =
+            deadline(now, allowed.until, allowed.max_session, &allowed.grant);
+        reply.accept().await;
+        spawn_forward(ForwardContext {
+            front: session.handle(),
+            channel,
+            stream,
+            stop,
+            deadline,
+            deadline_reason,
+            event,
+            on_end: Box::new(move || {
+                drop(registration);
+                drop(permit);
+            }),
+        });
         Ok(())
     }
 

@@ -5,6 +5,8 @@
 //! plain keys and certificates are refused. Unauthenticated connections are limited in number and
 //! in time. Every accepted channel request is bound to the authenticated admin.
 
+#[cfg(debug_assertions)]
+mod bypass;
 mod handler;
 mod request;
 mod sessions;
@@ -22,7 +24,8 @@ use tokio::sync::Semaphore;
 use crate::audit::{Code, Event};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::policy::Policy;
+use crate::firewall::Enforcer;
+use crate::policy::{GrantName, Policy};
 use crate::recording::RecordingStore;
 use crate::secrets::Secret;
 
@@ -38,6 +41,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     pub store: RecordingStore,
     pub sessions: Arc<LiveSessions>,
+    /// Kernel enforcement, when the config enables it.
+    pub firewall: Option<Arc<Enforcer>>,
     unauthenticated: Arc<Semaphore>,
 }
 
@@ -47,6 +52,7 @@ impl Shared {
         policy: Policy,
         ca_key: Secret<PrivateKey>,
         clock: Arc<dyn Clock>,
+        firewall: Option<Arc<Enforcer>>,
     ) -> Self {
         let store = RecordingStore::new(config.recordings_dir());
         let unauthenticated = Arc::new(Semaphore::new(config.limits.max_unauthenticated));
@@ -57,6 +63,7 @@ impl Shared {
             clock,
             store,
             sessions: Arc::default(),
+            firewall,
             unauthenticated,
         }
     }
@@ -66,6 +73,16 @@ impl Shared {
         match self.policy.read() {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The socket mark for connections under `grant`; `Err` with a reason while the kernel
+    /// rules are not in place, so that no session starts without them.
+    pub fn mark_for(&self, grant: &GrantName) -> Result<Option<u32>, &'static str> {
+        match &self.firewall {
+            None => Ok(None),
+            Some(fw) if fw.in_force() => Ok(Some(crate::firewall::mark(grant))),
+            Some(_) => Err("the bastion's firewall is not in place; try again shortly"),
         }
     }
 

@@ -20,6 +20,16 @@ pub struct Allowed {
     pub record_input: bool,
 }
 
+/// A port forward that a grant allows now.
+#[derive(Clone, Debug)]
+pub struct AllowedForward {
+    pub grant: GrantName,
+    pub target: Target,
+    pub port: u16,
+    pub until: Option<Timestamp>,
+    pub max_session: Duration,
+}
+
 /// Why a request was refused. `code` is stable and goes into audit events.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
@@ -29,6 +39,8 @@ pub enum Denial {
     NotYetValid { target: String, from: Timestamp },
     Expired { target: String, until: Timestamp },
     OutsideWindow { target: String, windows: String },
+    PortNotAllowed { target: String, port: u16 },
+    UnrecordedTunnel { target: String, port: u16 },
 }
 
 impl Denial {
@@ -40,6 +52,8 @@ impl Denial {
             Denial::NotYetValid { .. } => "not_yet_valid",
             Denial::Expired { .. } => "expired",
             Denial::OutsideWindow { .. } => "outside_window",
+            Denial::PortNotAllowed { .. } => "port_not_allowed",
+            Denial::UnrecordedTunnel { .. } => "unrecorded_tunnel",
         }
     }
 }
@@ -64,6 +78,13 @@ impl fmt::Display for Denial {
                     "outside the time window for {target} ({windows}, Europe/Amsterdam)"
                 )
             }
+            Denial::PortNotAllowed { target, port } => {
+                write!(f, "port {port} on {target} is not in your grants")
+            }
+            Denial::UnrecordedTunnel { target, port } => write!(
+                f,
+                "port {port} on {target} is its SSH port; a tunnel there would not be recorded, log in through the bastion instead"
+            ),
         }
     }
 }
@@ -88,6 +109,16 @@ fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     }
 }
 
+/// Whether access open until `until` lasts longer than the best found so far (`None`: none yet;
+/// an inner `None` is open-ended).
+fn outlasts(best: Option<Option<Timestamp>>, until: Option<Timestamp>) -> bool {
+    match (best, until) {
+        (None, _) => true,
+        (Some(b), Some(u)) => b.is_some_and(|b| u > b),
+        (Some(b), None) => b.is_some(),
+    }
+}
+
 enum GrantState {
     Open(Option<Timestamp>),
     NotYet(Timestamp),
@@ -99,6 +130,21 @@ impl Grant {
     fn covers(&self, admin: &AdminName, groups: &[super::types::GroupName], target: &str) -> bool {
         (self.admins.contains(admin) || self.groups.iter().any(|g| groups.contains(g)))
             && self.targets.iter().any(|t| t.as_str() == target)
+    }
+
+    /// `Some(until)` when the grant is open at `now`; `until` is `None` if open-ended.
+    pub fn open_until(&self, now: Timestamp) -> Option<Option<Timestamp>> {
+        match self.state(now) {
+            GrantState::Open(until) => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Ports on each of the grant's targets that the grant opens: SSH and the forward ports.
+    pub fn ports(&self, target: &Target) -> Vec<u16> {
+        let mut ports = vec![target.port];
+        ports.extend(self.forward_ports.iter().filter(|p| **p != target.port));
+        ports
     }
 
     fn state(&self, now: Timestamp) -> GrantState {
@@ -168,12 +214,7 @@ impl Policy {
         for (g, account) in with_account {
             match g.state(now) {
                 GrantState::Open(until) => {
-                    let later = match (&best, until) {
-                        (None, _) => true,
-                        (Some(b), Some(u)) => b.until.is_some_and(|bu| u > bu),
-                        (Some(b), None) => b.until.is_some(),
-                    };
-                    if later {
+                    if outlasts(best.as_ref().map(|b| b.until), until) {
                         best = Some(Allowed {
                             grant: g.name.clone(),
                             target: target.clone(),
@@ -205,6 +246,72 @@ impl Policy {
                 until,
             }),
             (None, true, None, None) => Err(Denial::NoGrant(target_name)),
+        }
+    }
+
+    /// Decides a port forward (`ssh -L`, `-W`) of `admin` to `host` (a target's name or address)
+    /// and `port` at `now`. A target's SSH port needs a grant that allows unrecorded tunnels.
+    pub fn decide_forward(
+        &self,
+        admin: &str,
+        host: &str,
+        port: u16,
+        now: Timestamp,
+    ) -> Result<AllowedForward, Denial> {
+        let target = self
+            .targets
+            .iter()
+            .find(|t| t.name.as_str() == host || host.parse() == Ok(t.address))
+            .ok_or_else(|| Denial::UnknownTarget(host.to_owned()))?;
+        let name = target.name.to_string();
+        let admin_entry = self
+            .admin(admin)
+            .ok_or_else(|| Denial::NoGrant(name.clone()))?;
+        let ssh = port == target.port;
+        let mut best: Option<AllowedForward> = None;
+        let mut port_denied = false;
+        for g in self
+            .grants
+            .iter()
+            .filter(|g| g.covers(&admin_entry.name, &admin_entry.groups, &name))
+        {
+            let Some(until) = g.open_until(now) else {
+                continue;
+            };
+            let allowed = if ssh {
+                g.unrecorded_tunnels
+            } else {
+                g.forward_ports.contains(&port)
+            };
+            if !allowed {
+                port_denied = true;
+                continue;
+            }
+            if outlasts(best.as_ref().map(|b| b.until), until) {
+                best = Some(AllowedForward {
+                    grant: g.name.clone(),
+                    target: target.clone(),
+                    port,
+                    until,
+                    max_session: g.max_session,
+                });
+            }
+        }
+        match best {
+            Some(a) => Ok(a),
+            None if port_denied && ssh => Err(Denial::UnrecordedTunnel { target: name, port }),
+            None if port_denied => Err(Denial::PortNotAllowed { target: name, port }),
+            // No grant open now: the same reason a login would get.
+            None => {
+                let spec = TargetSpec {
+                    target: name.clone(),
+                    account: None,
+                };
+                Err(self
+                    .decide(admin, &spec, now)
+                    .err()
+                    .unwrap_or(Denial::PortNotAllowed { target: name, port }))
+            }
         }
     }
 

@@ -10,8 +10,8 @@ mod parse;
 mod types;
 mod window;
 
-pub use decide::{Allowed, Denial, local, policy_zone};
-pub use parse::{PolicyError, load_policy, parse_policy};
+pub use decide::{Allowed, AllowedForward, Denial, local, policy_zone};
+pub use parse::{PolicyError, load_policy, parse_policy, parse_time};
 pub use types::{
     Account, Admin, AdminKey, AdminName, Grant, GrantName, Policy, Target, TargetName, TargetSpec,
 };

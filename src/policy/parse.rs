@@ -102,6 +102,10 @@ struct RawGrant {
     max_session: Option<Spanned<String>>,
     #[serde(default = "yes")]
     record_input: bool,
+    #[serde(default)]
+    forward_ports: Vec<Spanned<u16>>,
+    #[serde(default)]
+    unrecorded_tunnels: bool,
 }
 
 fn yes() -> bool {
@@ -377,21 +381,29 @@ fn target(cx: &mut Ctx<'_>, raw: &Spanned<RawTarget>, base: &Path) -> Option<Tar
     })
 }
 
-fn timestamp(cx: &mut Ctx<'_>, s: &Option<Spanned<String>>) -> Result<Option<Timestamp>, ()> {
-    let Some(s) = s else { return Ok(None) };
-    let text = s.get_ref().trim();
-    let parsed = DateTime::from_str(text)
+/// A policy time: "2026-12-01", "2026-12-01 08:00" or with seconds, in Europe/Amsterdam.
+pub fn parse_time(text: &str) -> Result<Timestamp, String> {
+    let text = text.trim();
+    DateTime::from_str(text)
         .ok()
         .or_else(|| {
             jiff::civil::Date::from_str(text)
                 .ok()
                 .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
         })
-        .and_then(|dt| dt.to_zoned(policy_zone()).ok());
-    match parsed {
-        Some(z) => Ok(Some(z.timestamp())),
-        None => {
-            cx.err(s, format!("invalid time {text:?}: use \"2026-12-01\" or \"2026-12-01 08:00\" (Europe/Amsterdam)"));
+        .and_then(|dt| dt.to_zoned(policy_zone()).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| {
+            format!("invalid time {text:?}: use \"2026-12-01\" or \"2026-12-01 08:00\" (Europe/Amsterdam)")
+        })
+}
+
+fn timestamp(cx: &mut Ctx<'_>, s: &Option<Spanned<String>>) -> Result<Option<Timestamp>, ()> {
+    let Some(s) = s else { return Ok(None) };
+    match parse_time(s.get_ref()) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) => {
+            cx.err(s, e);
             Err(())
         }
     }
@@ -495,6 +507,14 @@ fn grant(
             }
         },
     };
+    let mut forward_ports = Vec::new();
+    for p in &r.forward_ports {
+        match *p.get_ref() {
+            0 => cx.err(p, "port must be 1-65535"),
+            n if forward_ports.contains(&n) => cx.err(p, format!("port {n} is listed twice")),
+            n => forward_ports.push(n),
+        }
+    }
     if cx.problems.len() != before {
         return None;
     }
@@ -509,6 +529,8 @@ fn grant(
         windows,
         max_session,
         record_input: r.record_input,
+        forward_ports,
+        unrecorded_tunnels: r.unrecorded_tunnels,
     })
 }
 

@@ -129,6 +129,11 @@ pub struct Grant {
     pub windows: Vec<WeeklyWindow>,
     pub max_session: Duration,
     pub record_input: bool,
+    /// Ports on the grant's targets that `ssh -L`/`-W` may reach, e.g. 443 or 104.
+    pub forward_ports: Vec<u16>,
+    /// Whether a forward may reach the target's SSH port: an end-to-end tunnel that the bastion
+    /// cannot record.
+    pub unrecorded_tunnels: bool,
 }
 
 /// A whole validated policy.

@@ -5,16 +5,44 @@
 //! error, the idle timeout, the maximum session length or the grant's end closes both sides; every
 //! session ends with exactly one SESSION_END audit event.
 
+mod forward;
 mod pump;
 mod stop;
 mod transcript;
 
+pub use forward::{ForwardContext, spawn_forward};
 pub use pump::{PumpContext, spawn_pump};
 pub use stop::SessionStop;
 pub use transcript::Transcript;
 
 use russh::client;
 use russh::{Channel, ChannelMsg, Pty};
+
+/// When a session or forward under a grant must end, and the reason shown then: the grant's
+/// end (`until`) or the maximum session length, whichever comes first.
+pub fn deadline(
+    now: jiff::Timestamp,
+    until: Option<jiff::Timestamp>,
+    max_session: std::time::Duration,
+    grant: &crate::policy::GrantName,
+) -> (tokio::time::Instant, String) {
+    let start = tokio::time::Instant::now();
+    let max_end = (
+        start + max_session,
+        "maximum session length reached, session closed".to_owned(),
+    );
+    match until {
+        Some(until) => {
+            let grant_end = start + until.duration_since(now).unsigned_abs();
+            if grant_end < max_end.0 {
+                (grant_end, format!("grant {grant} ended, session closed"))
+            } else {
+                max_end
+            }
+        }
+        None => max_end,
+    }
+}
 
 /// The admin's pty request, replayed to the target.
 #[derive(Clone, Debug)]

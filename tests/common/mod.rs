@@ -41,6 +41,8 @@ pub fn prerequisites() -> bool {
         "python3",
         "setsid",
         "nsenter",
+        "nft",
+        "ping",
     ] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -79,11 +81,16 @@ fn run(args: &[&str]) {
     );
 }
 
-/// What a test needs to shape: policy text and bastion limits.
+/// What a test needs to shape: policy text, bastion limits and environment.
 pub struct Options {
     pub idle_timeout: &'static str,
     pub max_unauthenticated: usize,
     pub extra_policy: String,
+    /// Kernel enforcement in the bastion namespace (on unless a test or benchmark needs other
+    /// traffic from the bastion namespace into the management network).
+    pub firewall: bool,
+    /// Extra environment for the bastion process.
+    pub bastion_env: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -92,6 +99,8 @@ impl Default for Options {
             idle_timeout: "15m",
             max_unauthenticated: 32,
             extra_policy: String::new(),
+            firewall: true,
+            bastion_env: Vec::new(),
         }
     }
 }
@@ -103,6 +112,7 @@ pub struct Env {
     pub ns_mgmt: String,
     children: Vec<Child>,
     bastion: Option<Child>,
+    bastion_env: Vec<(&'static str, &'static str)>,
     pub account: String,
     pub alice_key: String,
     pub pacs01_hostkey: String,
@@ -143,6 +153,7 @@ impl Env {
             ns_mgmt: format!("ssM{tag}"),
             children: Vec::new(),
             bastion: None,
+            bastion_env: opts.bastion_env.clone(),
             account: "root".into(),
             alice_key: String::new(),
             pacs01_hostkey: String::new(),
@@ -172,8 +183,8 @@ impl Env {
         std::fs::write(
             env.path("stapsteen.toml"),
             format!(
-                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\n",
-                opts.idle_timeout, opts.max_unauthenticated
+                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nconnect_timeout = \"3s\"\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n",
+                opts.idle_timeout, opts.max_unauthenticated, opts.firewall
             ),
         )
         .unwrap();
@@ -273,6 +284,17 @@ impl Env {
         }
     }
 
+    /// Starts a program in the management namespace, ended with the test bed.
+    pub fn spawn_in_mgmt(&mut self, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns_mgmt])
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
     /// Starts a software security key agent; `args` are extra `softkey-agent` flags.
     pub fn agent(&mut self, socket: &str, key: &str, args: &[&str]) {
         let sock = self.path(socket);
@@ -362,6 +384,7 @@ max_session = "1h"
                 "--config",
             ])
             .arg(self.path("stapsteen.toml"))
+            .envs(self.bastion_env.iter().copied())
             .stderr(log)
             .spawn()
             .unwrap();
@@ -378,7 +401,7 @@ max_session = "1h"
         run(&["kill", "-HUP", &self.bastion_pid().to_string()]);
     }
 
-    fn wait_port(&self, ns: &str, addr: &str, port: u16) {
+    pub fn wait_port(&self, ns: &str, addr: &str, port: u16) {
         let start = Instant::now();
         loop {
             let ok = Command::new("ip")

@@ -1,0 +1,75 @@
+//! Kernel enforcement of the grants: stapsteen owns the nftables table `inet stapsteen` and
+//! nothing else, so it coexists with the host's own firewall.
+//!
+//! Invariants:
+//! - Input admits the SSH front door only from the admin networks (plus loopback, replies and
+//!   IPv6 neighbour discovery); forwarding is dropped; the bastion never routes.
+//! - Output into a management network is allowed per packet only when the socket's mark, the
+//!   destination address and the port are an element of the grants set. Each grant has its own
+//!   mark ([`mark`]) and every upstream socket carries the mark of the grant it was opened for.
+//!   Elements carry the grant's remaining time as a kernel timeout, so a grant that ends is
+//!   closed by the kernel even if the daemon misses it. Refused packets are dropped (a TCP
+//!   connect then times out) and counted in the named counter `refused_output`.
+//! - The table is replaced in one nft transaction; nft applies it whole or not at all.
+//! - A table changed or deleted behind the daemon's back is noticed within [`CHECK_EVERY`] and
+//!   put back (`FIREWALL_DRIFT`); while it cannot be put back, no session starts.
+//!
+//! Privilege: this runs in the daemon's process, which holds CAP_NET_ADMIN for two things:
+//! running `nft` and setting SO_MARK. A separate helper would not lower the daemon's privilege,
+//! because SO_MARK needs the same capability, and passing marked sockets between processes adds
+//! a protocol that can itself go wrong. What the kernel check protects against is a bug in the
+//! session logic (choosing the wrong target or port for a grant): the rules come from the policy
+//! alone. A process fully taken over could rewrite them; drift detection makes that loud, not
+//! impossible.
+
+mod backend;
+mod enforcer;
+mod plan;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::policy::GrantName;
+
+pub use backend::{Backend, Nft};
+pub use enforcer::{Enforcer, Outcome};
+pub use plan::{Element, Plan, REFUSED};
+
+/// The table stapsteen owns.
+pub const TABLE: &str = "stapsteen";
+
+/// How often the table is compared with what was applied and grant windows are re-evaluated.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("firewall plan: {0}")]
+    Plan(String),
+    #[error("nft failed: {0}")]
+    Nft(String),
+}
+
+/// The socket mark of a grant: a fixed prefix ("ST") and 16 bits of the grant name's SHA-256.
+/// Stable across reloads, so a running session keeps its grant's mark; collisions are refused
+/// when the plan is built.
+pub fn mark(grant: &GrantName) -> u32 {
+    let h = Sha256::digest(grant.as_str().as_bytes());
+    0x5354_0000 | u32::from(u16::from_be_bytes([h[0], h[1]]))
+}
+
+/// Opens a TCP connection whose packets carry `mark` (when given), for the output rules.
+pub async fn connect(addr: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(m) = mark {
+        socket2::SockRef::from(&socket).set_mark(m)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await
+}

@@ -1,0 +1,305 @@
+//! Kernel enforcement: the nftables table stapsteen keeps in the bastion namespace, tested with
+//! real nft, real OpenSSH clients and targets, in namespaces.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, IMPORT01, Options, PACS01, stderr, stdout};
+
+macro_rules! testbed {
+    ($opts:expr) => {{
+        if !common::prerequisites() {
+            return;
+        }
+        Env::new($opts)
+    }};
+}
+
+fn sh(ns: &str, script: &str) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "bash", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The grant elements in the bastion's kernel, as nft lists them.
+fn grant_elements(env: &Env) -> String {
+    stdout(&sh(&env.ns_bastion, "nft list set inet stapsteen grants4"))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A policy time `secs` from now, in the policy's zone.
+fn in_seconds(secs: i64) -> String {
+    let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
+    t.to_zoned(jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+#[test]
+fn management_network_unreachable_even_with_routing_switched_on() {
+    let env = testbed!(Options::default());
+    // Routing on in the bastion's kernel: only stapsteen's forward chain stands in the way.
+    assert!(
+        sh(&env.ns_bastion, "sysctl -qw net.ipv4.ip_forward=1")
+            .status
+            .success()
+    );
+    let tcp = env.client(
+        "bash",
+        &[
+            "-c",
+            &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{PACS01}/22' && echo reached"),
+        ],
+        None,
+    );
+    assert!(!stdout(&tcp).contains("reached"), "TCP got through");
+    let icmp = env.client("ping", &["-c", "2", "-W", "1", PACS01], None);
+    assert!(
+        !icmp.status.success(),
+        "ping got through: {}",
+        stdout(&icmp)
+    );
+    // Without stapsteen's table the same packets do get through, so the table is what stops them.
+    assert!(
+        sh(&env.ns_bastion, "nft delete table inet stapsteen")
+            .status
+            .success()
+    );
+    let icmp = env.client("ping", &["-c", "1", "-W", "2", PACS01], None);
+    assert!(icmp.status.success(), "control: {}", stderr(&icmp));
+    env.wait_audit("FIREWALL_DRIFT", |e| {
+        e["reason"].as_str().unwrap().contains("table deleted")
+    });
+    wait_until("the table to be back", Duration::from_secs(10), || {
+        sh(&env.ns_bastion, "nft list table inet stapsteen")
+            .status
+            .success()
+    });
+    let icmp = env.client("ping", &["-c", "2", "-W", "1", PACS01], None);
+    assert!(!icmp.status.success(), "ping got through after repair");
+    let out = env.ssh("alice", &["pacs01", "echo", "through"], None);
+    assert_eq!(stdout(&out), "through\n", "{}", stderr(&out));
+}
+
+#[test]
+fn kernel_refuses_a_target_the_daemon_wrongly_allows() {
+    // The daemon itself refuses the ungranted target...
+    let env = testbed!(Options::default());
+    let out = env.ssh("alice", &["import01", "true"], None);
+    assert!(
+        stderr(&out).contains("no grant for target import01"),
+        "{}",
+        stderr(&out)
+    );
+    drop(env);
+    // ...and with its grant check switched off (a debug-build test switch), the kernel refuses:
+    // the socket carries the mark of alice's pacs01 grant, which does not cover import01.
+    let env = testbed!(Options {
+        bastion_env: vec![("STAPSTEEN_TEST_SKIP_GRANT_CHECK", "1")],
+        ..Options::default()
+    });
+    let refused = || {
+        let out = sh(
+            &env.ns_bastion,
+            "nft list counter inet stapsteen refused_output",
+        );
+        let text = stdout(&out);
+        let packets = text
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1);
+        packets.unwrap().parse::<u64>().unwrap()
+    };
+    let before = refused();
+    let out = env.ssh("alice", &["import01", "echo", "reached"], None);
+    assert!(!stdout(&out).contains("reached"));
+    let failed = env.wait_audit("TARGET_FAILED", |e| e["target_host"] == "import01");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("timed out"), "{reason}");
+    // The kernel dropped the connection attempts (SYN and its retries).
+    assert!(refused() > before, "the output chain counted nothing");
+    // The granted target still works with the same switch.
+    let out = env.ssh("alice", &["pacs01", "echo", "through"], None);
+    assert_eq!(stdout(&out), "through\n", "{}", stderr(&out));
+}
+
+#[test]
+fn expired_grant_is_closed_by_the_kernel_alone() {
+    let grant = format!(
+        "[[grant]]\nname = \"import-short\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nvalid_until = \"{}\"\n",
+        in_seconds(8)
+    );
+    let env = testbed!(Options {
+        extra_policy: grant,
+        ..Options::default()
+    });
+    assert!(
+        grant_elements(&env).contains(IMPORT01),
+        "{}",
+        grant_elements(&env)
+    );
+    // The daemon is frozen: whatever happens now is the kernel's doing.
+    let pid = env.bastion_pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("the element to expire", Duration::from_secs(20), || {
+        !grant_elements(&env).contains(IMPORT01)
+    });
+    let connect = sh(
+        &env.ns_bastion,
+        &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{IMPORT01}/22' && echo reached"),
+    );
+    assert!(!stdout(&connect).contains("reached"));
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The other grant's elements are untouched.
+    assert!(grant_elements(&env).contains(PACS01));
+}
+
+/// `ssh -W SPEC alice@bastion`: stdin and stdout carried to SPEC and back.
+fn forward(env: &Env, spec: &str, stdin: Option<&[u8]>) -> std::process::Output {
+    let bastion = format!("alice@{}", common::BASTION);
+    env.run("ssh", "agent.sock", &["-W", spec, &bastion], stdin)
+}
+
+#[test]
+fn forwards_reach_granted_ports_only() {
+    let grant = "[[grant]]\nname = \"pacs-dicom\"\ngroups = [\"pacs-beheer\"]\ntargets = [\"pacs01\"]\naccounts = [\"root\"]\nforward_ports = [11112]\n";
+    let mut env = testbed!(Options {
+        extra_policy: grant.into(),
+        ..Options::default()
+    });
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_echo.py");
+    env.spawn_in_mgmt(&["python3", server, PACS01, "11112"]);
+    env.wait_port(&env.ns_mgmt.clone(), PACS01, 11112);
+
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for host in ["pacs01", PACS01] {
+        let out = forward(&env, &format!("{host}:11112"), Some(&data));
+        assert!(
+            out.stdout == data,
+            "echo through {host} differs: {}",
+            stderr(&out)
+        );
+    }
+    let end = env.wait_audit("FORWARD_END", |_| true);
+    assert_eq!(end["admin"], "alice");
+    assert_eq!(end["target_host"], "pacs01");
+    let d = Env::detail(&end);
+    assert_eq!(d["port"], 11112);
+    assert_eq!(d["bytes_to_target"], data.len());
+    assert_eq!(d["bytes_to_admin"], data.len());
+    assert_eq!(d["grant"], "pacs-dicom");
+    assert!(d["duration_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(end["reason"], "closed");
+
+    for (spec, code) in [
+        ("pacs01:11113", "port_not_allowed"),
+        ("pacs01:22", "unrecorded_tunnel"),
+        ("import01:11112", "no_grant"),
+        ("10.77.2.99:443", "unknown_target"),
+    ] {
+        let out = forward(&env, spec, None);
+        assert!(!out.status.success(), "{spec} was forwarded");
+        assert!(
+            stderr(&out).contains("administratively prohibited"),
+            "{spec}: {}",
+            stderr(&out)
+        );
+        env.wait_audit("FORWARD_DENIED", |e| e["reason"] == code);
+    }
+    // -R stays refused.
+    let bastion = format!("alice@{}", common::BASTION);
+    let out = env.run(
+        "ssh",
+        "agent.sock",
+        &[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "9000:localhost:22",
+            &bastion,
+            "pacs01",
+            "true",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn widening_the_table_from_outside_is_undone() {
+    let env = testbed!(Options::default());
+    let add = format!("nft add element inet stapsteen grants4 '{{ 0x1 . {IMPORT01} . 22 }}'");
+    assert!(sh(&env.ns_bastion, &add).status.success());
+    let drift = env.wait_audit("FIREWALL_DRIFT", |_| true);
+    assert!(
+        drift["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("element added: 0x00000001 . {IMPORT01} . 22"))
+    );
+    wait_until("the element to be gone", Duration::from_secs(10), || {
+        !grant_elements(&env).contains(IMPORT01)
+    });
+}
+
+#[test]
+fn reload_that_cannot_be_enforced_keeps_the_old_policy_and_ruleset() {
+    let env = testbed!(Options::default());
+    let before = grant_elements(&env);
+    // A target outside every management network: the kernel could not guard it.
+    env.write_policy("[[target]]\nname = \"elsewhere\"\naddress = \"192.0.2.7\"\nhost_keys = [\"{import}\"]\naccounts = [\"root\"]\n".replace("{import}", &env.import01_hostkey).as_str());
+    env.reload();
+    let failed = env.wait_audit("FIREWALL_FAILED", |_| true);
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("elsewhere (192.0.2.7) is in no management network")
+    );
+    env.wait_audit("POLICY_RELOAD_FAILED", |_| true);
+    assert_eq!(grant_elements(&env), before);
+    let out = env.ssh("alice", &["pacs01", "echo", "still"], None);
+    assert_eq!(stdout(&out), "still\n", "{}", stderr(&out));
+}
+
+#[test]
+fn golden_plan_is_valid_nft() {
+    if !common::prerequisites() {
+        return;
+    }
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/example-hospital.nft"
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "nft", "-c", "-f", golden])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
