@@ -3,7 +3,9 @@
 //! (chacha20-poly1305, or STAPSTEEN_BENCH_CIPHER)
 //! through (a) stapsteen, (b) OpenSSH ProxyJump through an sshd in the bastion namespace, (c) an
 //! ssh connection straight from the bastion namespace to the target; then the keystroke echo
-//! round trip through (a) and (c). Prints MiB/s, round-trip percentiles and the ratios.
+//! round trip through (a) and (c); then the same data through a port forward (`ssh -W`, the
+//! direct-tcpip channel that `-L` uses too) to a TCP sink on the target, via stapsteen and via
+//! the OpenSSH jump host. Prints MiB/s, round-trip percentiles and the ratios.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mod.rs"]
@@ -66,10 +68,14 @@ fn main() {
         .unwrap_or(1024);
     // The jump host and the direct route reach the target from the bastion namespace without a
     // grant's socket mark, so stapsteen's own table is off here.
-    let env = Env::new(Options {
+    let mut env = Env::new(Options {
         firewall: false,
+        extra_policy: "[[grant]]\nname = \"bench-forward\"\nadmins = [\"alice\"]\ntargets = [\"pacs01\"]\naccounts = [\"root\"]\nforward_ports = [11112]\n".into(),
         ..Options::default()
     });
+    let sink = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_echo.py");
+    env.spawn_in_mgmt(&["python3", sink, PACS01, "11112", "--sink"]);
+    env.wait_port(&env.ns_mgmt.clone(), PACS01, 11112);
     let p = |n: &str| env.path(n).display().to_string();
 
     // A plain key with a certificate from the bastion CA, for the OpenSSH routes.
@@ -144,6 +150,16 @@ fn main() {
     );
     let direct = format!("{plain} {}@{PACS01}", env.account);
     let push = |cmd: &str| format!("head -c {}M /dev/zero | {cmd} 'cat > /dev/null'", mib);
+    // Port forwards (direct-tcpip, as -L uses) to a TCP sink on the target's DICOM port.
+    let forward_stapsteen = format!(
+        "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={} -W pacs01:11112 alice@{BASTION}",
+        p("agent.sock"),
+        p("known_hosts")
+    );
+    let forward_openssh = format!(
+        "{plain} -p 2200 -W {PACS01}:11112 {}@{BASTION}",
+        env.account
+    );
 
     println!("stapsteen benchmark: {mib} MiB, cipher {cipher}, one run each, namespaces over veth");
     let routes = [
@@ -187,6 +203,20 @@ fn main() {
         rates[0] / rates[1],
         rates[0] / rates[2],
         rates[1] / rates[2]
+    );
+    let mut forwards = Vec::new();
+    for (name, cmd) in [
+        ("stapsteen", forward_stapsteen.as_str()),
+        ("OpenSSH", forward_openssh.as_str()),
+    ] {
+        let (secs, _) = sh(&env.ns_admin, &format!("head -c {mib}M /dev/zero | {cmd}"));
+        let rate = mib as f64 / secs;
+        println!("  forward    {name:<10} {rate:>8.1} MiB/s  ({secs:.2} s)");
+        forwards.push(rate);
+    }
+    println!(
+        "  ratio forward stapsteen/OpenSSH {:.2}",
+        forwards[0] / forwards[1]
     );
 
     let rtt = |ns: &str, cmd: &str| -> serde_json::Value {

@@ -1,17 +1,22 @@
-"""A TCP echo server for the forwarding tests: echoes each connection until the client's EOF,
-then closes. Usage: tcp_echo.py ADDRESS PORT"""
+"""A TCP server for the forwarding tests and benchmark: echoes each connection (or, with --sink,
+discards it) until the client's EOF, then closes. Usage: tcp_echo.py ADDRESS PORT [--sink]"""
 import socket
 import socketserver
 import sys
 
 
+SINK = "--sink" in sys.argv[3:]
+
+
 class Echo(socketserver.BaseRequestHandler):
     def handle(self):
+        buf = bytearray(1 << 20)
         while True:
-            data = self.request.recv(65536)
-            if not data:
+            n = self.request.recv_into(buf)
+            if not n:
                 break
-            self.request.sendall(data)
+            if not SINK:
+                self.request.sendall(memoryview(buf)[:n])
         self.request.shutdown(socket.SHUT_WR)
 
 
