@@ -58,7 +58,7 @@ fn check_accepts_the_example_and_reports_every_problem() {
         t.contains("policy.toml:43: address \"gateway.local\" is not an IPv4 or IPv6 address"),
         "{t}"
     );
-    assert!(t.contains("policy.toml:58: unknown target pacs99"), "{t}");
+    assert!(t.contains("policy.toml:64: unknown target pacs99"), "{t}");
 }
 
 #[test]

@@ -556,7 +556,7 @@ mod tests {
     fn example_policy_is_valid() {
         let p = parse_policy(Path::new("example-hospital.toml"), EXAMPLE).unwrap();
         assert_eq!(p.admins.len(), 3);
-        assert_eq!(p.targets.len(), 3);
+        assert_eq!(p.targets.len(), 4);
         assert_eq!(p.grants.len(), 3);
     }
 
@@ -617,7 +617,48 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["beheer@pacs01", "beheer@twiin-gateway", "beheer@import01"]
+            [
+                "beheer@pacs01",
+                "beheer@twiin-gateway",
+                "beheer@dicom-router",
+                "beheer@import01"
+            ]
+        );
+    }
+
+    #[test]
+    fn forwards_follow_ports_windows_and_the_tunnel_rule() {
+        let p = parse_policy(Path::new("example-hospital.toml"), EXAMPLE).unwrap();
+        let at = |s: &str| parse_time(s).unwrap();
+        let fwd = |host: &str, port: u16, t: &str| {
+            p.decide_forward("vendor.m.jansen", host, port, at(t))
+                .map(|a| a.grant.to_string())
+                .map_err(|d| d.code())
+        };
+        assert_eq!(
+            fwd("pacs01", 443, "2026-11-24 10:00"),
+            Ok("pacs-leverancier".into())
+        );
+        assert_eq!(
+            fwd("10.20.0.11", 443, "2026-11-24 10:00"),
+            Ok("pacs-leverancier".into())
+        );
+        assert_eq!(
+            fwd("pacs01", 104, "2026-11-24 10:00"),
+            Err("port_not_allowed")
+        );
+        assert_eq!(
+            fwd("pacs01", 22, "2026-11-24 10:00"),
+            Err("unrecorded_tunnel")
+        );
+        assert_eq!(
+            fwd("pacs01", 443, "2026-11-24 13:00"),
+            Err("outside_window")
+        );
+        assert_eq!(fwd("import01", 443, "2026-11-24 10:00"), Err("no_grant"));
+        assert_eq!(
+            fwd("10.20.0.99", 443, "2026-11-24 10:00"),
+            Err("unknown_target")
         );
     }
 
