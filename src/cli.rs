@@ -34,8 +34,11 @@ enum Command {
     },
     /// Load config, policy and keys; print every problem with file and line; exit 1 on any.
     Check {
-        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
-        config: PathBuf,
+        #[arg(long, short, env = "STAPSTEEN_CONFIG", required_unless_present = "policy")]
+        config: Option<PathBuf>,
+        /// Check only this policy file (e.g. in the policy repository's CI, or at image build).
+        #[arg(long, conflicts_with = "config")]
+        policy: Option<PathBuf>,
     },
     /// The nftables ruleset (table `inet stapsteen`) that the config and policy produce.
     Firewall {
@@ -133,7 +136,13 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => {
             runtime().and_then(|rt| rt.block_on(crate::serve::serve(&config)))
         }
-        Command::Check { config } => check(&config),
+        Command::Check { config, policy } => match (config, policy) {
+            (_, Some(policy)) => load_policy(&policy)
+                .map(|_| println!("{}: ok", policy.display()))
+                .map_err(anyhow::Error::from),
+            (Some(config), None) => check(&config),
+            (None, None) => Err(anyhow::anyhow!("give --config FILE or --policy FILE")),
+        },
         Command::Keys {
             command: KeysCommand::Init { config, dir },
         } => keys_init(config.as_deref(), dir.as_deref()),

@@ -193,3 +193,14 @@ fn serve_does_not_start_when_the_firewall_cannot_be_applied() {
     let out = stapsteen(&["check", "--config", &cfg]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn check_policy_alone() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/example-hospital.toml");
+    assert!(stapsteen(&["check", "--policy", example]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("p.toml");
+    std::fs::write(&broken, "[[grant]]\nname = \"x\"\n").unwrap();
+    let out = stapsteen(&["check", "--policy", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+}
