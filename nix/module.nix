@@ -117,7 +117,7 @@ in
   config = lib.mkIf cfg.enable {
     services.stapsteen.settings = {
       listen = cfg.listen;
-      policy = "/etc/stapsteen/policy.toml";
+      policy = lib.mkDefault "/etc/stapsteen/policy.toml";
       # The unit's StateDirectory (DynamicUser keeps it under /var/lib/private).
       state_dir = "/var/lib/stapsteen";
       # Paths the credentials would come from without systemd; the unit's

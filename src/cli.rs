@@ -34,7 +34,12 @@ enum Command {
     },
     /// Load config, policy and keys; print every problem with file and line; exit 1 on any.
     Check {
-        #[arg(long, short, env = "STAPSTEEN_CONFIG", required_unless_present = "policy")]
+        #[arg(
+            long,
+            short,
+            env = "STAPSTEEN_CONFIG",
+            required_unless_present = "policy"
+        )]
         config: Option<PathBuf>,
         /// Check only this policy file (e.g. in the policy repository's CI, or at image build).
         #[arg(long, conflicts_with = "config")]

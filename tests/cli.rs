@@ -196,7 +196,10 @@ fn serve_does_not_start_when_the_firewall_cannot_be_applied() {
 
 #[test]
 fn check_policy_alone() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/example-hospital.toml");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/example-hospital.toml"
+    );
     assert!(stapsteen(&["check", "--policy", example]).status.success());
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("p.toml");
