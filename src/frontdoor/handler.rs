@@ -326,7 +326,15 @@ impl Connection {
             }
         };
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| env_allowed(k)).collect();
-        let channel = match open_target_channel(&conn, pty.as_ref(), &env, &run).await {
+        // Bounded too, and ended by a revocation: the kernel may already drop this grant's packets.
+        let opened = tokio::select! {
+            o = tokio::time::timeout(
+                limits.connect_timeout,
+                open_target_channel(&conn, pty.as_ref(), &env, &run),
+            ) => o.unwrap_or_else(|_| Err(format!("{}: no answer from the target", allowed.target.name))),
+            reason = stop.wait() => Err(reason.unwrap_or_else(|| "admin disconnected".into())),
+        };
+        let channel = match opened {
             Ok(c) => c,
             Err(msg) => return self.abandon(transcript, meta, event, id, is_pty, &msg, session),
         };
