@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::firewall::{Enforcer, Nft};
+use crate::firewall::Enforcer;
 use crate::policy::load_policy;
 use crate::recording::{RecordingStore, SessionId};
 use crate::secrets::{generate_key, load_key, write_new_key};
@@ -193,7 +193,7 @@ fn check(path: &Path) -> Result<()> {
     let mut problems = Vec::new();
     match load_policy(&config.policy) {
         Ok(policy) if config.firewall.enabled => {
-            if let Err(e) = enforcer(&config).plan(&policy, jiff::Timestamp::now()) {
+            if let Err(e) = Enforcer::for_config(&config).plan(&policy, jiff::Timestamp::now()) {
                 problems.push(format!("{}: {e}", config.policy.display()));
             }
         }
@@ -216,11 +216,6 @@ fn check(path: &Path) -> Result<()> {
     }
 }
 
-fn enforcer(config: &Config) -> Enforcer {
-    let ports = config.listen.iter().map(|a| a.port()).collect();
-    Enforcer::new(Box::new(Nft), config.firewall.clone(), ports)
-}
-
 fn firewall(command: FirewallCommand) -> Result<()> {
     let (path, at, apply) = match command {
         FirewallCommand::Plan { config, at } => (config, at, false),
@@ -235,7 +230,7 @@ fn firewall(command: FirewallCommand) -> Result<()> {
         Some(t) => crate::policy::parse_time(&t).map_err(anyhow::Error::msg)?,
         None => jiff::Timestamp::now(),
     };
-    let enforcer = enforcer(&config);
+    let enforcer = Enforcer::for_config(&config);
     if apply {
         let plan = enforcer.apply(&policy, now)?;
         println!(

@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::audit::{Code, Event};
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::firewall::{Enforcer, FirewallError, Nft, Outcome, Plan};
+use crate::firewall::{Enforcer, FirewallError, Outcome, Plan};
 use crate::frontdoor::{Shared, accept_loop, server_config};
 use crate::policy::{Policy, load_policy};
 use crate::secrets::load_key;
@@ -98,9 +98,10 @@ pub async fn start(config: Config) -> Result<Running> {
 
 /// Applies the ruleset for the first time; no firewall, no service.
 async fn start_firewall(config: &Config, policy: &Policy) -> Result<Arc<Enforcer>> {
-    let ports = config.listen.iter().map(|a| a.port()).collect();
-    let enforcer = Arc::new(Enforcer::new(Box::new(Nft), config.firewall.clone(), ports));
-    let plan = apply_blocking(&enforcer, Arc::new(policy.clone()))
+    let enforcer = Arc::new(Enforcer::for_config(config));
+    let policy = policy.clone();
+    let now = jiff::Timestamp::now();
+    let plan = on_enforcer(&enforcer, move |e| e.apply(&policy, now))
         .await
         .inspect_err(|e| {
             Event::new(Code::FirewallFailed)
@@ -112,12 +113,13 @@ async fn start_firewall(config: &Config, policy: &Policy) -> Result<Arc<Enforcer
     Ok(enforcer)
 }
 
-async fn apply_blocking(
+/// Runs an enforcer call, which waits for `nft`, off the async workers.
+async fn on_enforcer<T: Send + 'static>(
     enforcer: &Arc<Enforcer>,
-    policy: Arc<Policy>,
-) -> Result<Plan, FirewallError> {
+    call: impl FnOnce(&Enforcer) -> Result<T, FirewallError> + Send + 'static,
+) -> Result<T, FirewallError> {
     let enforcer = enforcer.clone();
-    tokio::task::spawn_blocking(move || enforcer.apply(&policy, jiff::Timestamp::now()))
+    tokio::task::spawn_blocking(move || call(&enforcer))
         .await
         .unwrap_or_else(|e| Err(FirewallError::Nft(e.to_string())))
 }
@@ -138,11 +140,8 @@ async fn keep_firewall(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (e, policy, now) = (enforcer.clone(), shared.policy(), shared.clock.now());
-        let checked = tokio::task::spawn_blocking(move || e.check(&policy, now))
-            .await
-            .unwrap_or_else(|e| Err(FirewallError::Nft(e.to_string())));
-        match checked {
+        let (policy, now) = (shared.policy(), shared.clock.now());
+        match on_enforcer(&enforcer, move |e| e.check(&policy, now)).await {
             Ok(Outcome::Unchanged) => {}
             Ok(Outcome::Rescheduled) => Event::new(Code::FirewallApplied)
                 .reason("a grant opened or closed")
@@ -178,8 +177,8 @@ impl Running {
         match load_policy(path) {
             Ok(p) => {
                 if let Some(enforcer) = &self.shared.firewall {
-                    let p = Arc::new(p.clone());
-                    match apply_blocking(enforcer, p).await {
+                    let (policy, now) = (p.clone(), self.shared.clock.now());
+                    match on_enforcer(enforcer, move |e| e.apply(&policy, now)).await {
                         Ok(plan) => firewall_applied(&plan, "policy reload"),
                         Err(e) => {
                             Event::new(Code::FirewallFailed)

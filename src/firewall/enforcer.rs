@@ -53,6 +53,12 @@ impl Enforcer {
         }
     }
 
+    /// The enforcer for the daemon's config, on the real kernel: the front door's ports, `nft`.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        let ports = config.listen.iter().map(|a| a.port()).collect();
+        Self::new(Box::new(super::Nft), config.firewall.clone(), ports)
+    }
+
     /// Whether the table is known to be in place; sessions do not start while it is not.
     pub fn in_force(&self) -> bool {
         self.in_force.load(Ordering::SeqCst)

@@ -510,10 +510,9 @@ impl SetDef<'_> {
     }
 
     fn json(&self) -> Set<'static> {
-        let (name, v6, set_type, flag, elem): (_, _, _, _, Vec<Expression<'static>>) = match self {
+        let (name, set_type, flag, elem): (_, _, _, Vec<Expression<'static>>) = match self {
             SetDef::Nets(name, v6, nets) => (
                 *name,
-                *v6,
                 SetTypeValue::Single(if *v6 {
                     SetType::Ipv6Addr
                 } else {
@@ -532,7 +531,6 @@ impl SetDef<'_> {
             ),
             SetDef::Grants(name, v6, elements) => (
                 *name,
-                *v6,
                 SetTypeValue::Concatenated(Cow::Owned(vec![
                     SetType::Mark,
                     if *v6 {
@@ -561,7 +559,6 @@ impl SetDef<'_> {
                     .collect(),
             ),
         };
-        let _ = v6;
         Set {
             family: NfFamily::INet,
             table: TABLE.into(),

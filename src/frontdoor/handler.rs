@@ -661,18 +661,15 @@ impl Handler for Connection {
         };
         let addr = std::net::SocketAddr::from((allowed.target.address, allowed.port));
         let timeout = self.shared.config.limits.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, crate::firewall::connect(addr, mark)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                event.reason(e.to_string()).emit_as(Code::TargetFailed);
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                return Ok(());
-            }
-            Err(_) => {
-                event
-                    .reason("connect timed out")
-                    .emit_as(Code::TargetFailed);
+        let connected =
+            match tokio::time::timeout(timeout, crate::firewall::connect(addr, mark)).await {
+                Ok(c) => c.map_err(|e| e.to_string()),
+                Err(_) => Err("connect timed out".to_owned()),
+            };
+        let stream = match connected {
+            Ok(s) => s,
+            Err(reason) => {
+                event.reason(reason).emit_as(Code::TargetFailed);
                 reply.reject(ChannelOpenFailure::ConnectFailed).await;
                 return Ok(());
             }

@@ -139,11 +139,13 @@ fn main() {
         p("known_openssh"),
         p("bench_key")
     );
-    let via_stapsteen = format!(
-        "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={} alice@{BASTION} pacs01",
+    // alice's security key, through stapsteen.
+    let to_bastion = format!(
+        "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={}",
         p("agent.sock"),
         p("known_hosts")
     );
+    let via_stapsteen = format!("{to_bastion} alice@{BASTION} pacs01");
     let via_jump = format!(
         "{plain} -o ProxyCommand='{plain} -p 2200 -W %h:%p {}@{BASTION}' {}@{PACS01}",
         env.account, env.account
@@ -151,11 +153,7 @@ fn main() {
     let direct = format!("{plain} {}@{PACS01}", env.account);
     let push = |cmd: &str| format!("head -c {}M /dev/zero | {cmd} 'cat > /dev/null'", mib);
     // Port forwards (direct-tcpip, as -L uses) to a TCP sink on the target's DICOM port.
-    let forward_stapsteen = format!(
-        "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={} -W pacs01:11112 alice@{BASTION}",
-        p("agent.sock"),
-        p("known_hosts")
-    );
+    let forward_stapsteen = format!("{to_bastion} -W pacs01:11112 alice@{BASTION}");
     let forward_openssh = format!(
         "{plain} -p 2200 -W {PACS01}:11112 {}@{BASTION}",
         env.account
