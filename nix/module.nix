@@ -124,6 +124,7 @@ in
       # LoadCredential= makes $CREDENTIALS_DIRECTORY win.
       host_key = "/var/lib/stapsteen-keys/host_key";
       ca_key = "/var/lib/stapsteen-keys/ca_key";
+      signing_key = "/var/lib/stapsteen-keys/signing_key";
       audit = lib.mkDefault "journald";
       firewall = {
         enabled = true;

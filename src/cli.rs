@@ -1,5 +1,5 @@
 //! Command line: `serve`, `check`, `keys init`, `firewall plan|apply`, `demo`,
-//! `recordings list|cat`.
+//! `recordings list|cat|verify`, `audit verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,10 +8,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use crate::audit::{NoteVerifier, read_lines, verify_chain};
 use crate::config::Config;
 use crate::firewall::Enforcer;
 use crate::policy::load_policy;
-use crate::recording::{RecordingStore, SessionId};
+use crate::recording::{RecordingStore, SessionId, verify_recording};
 use crate::secrets::{generate_key, load_key, write_new_key};
 
 #[derive(Parser)]
@@ -66,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: RecordingsCommand,
     },
+    /// The signed audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Software security key agent, for the demo and tests only.
     #[command(hide = true)]
     SoftkeyAgent {
@@ -92,13 +98,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create the host key and the CA key named in the config (or in --dir); never overwrites.
+    /// Create whichever of the host key, the CA key and the audit signing key named in the
+    /// config (or in --dir) do not exist yet; never overwrites.
     Init {
         #[arg(long, short, env = "STAPSTEEN_CONFIG", conflicts_with = "dir")]
         config: Option<PathBuf>,
-        /// Write `host_key` and `ca_key` into this directory instead.
+        /// Write `host_key`, `ca_key` and `signing_key` into this directory instead.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every entry's signature, sequence and link to the one before; exit 1 on a finding.
+    Verify {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+        /// The signing key's public half (default: the configured signing key with `.pub`).
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -133,6 +152,20 @@ enum RecordingsCommand {
         config: PathBuf,
         id: String,
     },
+    /// Recompute each recording's line chain and compare it with the signed audit chain; exit 1
+    /// on anything but intact or sealed.
+    Verify {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+        /// The signing key's public half (default: the configured signing key with `.pub`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every recording the chain or the recordings directory knows.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -154,6 +187,9 @@ pub fn main() -> ExitCode {
         Command::Demo { port } => runtime().and_then(|rt| rt.block_on(crate::demo::run(port))),
         Command::Firewall { command } => firewall(command),
         Command::Recordings { command } => recordings(command),
+        Command::Audit {
+            command: AuditCommand::Verify { config, key },
+        } => audit_verify(&config, key.as_deref()),
         Command::SoftkeyAgent {
             socket,
             key,
@@ -200,7 +236,11 @@ fn check(path: &Path) -> Result<()> {
         Ok(_) => {}
         Err(e) => problems.push(e.to_string()),
     }
-    for (name, p) in [("host_key", &config.host_key), ("ca_key", &config.ca_key)] {
+    for (name, p) in [
+        ("host_key", &config.host_key),
+        ("ca_key", &config.ca_key),
+        ("signing_key", &config.signing_key),
+    ] {
         if let Err(e) = load_key(name, p) {
             problems.push(e.to_string());
         }
@@ -244,26 +284,37 @@ fn firewall(command: FirewallCommand) -> Result<()> {
     Ok(())
 }
 
-/// Creates `host_key` and `ca_key` in `dir`.
+/// Creates `host_key`, `ca_key` and `signing_key` in `dir`.
 pub fn keys_in(dir: &Path) -> Result<()> {
     keys_init(None, Some(dir))
 }
 
 fn keys_init(config: Option<&Path>, dir: Option<&Path>) -> Result<()> {
-    let (host, ca) = match (config, dir) {
+    let (host, ca, signing) = match (config, dir) {
         (Some(c), _) => {
             let c = Config::load(c)?;
-            (c.host_key, c.ca_key)
+            (c.host_key, c.ca_key, c.signing_key)
         }
-        (None, Some(d)) => (d.join("host_key"), d.join("ca_key")),
+        (None, Some(d)) => (d.join("host_key"), d.join("ca_key"), d.join("signing_key")),
         (None, None) => bail!("give --config FILE or --dir DIR"),
     };
-    for p in [&host, &ca] {
-        if p.exists() {
-            bail!("{} exists already; refusing to overwrite it", p.display());
-        }
+    // Missing keys are created (an appliance from before the signing key gets one); existing
+    // ones are kept.
+    if [&host, &ca, &signing].iter().all(|p| p.exists()) {
+        bail!("all keys exist already; refusing to overwrite them");
     }
-    for (path, comment) in [(&host, "stapsteen host key"), (&ca, "stapsteen user CA")] {
+    // The signing key's comment is its name in signed notes: no spaces.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let audit_name = format!("stapsteen-audit@{}", hostname.trim());
+    for (path, comment) in [
+        (&host, "stapsteen host key"),
+        (&ca, "stapsteen user CA"),
+        (&signing, audit_name.as_str()),
+    ] {
+        if path.exists() {
+            println!("{}: exists, kept", path.display());
+            continue;
+        }
         let key = generate_key(comment);
         write_new_key(path, &key)?;
         println!(
@@ -274,8 +325,10 @@ fn keys_init(config: Option<&Path>, dir: Option<&Path>) -> Result<()> {
         );
     }
     println!(
-        "Targets trust the CA with TrustedUserCAKeys pointing at {}.pub",
-        ca.display()
+        "Targets trust the CA with TrustedUserCAKeys pointing at {}.pub\n\
+         Give {}.pub to whoever checks the audit chain elsewhere",
+        ca.display(),
+        signing.display()
     );
     Ok(())
 }
@@ -313,6 +366,12 @@ fn recordings(command: RecordingsCommand) -> Result<()> {
             }
             Ok(())
         }
+        RecordingsCommand::Verify {
+            config,
+            key,
+            id,
+            all,
+        } => recordings_verify(&config, key.as_deref(), id.as_deref(), all),
         RecordingsCommand::Cat { config, id } => {
             let config = Config::load(&config)?;
             let Some(id) = SessionId::parse(&id) else {
@@ -326,4 +385,88 @@ fn recordings(command: RecordingsCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The audit chain of `config`, checked with the signing key's public half.
+fn checked_chain(config: &Config, key: Option<&Path>) -> Result<crate::audit::ChainReport> {
+    let pub_path = key.map(Path::to_owned).unwrap_or_else(|| {
+        let mut p = config.signing_key.as_os_str().to_owned();
+        p.push(".pub");
+        PathBuf::from(p)
+    });
+    let text = std::fs::read_to_string(&pub_path).with_context(|| {
+        format!(
+            "cannot read the signing key's public half {}",
+            pub_path.display()
+        )
+    })?;
+    let public = russh::keys::PublicKey::from_openssh(text.trim())
+        .with_context(|| format!("{} is not an OpenSSH public key", pub_path.display()))?;
+    let verifier = NoteVerifier::from_public(&public)?;
+    let path = config.chain_path();
+    let lines = read_lines(&path).with_context(|| format!("audit chain {}", path.display()))?;
+    Ok(verify_chain(&lines, &verifier))
+}
+
+fn audit_verify(config: &Path, key: Option<&Path>) -> Result<()> {
+    let config = Config::load(config)?;
+    let report = checked_chain(&config, key)?;
+    for p in &report.problems {
+        println!("{}: {p}", config.chain_path().display());
+    }
+    match report.entries.last() {
+        Some((last, _)) => println!(
+            "{}: {} entries verified, last seq {} at {}",
+            config.chain_path().display(),
+            report.entries.len(),
+            last.seq,
+            last.time
+        ),
+        None => println!("{}: no entry verified", config.chain_path().display()),
+    }
+    if !report.problems.is_empty() {
+        bail!("{} finding(s) in the audit chain", report.problems.len());
+    }
+    Ok(())
+}
+
+fn recordings_verify(config: &Path, key: Option<&Path>, id: Option<&str>, all: bool) -> Result<()> {
+    let config = Config::load(config)?;
+    let report = checked_chain(&config, key)?;
+    for p in &report.problems {
+        println!("audit chain {p}");
+    }
+    let store = RecordingStore::new(config.recordings_dir());
+    let ids = match (id, all) {
+        (Some(id), _) => match SessionId::parse(id) {
+            Some(id) => vec![id],
+            None => bail!("{id:?} is not a recording id"),
+        },
+        (None, _) => {
+            let mut ids: Vec<SessionId> = report
+                .sessions()
+                .into_iter()
+                .filter(|e| e.seal.is_some())
+                .filter_map(|e| e.session.clone())
+                .collect();
+            for id in store.cast_ids()? {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            ids
+        }
+    };
+    let mut findings = report.problems.len();
+    for id in &ids {
+        let verdict = verify_recording(&store, id, &report);
+        if !verdict.ok() {
+            findings += 1;
+        }
+        println!("{id}  {verdict}");
+    }
+    if findings > 0 {
+        bail!("{findings} finding(s)");
+    }
+    Ok(())
 }

@@ -45,12 +45,58 @@ pub struct Config {
     pub host_key: PathBuf,
     /// CA key that signs the short-lived certificates shown to targets; credential `ca_key`.
     pub ca_key: PathBuf,
+    /// Ed25519 key that signs the audit chain; credential `signing_key`.
+    pub signing_key: PathBuf,
     #[serde(default)]
     pub audit: AuditSink,
+    #[serde(default)]
+    pub recording: RecordingConfig,
     #[serde(default)]
     pub limits: Limits,
     /// Kernel enforcement of the grants. Required, so that running without it is a decision.
     pub firewall: FirewallConfig,
+}
+
+/// What a storage failure (disk full, write error) on a recording or the audit chain does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// End live sessions and refuse new ones until storage works again.
+    #[default]
+    EndSessions,
+    /// Send an alert and let sessions go on unrecorded: an explicit, audited choice.
+    AlertAndContinue,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::EndSessions => "end-sessions",
+            OnFailure::AlertAndContinue => "alert-and-continue",
+        }
+    }
+}
+
+/// How recordings are sealed into the audit chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    pub on_failure: OnFailure,
+    /// A checkpoint is written at least this often while a recording grows...
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+    /// ...and after at most this many bytes.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            on_failure: OnFailure::EndSessions,
+            checkpoint_interval: Duration::from_secs(10),
+            checkpoint_bytes: 4 << 20,
+        }
+    }
 }
 
 /// The networks the nftables ruleset is built around.
@@ -155,6 +201,7 @@ impl Config {
             &mut cfg.state_dir,
             &mut cfg.host_key,
             &mut cfg.ca_key,
+            &mut cfg.signing_key,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -166,6 +213,14 @@ impl Config {
     pub fn recordings_dir(&self) -> PathBuf {
         self.state_dir.join("recordings")
     }
+
+    pub fn chain_dir(&self) -> PathBuf {
+        self.state_dir.join("audit")
+    }
+
+    pub fn chain_path(&self) -> PathBuf {
+        self.chain_dir().join("chain.jsonl")
+    }
 }
 
 #[cfg(test)]
@@ -176,7 +231,7 @@ mod tests {
     fn parses_with_defaults_and_relative_paths() {
         let c = Config::parse(
             Path::new("/etc/stapsteen/stapsteen.toml"),
-            "listen = [\"127.0.0.1:2222\"]\npolicy = \"policy.toml\"\nstate_dir = \"/var/lib/stapsteen\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\n[limits]\nidle_timeout = \"2m\"\n[firewall]\nenabled = false\n",
+            "listen = [\"127.0.0.1:2222\"]\npolicy = \"policy.toml\"\nstate_dir = \"/var/lib/stapsteen\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\n[limits]\nidle_timeout = \"2m\"\n[firewall]\nenabled = false\n",
         )
         .unwrap();
         assert_eq!(c.policy, Path::new("/etc/stapsteen/policy.toml"));
@@ -192,8 +247,8 @@ mod tests {
 
     #[test]
     fn enabled_firewall_needs_networks() {
-        let text = "listen = []\npolicy = \"p\"\nstate_dir = \"s\"\nhost_key = \"h\"\nca_key = \"c\"\n\n[firewall]\nenabled = true\nadmin_networks = [\"10.1.0.0/24\"]\n";
+        let text = "listen = []\npolicy = \"p\"\nstate_dir = \"s\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n\n[firewall]\nenabled = true\nadmin_networks = [\"10.1.0.0/24\"]\n";
         let e = Config::parse(Path::new("c.toml"), text).unwrap_err();
-        assert!(e.to_string().starts_with("c.toml:7: firewall:"), "{e}");
+        assert!(e.to_string().starts_with("c.toml:8: firewall:"), "{e}");
     }
 }

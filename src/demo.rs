@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{AuditSink, Config, FirewallConfig, Limits};
+use crate::config::{AuditSink, Config};
 use crate::secrets::{generate_key, write_new_key};
 use crate::softkey::{FLAG_USER_PRESENT, SoftKey};
 
@@ -117,28 +117,16 @@ pub async fn run(port: u16) -> Result<()> {
             target_pub.trim()
         ),
     )?;
-    let config = Config {
-        listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
-        policy: dir.join("policy.toml"),
-        state_dir: dir.join("state"),
-        host_key: dir.join("host_key"),
-        ca_key: dir.join("ca_key"),
-        audit: AuditSink::Stderr,
-        limits: Limits::default(),
-        // The demo runs on loopback in the host's own network namespace, whose firewall is not
-        // stapsteen's to replace; the appliance and the tests run with enforcement on.
-        firewall: FirewallConfig {
-            enabled: false,
-            admin_networks: Vec::new(),
-            management_networks: Vec::new(),
-        },
-    };
+    // The demo runs on loopback in the host's own network namespace, whose firewall is not
+    // stapsteen's to replace; the appliance and the tests run with enforcement on.
+    let config_path = dir.join("stapsteen.toml");
     std::fs::write(
-        dir.join("stapsteen.toml"),
+        &config_path,
         format!(
-            "listen = [\"127.0.0.1:{port}\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n\n[firewall]\nenabled = false  # loopback demo; the appliance enforces\n"
+            "listen = [\"127.0.0.1:{port}\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n\n[firewall]\nenabled = false  # loopback demo; the appliance enforces\n"
         ),
     )?;
+    let config = Config::load(&config_path)?;
     crate::audit::init(AuditSink::Stderr);
     wait_for_port(target_addr).await?;
     let running = crate::serve::start(config).await?;
@@ -161,7 +149,9 @@ pub async fn run(port: u16) -> Result<()> {
          \x20 {ssh} alice@127.0.0.1 demo uptime     # one command\n\
          \x20 sftp -o IdentityAgent={} -o UserKnownHostsFile={} -P {port} alice:demo@127.0.0.1\n\n\
          Recordings:  stapsteen recordings list --config {cfg}\n\
-         \x20            stapsteen recordings cat --config {cfg} ID\n\n\
+         \x20            stapsteen recordings cat --config {cfg} ID\n\
+         \x20            stapsteen recordings verify --config {cfg} --all\n\
+         \x20            stapsteen audit verify --config {cfg}\n\n\
          Audit events follow below as JSON lines. Ctrl-C stops everything and removes {}.\n",
         socket.display(),
         dir.join("known_hosts").display(),

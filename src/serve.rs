@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::audit::{Code, Event};
+use crate::audit::{AuditChain, Code, Event, NoteSigner};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::firewall::{Enforcer, FirewallError, Outcome, Plan};
@@ -47,11 +47,21 @@ pub async fn start(config: Config) -> Result<Running> {
     };
     let host_key = load_key("host_key", &config.host_key)?;
     let ca_key = load_key("ca_key", &config.ca_key)?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(config.recordings_dir())
-        .with_context(|| format!("cannot create {}", config.recordings_dir().display()))?;
+    let signer = NoteSigner::new(&load_key("signing_key", &config.signing_key)?)?;
+    for dir in [config.recordings_dir(), config.chain_dir()] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let clock = Arc::new(SystemClock);
+    let audit = Arc::new(AuditChain::open(
+        &config.chain_path(),
+        signer,
+        clock.clone(),
+        config.recording.on_failure,
+    )?);
     let server_config = Arc::new(server_config(&host_key, &config));
     let mut listeners = Vec::new();
     for addr in &config.listen {
@@ -62,13 +72,7 @@ pub async fn start(config: Config) -> Result<Running> {
         );
     }
     let fingerprint = host_key.expose().fingerprint(russh::keys::HashAlg::Sha256);
-    let shared = Arc::new(Shared::new(
-        config,
-        policy,
-        ca_key,
-        Arc::new(SystemClock),
-        firewall,
-    ));
+    let shared = Arc::new(Shared::new(config, policy, ca_key, clock, firewall, audit));
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     if shared.firewall.is_some() {

@@ -24,7 +24,7 @@ fn config(dir: &Path, policy: &str) -> String {
     let cfg = dir.join("stapsteen.toml");
     std::fs::write(
         &cfg,
-        "listen = [\"127.0.0.1:0\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\n[firewall]\nenabled = false\n",
+        "listen = [\"127.0.0.1:0\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\n[firewall]\nenabled = false\n",
     )
     .unwrap();
     cfg.display().to_string()

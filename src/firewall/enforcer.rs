@@ -186,10 +186,10 @@ fn shape(listed: &Value) -> Value {
                 .filter(|o| o.get("metainfo").is_none())
                 .map(|o| {
                     let mut o = strip(o);
-                    if is_grants_set(&o) {
-                        if let Some(set) = o.get_mut("set").and_then(Value::as_object_mut) {
-                            set.remove("elem");
-                        }
+                    if is_grants_set(&o)
+                        && let Some(set) = o.get_mut("set").and_then(Value::as_object_mut)
+                    {
+                        set.remove("elem");
                     }
                     o
                 })

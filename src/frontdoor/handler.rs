@@ -20,7 +20,7 @@ use crate::proxy::{
     ForwardContext, PtyRequest, PumpContext, Run, SessionStop, Transcript, deadline, env_allowed,
     open_target_channel, spawn_forward, spawn_pump,
 };
-use crate::recording::{Meta, Recorder, SessionId};
+use crate::recording::{Cadence, Meta, Recorder, SessionId};
 use crate::sync::lock;
 use crate::upstream::Dial;
 
@@ -223,8 +223,10 @@ impl Connection {
             .detail("request", what.as_str())
             .detail("pty", is_pty);
 
-        // The recording exists before the target is dialled: no recording, no session.
+        // The recording and the chain's start entry exist before the target is dialled: no
+        // recording, no session (unless on_failure = "alert-and-continue").
         let store = &self.shared.store;
+        let audit = &self.shared.audit;
         let mut meta = None;
         let mut recorder = None;
         if let Some(p) = &pty {
@@ -244,20 +246,28 @@ impl Connection {
                 "{name} → {}@{} ({session_id})",
                 allowed.account, allowed.target.name
             );
+            let rc = &self.shared.config.recording;
             let created = Recorder::create(
-                store.cast_path(&session_id),
-                p.cols,
-                p.rows,
+                store,
+                &session_id,
+                audit.clone(),
+                Cadence {
+                    interval: rc.checkpoint_interval,
+                    bytes: rc.checkpoint_bytes,
+                },
+                (p.cols, p.rows),
                 &p.term,
                 &title,
             )
-            .map_err(|e| e.to_string())
             .and_then(|mut r| {
                 r.marker(&format!(
                     "start: {name} → {}@{}",
                     allowed.account, allowed.target.name
-                ))
-                .map_err(|e| e.to_string())?;
+                ))?;
+                Ok(r)
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
                 store.write_meta(&m).map_err(|e| e.to_string())?;
                 Ok(r)
             });
@@ -267,16 +277,44 @@ impl Connection {
                     meta = Some(m);
                 }
                 Err(e) => {
+                    audit.storage_failed(&format!("recording cannot be created: {e}"));
                     event.clone().reason(&e).emit_as(Code::RecordingFailed);
-                    return self.refuse(
-                        id,
-                        true,
-                        "session refused: the recording cannot be written",
-                        session,
-                    );
+                    if audit.fail_closed() {
+                        return self.refuse(
+                            id,
+                            true,
+                            "session refused: the recording cannot be written",
+                            session,
+                        );
+                    }
                 }
             }
         }
+        let fields = [
+            ("admin", name.to_string()),
+            ("target", allowed.target.name.to_string()),
+            ("account", allowed.account.to_string()),
+            ("grant", allowed.grant.to_string()),
+        ];
+        let transcript = match Transcript::start(
+            &session_id,
+            audit.clone(),
+            recorder,
+            allowed.record_input,
+            is_pty,
+            &fields,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                event.clone().reason(&e).emit_as(Code::RecordingFailed);
+                return self.refuse(
+                    id,
+                    is_pty,
+                    "session refused: the audit trail cannot be written",
+                    session,
+                );
+            }
+        };
         event.clone().emit();
         // Registered before dialling: a revocation from here on ends this session.
         let stop = SessionStop::default();
@@ -286,7 +324,6 @@ impl Connection {
                 .register(session_id.as_str(), name.as_str(), &key, stop.clone());
 
         let limits = &self.shared.config.limits;
-        let transcript = Transcript::new(recorder, allowed.record_input, is_pty);
         // A revocation while dialling ends the attempt at once, with its own reason.
         let connected = tokio::select! {
             c = crate::upstream::connect(
@@ -399,7 +436,7 @@ impl Connection {
         msg: &str,
         session: &mut Session,
     ) -> HResult {
-        let _ = transcript.finish(&format!("end: {msg}"));
+        let _ = transcript.finish(&format!("end: {msg}"), msg);
         if let Some(mut m) = meta {
             m.end = Some(self.shared.clock.now());
             m.end_reason = Some(msg.to_owned());
@@ -420,11 +457,11 @@ impl Connection {
     ) -> Result<Allowed, Denial> {
         let decided = self.shared.policy().decide(admin, spec, now);
         #[cfg(debug_assertions)]
-        if let Err(denial) = &decided {
-            if std::env::var_os("STAPSTEEN_TEST_SKIP_GRANT_CHECK").is_some() {
-                return super::bypass::allowed_anyway(&self.shared.policy(), admin, spec, now)
-                    .ok_or_else(|| denial.clone());
-            }
+        if let Err(denial) = &decided
+            && std::env::var_os("STAPSTEEN_TEST_SKIP_GRANT_CHECK").is_some()
+        {
+            return super::bypass::allowed_anyway(&self.shared.policy(), admin, spec, now)
+                .ok_or_else(|| denial.clone());
         }
         decided
     }
@@ -821,7 +858,7 @@ impl Handler for Connection {
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             if let Err(e) = lock(&live.transcript).resize(cols, rows) {
                 live.stop
-                    .stop(format!("recording failed ({}), session ended", e.source));
+                    .stop(format!("recording failed ({}), session ended", e.cause()));
             }
             let _ = live
                 .writer
@@ -842,7 +879,7 @@ impl Handler for Connection {
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             if let Err(e) = lock(&live.transcript).input(data) {
                 live.stop
-                    .stop(format!("recording failed ({}), session ended", e.source));
+                    .stop(format!("recording failed ({}), session ended", e.cause()));
                 return Ok(());
             }
             if live
@@ -875,10 +912,10 @@ impl Handler for Connection {
     }
 
     async fn channel_close(&mut self, id: ChannelId, _session: &mut Session) -> HResult {
-        if let Some(state) = self.channels.remove(&id) {
-            if let Some(live) = state.live {
-                let _ = live.writer.close().await;
-            }
+        if let Some(state) = self.channels.remove(&id)
+            && let Some(live) = state.live
+        {
+            let _ = live.writer.close().await;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::audit::{Code, Event};
+use crate::audit::{AuditChain, Code, Event};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::firewall::Enforcer;
@@ -40,6 +40,7 @@ pub struct Shared {
     pub ca_key: Secret<PrivateKey>,
     pub clock: Arc<dyn Clock>,
     pub store: RecordingStore,
+    pub audit: Arc<AuditChain>,
     pub sessions: Arc<LiveSessions>,
     /// Kernel enforcement, when the config enables it.
     pub firewall: Option<Arc<Enforcer>>,
@@ -53,16 +54,21 @@ impl Shared {
         ca_key: Secret<PrivateKey>,
         clock: Arc<dyn Clock>,
         firewall: Option<Arc<Enforcer>>,
+        audit: Arc<AuditChain>,
     ) -> Self {
         let store = RecordingStore::new(config.recordings_dir());
         let unauthenticated = Arc::new(Semaphore::new(config.limits.max_unauthenticated));
+        let sessions: Arc<LiveSessions> = Arc::default();
+        let live = sessions.clone();
+        audit.on_storage_failure(Box::new(move |reason| live.stop_all(reason)));
         Self {
             config,
             policy: RwLock::new(Arc::new(policy)),
             ca_key,
             clock,
             store,
-            sessions: Arc::default(),
+            audit,
+            sessions,
             firewall,
             unauthenticated,
         }

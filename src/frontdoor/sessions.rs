@@ -44,6 +44,13 @@ impl LiveSessions {
         }
     }
 
+    /// Ends every live session with `reason`.
+    pub fn stop_all(&self, reason: &str) {
+        for e in lock(&self.inner).values() {
+            e.stop.stop(reason);
+        }
+    }
+
     /// Ends every session whose admin or key `policy` no longer lists; returns (session, admin).
     pub fn revoke(&self, policy: &Policy) -> Vec<(String, String)> {
         let mut ended = Vec::new();

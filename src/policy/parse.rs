@@ -474,10 +474,10 @@ fn grant(
     }
     let valid_from = timestamp(cx, &r.valid_from).ok()?;
     let valid_until = timestamp(cx, &r.valid_until).ok()?;
-    if let (Some(f), Some(u), Some(at)) = (valid_from, valid_until, &r.valid_until) {
-        if u <= f {
-            cx.err(at, "valid_until must be after valid_from");
-        }
+    if let (Some(f), Some(u), Some(at)) = (valid_from, valid_until, &r.valid_until)
+        && u <= f
+    {
+        cx.err(at, "valid_until must be after valid_from");
     }
     let mut windows = Vec::new();
     for w in &r.windows {

@@ -57,17 +57,17 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                 match msg {
                     ChannelMsg::Data { data } => {
                         if let Err(e) = lock(&ctx.transcript).output(&data) {
-                            break End::Bastion(format!("recording failed ({}), session ended", e.source));
+                            break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
                         if ctx.front.data(id, data).await.is_err() {
                             break End::Bastion("admin channel closed".into());
                         }
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
-                        if ctx.pty {
-                            if let Err(e) = lock(&ctx.transcript).output(&data) {
-                                break End::Bastion(format!("recording failed ({}), session ended", e.source));
-                            }
+                        if ctx.pty
+                            && let Err(e) = lock(&ctx.transcript).output(&data)
+                        {
+                            break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
                         if ctx.front.extended_data(id, ext, data).await.is_err() {
                             break End::Bastion("admin channel closed".into());
@@ -88,7 +88,12 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
             }
             _ = tokio::time::sleep_until(ctx.deadline) => break End::Bastion(ctx.deadline_reason.clone()),
             _ = tick.tick() => {
-                let idle = lock(&ctx.transcript).last_activity.elapsed();
+                let mut t = lock(&ctx.transcript);
+                if let Err(e) = t.tick() {
+                    break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
+                }
+                let idle = t.last_activity.elapsed();
+                drop(t);
                 if idle >= ctx.idle_timeout {
                     break End::Bastion(format!("idle for {}s, session ended", ctx.idle_timeout.as_secs()));
                 }
@@ -129,7 +134,7 @@ fn finish(ctx: PumpContext, reason: &str) {
         (None, Some(sig)) => format!("end: signal {sig}"),
         (None, None) => format!("end: {reason}"),
     };
-    let (synced, sha_in, sha_out) = t.finish(&label);
+    let (synced, sha_in, sha_out) = t.finish(&label, reason);
     let mut event = ctx
         .event
         .reason(reason)

@@ -2,17 +2,47 @@
 //! split across chunks are joined, invalid UTF-8 becomes U+FFFD.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::seal::{LineChain, line_hash};
+use super::{RecordingStore, SessionId};
+use crate::audit::{AuditChain, ChainError, Draft, Kind, Seal};
+
 #[derive(Debug, thiserror::Error)]
-#[error("recording {path} cannot be written: {source}")]
-pub struct RecordingError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
+pub enum RecordingError {
+    #[error("recording {path} cannot be written: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Chain(#[from] ChainError),
+}
+
+impl RecordingError {
+    /// The cause in a few words, for the message to the admin.
+    pub fn cause(&self) -> String {
+        match self {
+            RecordingError::Io { source, .. } => source.to_string(),
+            RecordingError::Chain(ChainError::Io { source, .. }) => {
+                format!("audit chain: {source}")
+            }
+            RecordingError::Chain(e) => e.to_string(),
+        }
+    }
+}
+
+/// When checkpoints are due.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    pub interval: Duration,
+    pub bytes: u64,
 }
 
 /// Turns a byte stream into text, holding back an incomplete trailing character.
@@ -54,43 +84,70 @@ impl Utf8Stream {
     }
 }
 
-/// An open asciicast v2 recording.
+/// An open asciicast v2 recording, sealed line by line into the audit chain.
 pub struct Recorder {
+    id: SessionId,
     path: PathBuf,
+    /// Locked (exclusive) while the session lives, so a verifier can tell live from crashed.
     file: File,
+    index: BufWriter<File>,
     started: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
+    chain: LineChain,
+    audit: Arc<AuditChain>,
+    cadence: Cadence,
+    /// Lines and time of the last checkpoint.
+    sealed_lines: u64,
+    sealed_bytes: u64,
+    sealed_at: Instant,
 }
 
 impl Recorder {
-    /// Creates the file (never overwriting) and writes the header.
+    /// Creates `<id>.cast` (never overwriting) and `<id>.idx`, and writes the header.
     pub fn create(
-        path: PathBuf,
-        width: u32,
-        height: u32,
+        store: &RecordingStore,
+        id: &SessionId,
+        audit: Arc<AuditChain>,
+        cadence: Cadence,
+        size: (u32, u32),
         term: &str,
         title: &str,
     ) -> Result<Self, RecordingError> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|source| RecordingError {
-                path: path.clone(),
-                source,
-            })?;
+        let path = store.cast_path(id);
+        let io = |source| RecordingError::Io {
+            path: path.clone(),
+            source,
+        };
+        let open = |p: &PathBuf| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+        };
+        let file = open(&path).map_err(io)?;
+        file.try_lock().map_err(|e| io(e.into()))?;
+        let index = BufWriter::new(open(&store.index_path(id)).map_err(io)?);
         let mut rec = Self {
-            path,
+            id: id.clone(),
+            path: path.clone(),
             file,
+            index,
             started: Instant::now(),
             output: Utf8Stream::default(),
             input: Utf8Stream::default(),
+            chain: LineChain::new(id),
+            audit,
+            cadence,
+            sealed_lines: 0,
+            sealed_bytes: 0,
+            sealed_at: Instant::now(),
         };
         let header = json!({
             "version": 2,
-            "width": width.max(1),
-            "height": height.max(1),
+            "width": size.0.max(1),
+            "height": size.1.max(1),
             "timestamp": jiff::Timestamp::now().as_second(),
             "title": title,
             "env": {"TERM": term, "SHELL": ""},
@@ -99,15 +156,29 @@ impl Recorder {
         Ok(rec)
     }
 
+    fn io(&self, source: std::io::Error) -> RecordingError {
+        RecordingError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     fn line(&mut self, value: &serde_json::Value) -> Result<(), RecordingError> {
         let mut text = value.to_string();
         text.push('\n');
-        self.file
-            .write_all(text.as_bytes())
-            .map_err(|source| RecordingError {
-                path: self.path.clone(),
-                source,
-            })
+        if let Err(e) = self.file.write_all(text.as_bytes()) {
+            // Cut a partly written line, so the file stays whole lines.
+            let _ = self.file.set_len(self.chain.bytes);
+            return Err(self.io(e));
+        }
+        self.chain.push(text.as_bytes());
+        self.index
+            .write_all(&line_hash(text.as_bytes()))
+            .map_err(|e| self.io(e))?;
+        if self.chain.bytes - self.sealed_bytes >= self.cadence.bytes {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     fn event(&mut self, kind: &str, data: &str) -> Result<(), RecordingError> {
@@ -139,12 +210,38 @@ impl Recorder {
         self.event("m", label)
     }
 
-    /// Flushes to stable storage.
+    /// Writes a checkpoint if lines are waiting and the interval has passed.
+    pub fn tick(&mut self) -> Result<(), RecordingError> {
+        if self.chain.lines > self.sealed_lines && self.sealed_at.elapsed() >= self.cadence.interval
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the recording and appends a checkpoint for it.
+    fn checkpoint(&mut self) -> Result<(), RecordingError> {
+        self.sync()?;
+        self.audit.append(
+            Draft::new(Kind::Checkpoint)
+                .session(&self.id)
+                .seal(self.chain.seal()),
+        )?;
+        self.sealed_lines = self.chain.lines;
+        self.sealed_bytes = self.chain.bytes;
+        self.sealed_at = Instant::now();
+        Ok(())
+    }
+
+    /// Where the recording stands now.
+    pub fn seal(&self) -> Seal {
+        self.chain.seal()
+    }
+
+    /// Flushes the recording and its index to stable storage.
     pub fn sync(&mut self) -> Result<(), RecordingError> {
-        self.file.sync_data().map_err(|source| RecordingError {
-            path: self.path.clone(),
-            source,
-        })
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.index.flush().map_err(|e| self.io(e))
     }
 }
 
@@ -166,14 +263,21 @@ mod tests {
     #[test]
     fn writes_valid_asciicast() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.cast");
-        let mut r = Recorder::create(path.clone(), 80, 24, "xterm", "t").unwrap();
+        let store = RecordingStore::new(dir.path().to_owned());
+        let chain = crate::audit::test_chain(dir.path());
+        let id = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 20,
+        };
+        let mut r =
+            Recorder::create(&store, &id, chain.clone(), cadence, (80, 24), "xterm", "t").unwrap();
         r.output(b"hello \xe2\x82").unwrap();
         r.output(b"\xac\r\n").unwrap();
         r.input(b"ls\r").unwrap();
         r.resize(100, 30).unwrap();
-        assert!(Recorder::create(path.clone(), 80, 24, "xterm", "t").is_err());
-        let text = std::fs::read_to_string(path).unwrap();
+        assert!(Recorder::create(&store, &id, chain, cadence, (80, 24), "xterm", "t").is_err());
+        let text = std::fs::read_to_string(store.cast_path(&id)).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

@@ -1,14 +1,18 @@
 //! Session recordings: one asciicast v2 file per pty channel, with a JSON sidecar holding who,
-//! where and how it ended.
+//! where and how it ended, and an index of line hashes; sealed into the audit chain.
 //!
-//! Invariants: a recording exists before the target is dialled (creation failure refuses the
-//! session); every write error is returned, so the caller can end the session (fail closed);
-//! recording ids are checked before they touch a path.
+//! Invariants: a recording exists, and its session's start entry is in the audit chain, before
+//! the target is dialled (failure refuses the session); every write error is returned, so the
+//! caller can end the session (fail closed); a recording is only ever appended to, in whole
+//! lines; recording ids are checked before they touch a path.
 
 mod asciicast;
 mod sanitize;
+mod seal;
 mod store;
+mod verify;
 
-pub use asciicast::{Recorder, RecordingError};
+pub use asciicast::{Cadence, Recorder, RecordingError};
 pub use sanitize::sanitize;
 pub use store::{Meta, RecordingStore, SessionId};
+pub use verify::{Verdict, verify_recording};

@@ -1,4 +1,4 @@
-//! The recordings directory: `<id>.cast` plus `<id>.json` metadata.
+//! The recordings directory: `<id>.cast`, `<id>.idx` (line hashes) and `<id>.json` metadata.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -70,7 +70,11 @@ impl RecordingStore {
         self.dir.join(format!("{id}.cast"))
     }
 
-    fn meta_path(&self, id: &SessionId) -> PathBuf {
+    pub fn index_path(&self, id: &SessionId) -> PathBuf {
+        self.dir.join(format!("{id}.idx"))
+    }
+
+    pub fn meta_path(&self, id: &SessionId) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
 
@@ -102,6 +106,23 @@ impl RecordingStore {
             out.push(self.read_meta(&id)?);
         }
         out.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.0.cmp(&b.id.0)));
+        Ok(out)
+    }
+
+    /// Ids of the `.cast` files present.
+    pub fn cast_ids(&self) -> std::io::Result<Vec<SessionId>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".cast"))
+                .and_then(SessionId::parse)
+            {
+                out.push(id);
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

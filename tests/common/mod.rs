@@ -91,6 +91,8 @@ pub struct Options {
     pub firewall: bool,
     /// Extra environment for the bastion process.
     pub bastion_env: Vec<(&'static str, &'static str)>,
+    /// Appended to stapsteen.toml (after `[firewall]`).
+    pub extra_config: String,
 }
 
 impl Default for Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             extra_policy: String::new(),
             firewall: true,
             bastion_env: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -183,8 +186,8 @@ impl Env {
         std::fs::write(
             env.path("stapsteen.toml"),
             format!(
-                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nconnect_timeout = \"3s\"\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n",
-                opts.idle_timeout, opts.max_unauthenticated, opts.firewall
+                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nconnect_timeout = \"3s\"\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n{}",
+                opts.idle_timeout, opts.max_unauthenticated, opts.firewall, opts.extra_config
             ),
         )
         .unwrap();
@@ -373,7 +376,12 @@ max_session = "1h"
     }
 
     fn start_bastion(&mut self) {
-        let log = std::fs::File::create(self.path("audit.log")).unwrap();
+        let starts = self.count("SERVICE_START");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("audit.log"))
+            .unwrap();
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -389,7 +397,42 @@ max_session = "1h"
             .spawn()
             .unwrap();
         self.bastion = Some(child);
-        self.wait_audit("SERVICE_START", |_| true);
+        let start = Instant::now();
+        while self.count("SERVICE_START") == starts {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the bastion did not start:\n{}",
+                std::fs::read_to_string(self.path("audit.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn count(&self, code: &str) -> usize {
+        self.audit().iter().filter(|e| e["code"] == code).count()
+    }
+
+    /// Kills the bastion with SIGKILL, as a crash would.
+    pub fn kill_bastion(&mut self) {
+        if let Some(mut c) = self.bastion.take() {
+            run(&["kill", "-9", &c.id().to_string()]);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the bastion again after [`Env::kill_bastion`]; the audit log is kept.
+    pub fn restart_bastion(&mut self) {
+        self.start_bastion();
+    }
+
+    /// Runs `stapsteen ARGS --config stapsteen.toml`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.path("stapsteen.toml"))
+            .output()
+            .unwrap()
     }
 
     pub fn bastion_pid(&self) -> u32 {

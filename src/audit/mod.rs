@@ -1,8 +1,18 @@
 //! Audit events: stable codes and fields, written through `tracing` to journald or as JSON lines
-//! on stderr.
+//! on stderr; and the signed audit chain that seals sessions and recordings.
 //!
 //! Invariant: every event carries the same fields (empty when not known), so a SIEM can rely on
 //! them; codes never change meaning. Secrets never appear here.
+
+mod chain;
+mod note;
+mod verify;
+
+#[cfg(test)]
+pub use chain::test_chain;
+pub use chain::{AuditChain, ChainError, Line, read_lines};
+pub use note::{Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal};
+pub use verify::{ChainReport, Problem, verify_chain};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -41,6 +51,10 @@ pub enum Code {
     ForwardDenied,
     ForwardStart,
     ForwardEnd,
+    Checkpoint,
+    StorageFailed,
+    OffsiteFailed,
+    OffsiteResumed,
 }
 
 impl Code {
@@ -68,6 +82,10 @@ impl Code {
             Code::ForwardDenied => "FORWARD_DENIED",
             Code::ForwardStart => "FORWARD_START",
             Code::ForwardEnd => "FORWARD_END",
+            Code::Checkpoint => "CHECKPOINT",
+            Code::StorageFailed => "STORAGE_FAILED",
+            Code::OffsiteFailed => "OFFSITE_FAILED",
+            Code::OffsiteResumed => "OFFSITE_RESUMED",
         }
     }
 }

@@ -1,0 +1,177 @@
+//! Verification of the audit chain: every entry signed by the appliance key, numbered without
+//! gaps or repeats, and naming the hash of the entry before it.
+//!
+//! Limit: deleting entries at the end of the chain leaves a shorter chain that is still whole;
+//! only the copies elsewhere (journald forwarded to the SIEM, the off-site store) show it.
+
+use std::fmt;
+
+use super::note::{Entry, NoteVerifier, note_hash, parse};
+use super::{Line, Seal};
+use crate::recording::SessionId;
+
+/// Something wrong at a line of the chain file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub what: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.what)
+    }
+}
+
+/// The entries that verified, in order, with their notes, and what did not.
+#[derive(Debug, Default)]
+pub struct ChainReport {
+    pub entries: Vec<(Entry, String)>,
+    pub problems: Vec<Problem>,
+}
+
+impl ChainReport {
+    /// The seals written for a session, in chain order: start, checkpoints, end.
+    pub fn seals(&self, id: &SessionId) -> Vec<(&Entry, Seal)> {
+        self.entries
+            .iter()
+            .filter(|(e, _)| e.session.as_ref() == Some(id))
+            .filter_map(|(e, _)| e.seal.map(|s| (e, s)))
+            .collect()
+    }
+
+    /// Sessions with a `start` entry.
+    pub fn sessions(&self) -> Vec<&Entry> {
+        self.entries
+            .iter()
+            .map(|(e, _)| e)
+            .filter(|e| e.kind == super::Kind::Start)
+            .collect()
+    }
+}
+
+/// Checks the lines of a chain file.
+pub fn verify_chain(lines: &[String], verifier: &NoteVerifier) -> ChainReport {
+    let mut report = ChainReport::default();
+    let mut expected = 0u64;
+    // The hash of the last entry that verified; `None` after a broken one, so one damaged entry
+    // is reported once, not again by the entry after it.
+    let mut prev: Option<[u8; 32]> = Some([0; 32]);
+    for (i, text) in lines.iter().enumerate() {
+        let line = i + 1;
+        let mut problem = |what: String| report.problems.push(Problem { line, what });
+        let note = match serde_json::from_str::<Line>(text) {
+            Ok(l) => l.note,
+            Err(_) => {
+                problem("not an audit entry (unreadable)".into());
+                expected += 1;
+                prev = None;
+                continue;
+            }
+        };
+        let entry = match verifier.open(note.as_bytes()).and_then(|t| parse(&t)) {
+            Ok(e) => e,
+            Err(e) => {
+                problem(format!("entry changed or forged: {e}"));
+                // It stands in the place of the entry expected here.
+                expected += 1;
+                prev = None;
+                continue;
+            }
+        };
+        if entry.seq < expected {
+            problem(format!(
+                "seq {} repeats an earlier entry (replayed; expected seq {expected})",
+                entry.seq
+            ));
+            continue;
+        }
+        if entry.seq > expected {
+            let missing = if entry.seq - expected == 1 {
+                format!("seq {expected} is missing")
+            } else {
+                format!("seq {expected} to {} are missing", entry.seq - 1)
+            };
+            problem(format!("{missing} before seq {} (deleted)", entry.seq));
+        } else if let Some(p) = prev
+            && p != entry.prev
+        {
+            problem(format!(
+                "seq {} does not follow the entry before it (that entry was replaced)",
+                entry.seq
+            ));
+        }
+        expected = entry.seq + 1;
+        prev = Some(note_hash(note.as_bytes()));
+        report.entries.push((entry, note));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::note::{Draft, Kind, NoteSigner, render};
+    use super::*;
+
+    fn chain(n: u64) -> (NoteSigner, Vec<String>) {
+        let s = NoteSigner::new(&crate::secrets::generate_key("t")).unwrap();
+        let mut prev = [0; 32];
+        let mut lines = Vec::new();
+        for seq in 0..n {
+            let text = render(
+                &Draft::new(Kind::Open),
+                seq,
+                &prev,
+                jiff::Timestamp::UNIX_EPOCH,
+            );
+            let note = String::from_utf8(s.sign(&text).unwrap()).unwrap();
+            prev = note_hash(note.as_bytes());
+            lines.push(serde_json::to_string(&Line { note }).unwrap());
+        }
+        (s, lines)
+    }
+
+    fn problems(lines: &[String], s: &NoteSigner) -> Vec<String> {
+        verify_chain(lines, s.verifier())
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn intact() {
+        let (s, lines) = chain(4);
+        let r = verify_chain(&lines, s.verifier());
+        assert!(r.problems.is_empty());
+        assert_eq!(r.entries.len(), 4);
+    }
+
+    #[test]
+    fn deleted_replayed_changed() {
+        let (s, lines) = chain(5);
+        let mut deleted = lines.clone();
+        deleted.remove(2);
+        assert_eq!(
+            problems(&deleted, &s),
+            ["line 3: seq 2 is missing before seq 3 (deleted)"]
+        );
+
+        let mut replayed = lines.clone();
+        replayed.push(lines[1].clone());
+        assert_eq!(
+            problems(&replayed, &s),
+            ["line 6: seq 1 repeats an earlier entry (replayed; expected seq 5)"]
+        );
+
+        let mut changed = lines.clone();
+        changed[1] = changed[1].replace("seq 1", "seq 7");
+        let p = problems(&changed, &s);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("line 2: entry changed or forged"), "{p:?}");
+
+        let mut swapped = lines.clone();
+        swapped.swap(1, 2);
+        assert!(!problems(&swapped, &s).is_empty());
+    }
+}

@@ -1,0 +1,369 @@
+//! Verification of a recording against the audit chain: the line chain recomputed from the file
+//! must equal every seal (start, checkpoints, end) the chain holds for the session.
+//!
+//! The `.idx` file only locates a change; a verdict of "modified" or "truncated" always rests on
+//! a signed seal or on a line that differs from what the daemon wrote beside it.
+
+use std::fmt;
+use std::fs::TryLockError;
+
+use super::seal::{INDEX_BYTES, LineChain, line_hash};
+use super::{RecordingStore, SessionId};
+use crate::audit::ChainReport;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Ended, and every line is covered by the end entry.
+    Sealed {
+        lines: u64,
+    },
+    /// Still being written: intact to the last checkpoint.
+    Intact {
+        lines: u64,
+        unsealed: u64,
+    },
+    /// Not ended and no longer written (the daemon was killed): intact to the last checkpoint.
+    Unterminated {
+        lines: u64,
+        unsealed: u64,
+    },
+    Truncated {
+        after: u64,
+        sealed: u64,
+    },
+    Modified {
+        at: u64,
+        how: &'static str,
+    },
+    ModifiedBetween {
+        from: u64,
+        to: u64,
+    },
+    /// The file holds another session's recording.
+    Swapped {
+        holds: SessionId,
+    },
+    Missing,
+    /// A recording the chain has no start entry for.
+    Unknown,
+}
+
+impl Verdict {
+    /// Intact or sealed; anything else is a finding.
+    pub fn ok(&self) -> bool {
+        matches!(self, Verdict::Sealed { .. } | Verdict::Intact { .. })
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Sealed { lines } => write!(f, "sealed ({lines} lines)"),
+            Verdict::Intact { lines, unsealed } => write!(
+                f,
+                "intact to line {lines} (live; {unsealed} lines since the last checkpoint)"
+            ),
+            Verdict::Unterminated { lines, unsealed } => write!(
+                f,
+                "unterminated (crash): intact to line {lines}, {unsealed} lines after it not sealed"
+            ),
+            Verdict::Truncated { after, sealed } => {
+                write!(f, "truncated after line {after} (sealed to line {sealed})")
+            }
+            Verdict::Modified { at, how } => write!(f, "modified at line {at} ({how})"),
+            Verdict::ModifiedBetween { from, to } => {
+                write!(f, "modified between line {from} and line {to}")
+            }
+            Verdict::Swapped { holds } => write!(f, "modified: holds the recording of {holds}"),
+            Verdict::Missing => f.write_str("missing (the audit chain has its start entry)"),
+            Verdict::Unknown => f.write_str("not in the audit chain"),
+        }
+    }
+}
+
+/// Whole lines of `data` (newline included); a torn last line is left out.
+fn lines(data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+        let (line, tail) = rest.split_at(at + 1);
+        out.push(line);
+        rest = tail;
+    }
+    out
+}
+
+/// The chain hash after each number of lines (index 0: before line 1).
+fn chain_hashes(id: &SessionId, lines: &[&[u8]]) -> Vec<[u8; 32]> {
+    let mut c = LineChain::new(id);
+    let mut out = vec![c.hash()];
+    out.extend(lines.iter().map(|l| c.push(l)));
+    out
+}
+
+/// The first line that differs from what the daemon wrote in the index, and how.
+fn locate(lines: &[&[u8]], index: &[u8]) -> Option<(u64, &'static str)> {
+    let idx: Vec<&[u8]> = index.chunks_exact(INDEX_BYTES).collect();
+    let at = |i: usize| lines.get(i).map(|l| line_hash(l));
+    for i in 0..lines.len().min(idx.len()) {
+        if at(i).as_ref().map(|h| &h[..]) == Some(idx[i]) {
+            continue;
+        }
+        let how = if idx
+            .get(i + 1)
+            .is_some_and(|n| at(i).as_ref().map(|h| &h[..]) == Some(*n))
+        {
+            "line deleted"
+        } else if at(i + 1).as_ref().map(|h| &h[..]) == Some(idx[i]) {
+            "line inserted"
+        } else {
+            "line changed"
+        };
+        return Some((i as u64 + 1, how));
+    }
+    None
+}
+
+/// Whether the daemon still holds the recording open.
+fn is_live(path: &std::path::Path) -> bool {
+    std::fs::File::open(path)
+        .map(|f| matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)))
+        .unwrap_or(false)
+}
+
+pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainReport) -> Verdict {
+    let seals = chain.seals(id);
+    if seals.is_empty() {
+        return Verdict::Unknown;
+    }
+    let path = store.cast_path(id);
+    let Ok(data) = std::fs::read(&path) else {
+        return Verdict::Missing;
+    };
+    let index = std::fs::read(store.index_path(id)).unwrap_or_default();
+    let lines = lines(&data);
+    let n = lines.len() as u64;
+    let hashes = chain_hashes(id, &lines);
+    let mut last_good = 0;
+    let mut broken = None;
+    let mut sealed = 0;
+    for (_, s) in &seals {
+        sealed = sealed.max(s.lines);
+        match hashes.get(s.lines as usize) {
+            Some(h) if *h == s.chain => last_good = s.lines,
+            Some(_) => {
+                broken = Some(s.lines);
+                break;
+            }
+            None => {}
+        }
+    }
+    if broken.is_some()
+        && let Some(holds) = swapped_with(id, &lines, chain)
+    {
+        return Verdict::Swapped { holds };
+    }
+    if let Some((at, how)) = locate(&lines, &index) {
+        return Verdict::Modified { at, how };
+    }
+    if let Some(to) = broken {
+        return Verdict::ModifiedBetween {
+            from: last_good + 1,
+            to,
+        };
+    }
+    if sealed > n {
+        return Verdict::Truncated { after: n, sealed };
+    }
+    let ended = seals.iter().any(|(e, _)| e.kind == crate::audit::Kind::End);
+    if ended {
+        return if n == sealed {
+            Verdict::Sealed { lines: n }
+        } else {
+            Verdict::Modified {
+                at: sealed + 1,
+                how: "lines added after the end",
+            }
+        };
+    }
+    let unsealed = n - last_good;
+    if is_live(&path) {
+        Verdict::Intact {
+            lines: last_good,
+            unsealed,
+        }
+    } else {
+        Verdict::Unterminated {
+            lines: last_good,
+            unsealed,
+        }
+    }
+}
+
+/// Another session all of whose seals that fit in these lines match them.
+fn swapped_with(id: &SessionId, lines: &[&[u8]], chain: &ChainReport) -> Option<SessionId> {
+    chain.sessions().into_iter().find_map(|e| {
+        let other = e.session.as_ref().filter(|o| *o != id)?;
+        let hashes = chain_hashes(other, lines);
+        let seals = chain.seals(other);
+        let fitting: Vec<_> = seals
+            .iter()
+            .filter_map(|(_, s)| hashes.get(s.lines as usize).map(|h| *h == s.chain))
+            .collect();
+        (!fitting.is_empty() && fitting.iter().all(|m| *m)).then(|| other.clone())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::{AuditChain, read_lines, test_chain, verify_chain};
+    use crate::proxy::Transcript;
+    use crate::recording::{Cadence, Recorder};
+
+    struct Bed {
+        dir: tempfile::TempDir,
+        store: RecordingStore,
+        chain: Arc<AuditChain>,
+    }
+
+    impl Bed {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RecordingStore::new(dir.path().to_owned());
+            let chain = test_chain(dir.path());
+            Self { dir, store, chain }
+        }
+
+        /// A session of 20 output lines, checkpointed every ~200 bytes; ended if `end`.
+        fn session(&self, end: bool) -> (SessionId, Transcript) {
+            let id = SessionId::generate(jiff::Timestamp::now());
+            let cadence = Cadence {
+                interval: Duration::from_secs(60),
+                bytes: 200,
+            };
+            let r = Recorder::create(
+                &self.store,
+                &id,
+                self.chain.clone(),
+                cadence,
+                (80, 24),
+                "xterm",
+                "t",
+            )
+            .unwrap();
+            let mut t =
+                Transcript::start(&id, self.chain.clone(), Some(r), true, true, &[]).unwrap();
+            for i in 0..20 {
+                t.output(format!("line {i} \x1b[1mbold\x1b[0m\r\n").as_bytes())
+                    .unwrap();
+            }
+            if end {
+                t.finish("end: exit status 0", "closed").0.unwrap();
+            }
+            (id, t)
+        }
+
+        fn verdict(&self, id: &SessionId) -> Verdict {
+            let lines = read_lines(self.chain.path()).unwrap();
+            verify_recording(
+                &self.store,
+                id,
+                &verify_chain(&lines, self.chain.verifier()),
+            )
+        }
+
+        fn edit(&self, id: &SessionId, f: impl FnOnce(&mut Vec<Vec<u8>>)) {
+            let path = self.store.cast_path(id);
+            let data = std::fs::read(&path).unwrap();
+            let mut lines: Vec<Vec<u8>> = data
+                .split_inclusive(|b| *b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect();
+            f(&mut lines);
+            std::fs::write(path, lines.concat()).unwrap();
+        }
+    }
+
+    #[test]
+    fn sealed_and_live() {
+        let bed = Bed::new();
+        let (id, _t) = bed.session(true);
+        assert_eq!(bed.verdict(&id), Verdict::Sealed { lines: 22 });
+        let (live, t) = bed.session(false);
+        assert!(
+            matches!(bed.verdict(&live), Verdict::Intact { lines, .. } if lines > 1),
+            "{}",
+            bed.verdict(&live)
+        );
+        drop(t);
+        assert!(matches!(bed.verdict(&live), Verdict::Unterminated { .. }));
+        let _ = bed.dir.path();
+    }
+
+    #[test]
+    fn tampering_is_located() {
+        let bed = Bed::new();
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| l[7][5] ^= 1);
+        assert_eq!(
+            bed.verdict(&id),
+            Verdict::Modified {
+                at: 8,
+                how: "line changed"
+            }
+        );
+
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| {
+            l.remove(9);
+        });
+        assert_eq!(
+            bed.verdict(&id),
+            Verdict::Modified {
+                at: 10,
+                how: "line deleted"
+            }
+        );
+
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| l.truncate(15));
+        assert_eq!(
+            bed.verdict(&id),
+            Verdict::Truncated {
+                after: 15,
+                sealed: 22
+            }
+        );
+
+        // The index rewritten along with the change: the signed seals still catch it.
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| l[12] = b"[1.0, \"o\", \"rm -rf /\"]\n".to_vec());
+        std::fs::remove_file(bed.store.index_path(&id)).unwrap();
+        assert!(
+            matches!(bed.verdict(&id), Verdict::ModifiedBetween { from, to } if from <= 13 && to >= 13),
+            "{}",
+            bed.verdict(&id)
+        );
+    }
+
+    #[test]
+    fn swapped_missing_unknown() {
+        let bed = Bed::new();
+        let (a, _) = bed.session(true);
+        let (b, _) = bed.session(true);
+        let (pa, pb) = (bed.store.cast_path(&a), bed.store.cast_path(&b));
+        let tmp = pa.with_extension("tmp");
+        std::fs::rename(&pa, &tmp).unwrap();
+        std::fs::rename(&pb, &pa).unwrap();
+        std::fs::rename(&tmp, &pb).unwrap();
+        assert_eq!(bed.verdict(&a), Verdict::Swapped { holds: b.clone() });
+        std::fs::remove_file(&pa).unwrap();
+        assert_eq!(bed.verdict(&a), Verdict::Missing);
+        let stranger = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(bed.verdict(&stranger), Verdict::Unknown);
+    }
+}

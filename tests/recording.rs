@@ -1,0 +1,434 @@
+//! Tamper-evident recordings and audit chain, end to end: real sessions through the bastion,
+//! then `stapsteen recordings verify` and `stapsteen audit verify` on what they left, after
+//! each kind of tampering, a crash and a full disk.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Env, Options, stderr, stdout};
+use serde_json::json;
+
+macro_rules! testbed {
+    ($opts:expr) => {{
+        if !common::prerequisites() {
+            return;
+        }
+        Env::new($opts)
+    }};
+}
+
+fn fast_checkpoints() -> Options {
+    Options {
+        extra_config: "[recording]\ncheckpoint_interval = \"1s\"\ncheckpoint_bytes = 65536\n"
+            .into(),
+        ..Options::default()
+    }
+}
+
+/// A recorded session running `command` on pacs01; returns its id.
+fn recorded(env: &Env, command: &str) -> String {
+    let before = env
+        .audit()
+        .iter()
+        .filter(|e| e["code"] == "SESSION_END")
+        .count();
+    let out = env.ssh_pty("alice", &["pacs01", command], json!([]));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let start = std::time::Instant::now();
+    loop {
+        let ends: Vec<_> = env
+            .audit()
+            .into_iter()
+            .filter(|e| e["code"] == "SESSION_END")
+            .collect();
+        if ends.len() > before {
+            return ends[before]["session"].as_str().unwrap().to_owned();
+        }
+        assert!(start.elapsed().as_secs() < 15, "no SESSION_END");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn verify(env: &Env, what: &[&str]) -> (bool, String) {
+    let out = env.cli(what);
+    (out.status.success(), stdout(&out) + &stderr(&out))
+}
+
+fn cast(env: &Env, id: &str) -> PathBuf {
+    env.recordings_dir().join(format!("{id}.cast"))
+}
+
+/// Changes a file, checks what `verify` says, and puts the file back.
+fn tampered(path: &Path, change: impl FnOnce(&mut Vec<Vec<u8>>), check: impl FnOnce()) {
+    let original = std::fs::read(path).unwrap();
+    let mut lines: Vec<Vec<u8>> = original
+        .split_inclusive(|b| *b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    change(&mut lines);
+    std::fs::write(path, lines.concat()).unwrap();
+    check();
+    std::fs::write(path, original).unwrap();
+}
+
+/// `asciinema cat` (the player's own parser; it wants a terminal, which `script` gives it) reads
+/// the recording to the end.
+fn plays(path: &Path) -> bool {
+    Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("asciinema cat '{}'", path.display()))
+        .arg("/dev/null")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn every_kind_of_tampering_is_reported_precisely() {
+    let env = testbed!(fast_checkpoints());
+    let a = recorded(&env, "for i in $(seq 1 40); do echo line $i; done");
+    let b = recorded(&env, "echo second");
+    let c = recorded(&env, "echo third");
+    let (ok, text) = verify(&env, &["recordings", "verify", "--all"]);
+    assert!(ok, "{text}");
+    for id in [&a, &b, &c] {
+        assert!(text.contains(&format!("{id}  sealed (")), "{text}");
+    }
+    let (ok, text) = verify(&env, &["audit", "verify"]);
+    assert!(ok && text.contains("entries verified"), "{text}");
+
+    let a_path = cast(&env, &a);
+    tampered(
+        &a_path,
+        |l| l[6][4] ^= 0x01,
+        || {
+            let (ok, text) = verify(&env, &["recordings", "verify", &a]);
+            assert!(
+                !ok && text.contains("modified at line 7 (line changed)"),
+                "{text}"
+            );
+        },
+    );
+    tampered(
+        &a_path,
+        |l| {
+            l.remove(10);
+        },
+        || {
+            let (ok, text) = verify(&env, &["recordings", "verify", &a]);
+            assert!(
+                !ok && text.contains("modified at line 11 (line deleted)"),
+                "{text}"
+            );
+        },
+    );
+    tampered(
+        &a_path,
+        |l| l.truncate(20),
+        || {
+            let (ok, text) = verify(&env, &["recordings", "verify", &a]);
+            assert!(!ok && text.contains("truncated after line 20"), "{text}");
+        },
+    );
+    // Two recordings swapped, their indexes with them.
+    let swap = |x: &str, y: &str| {
+        for ext in ["cast", "idx"] {
+            let p = |id: &str| env.recordings_dir().join(format!("{id}.{ext}"));
+            std::fs::rename(p(x), p("tmp")).unwrap();
+            std::fs::rename(p(y), p(x)).unwrap();
+            std::fs::rename(p("tmp"), p(y)).unwrap();
+        }
+    };
+    swap(&b, &c);
+    let (ok, text) = verify(&env, &["recordings", "verify", "--all"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("{b}  modified: holds the recording of {c}")),
+        "{text}"
+    );
+    swap(&b, &c);
+    // A whole recording deleted.
+    let saved = std::fs::read(cast(&env, &c)).unwrap();
+    std::fs::remove_file(cast(&env, &c)).unwrap();
+    let (ok, text) = verify(&env, &["recordings", "verify", "--all"]);
+    assert!(!ok && text.contains(&format!("{c}  missing")), "{text}");
+    std::fs::write(cast(&env, &c), saved).unwrap();
+    let (ok, text) = verify(&env, &["recordings", "verify", "--all"]);
+    assert!(ok, "restored: {text}");
+
+    // The audit chain: an entry deleted, an old checkpoint replayed, an entry rewritten.
+    let chain = env.path("state/audit/chain.jsonl");
+    tampered(
+        &chain,
+        |l| {
+            l.remove(3);
+        },
+        || {
+            let (ok, text) = verify(&env, &["audit", "verify"]);
+            assert!(
+                !ok && text.contains("line 4: seq 3 is missing before seq 4 (deleted)"),
+                "{text}"
+            );
+        },
+    );
+    tampered(
+        &chain,
+        |l| {
+            let old = l[2].clone();
+            l.push(old);
+        },
+        || {
+            let (ok, text) = verify(&env, &["audit", "verify"]);
+            assert!(
+                !ok && text.contains("seq 2 repeats an earlier entry (replayed"),
+                "{text}"
+            );
+        },
+    );
+    tampered(
+        &chain,
+        |l| {
+            let s = String::from_utf8(l[4].clone()).unwrap();
+            l[4] = s.replacen("lines ", "lines 1", 1).into_bytes();
+        },
+        || {
+            let (ok, text) = verify(&env, &["audit", "verify"]);
+            assert!(
+                !ok && text.contains("line 5: entry changed or forged"),
+                "{text}"
+            );
+        },
+    );
+    let (ok, text) = verify(&env, &["audit", "verify"]);
+    assert!(ok, "restored: {text}");
+    // Ids are checked before they touch a path.
+    let (ok, text) = verify(&env, &["recordings", "verify", "../../etc/passwd"]);
+    assert!(!ok && text.contains("not a recording id"), "{text}");
+}
+
+#[test]
+fn kill_9_leaves_an_unterminated_recording_that_plays_and_verifies() {
+    let mut env = testbed!(fast_checkpoints());
+    let client = {
+        let env_ssh = env.ssh_opts("agent.sock");
+        let ns = env.ns_admin.clone();
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "python3",
+                    driver,
+                    "[[\"sleep\", 8]]",
+                    "--",
+                ])
+                .args(["ssh", "-t"])
+                .args(&env_ssh)
+                .arg(format!("alice@{}", common::BASTION))
+                .args([
+                    "pacs01",
+                    "for i in $(seq 1 100000); do echo line $i; sleep 0.02; done",
+                ])
+                .output()
+                .unwrap()
+        })
+    };
+    let start = env.wait_audit("SESSION_START", |_| true);
+    let id = start["session"].as_str().unwrap().to_owned();
+    // Several checkpoints go by.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (ok, text) = verify(&env, &["recordings", "verify", &id]);
+    assert!(ok && text.contains("intact to line"), "live: {text}");
+    env.kill_bastion();
+    let _ = client.join();
+
+    let (ok, text) = verify(&env, &["recordings", "verify", &id]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("unterminated (crash): intact to line"),
+        "{text}"
+    );
+    assert!(plays(&cast(&env, &id)), "the crashed recording still plays");
+    let (ok, text) = verify(&env, &["audit", "verify"]);
+    assert!(ok, "{text}");
+
+    // After a restart the chain goes on, and new sessions are sealed.
+    env.restart_bastion();
+    let next = recorded(&env, "echo after-restart");
+    let (ok, text) = verify(&env, &["recordings", "verify", &next]);
+    assert!(ok && text.contains("sealed"), "{text}");
+    let (ok, text) = verify(&env, &["audit", "verify"]);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn bursts_invalid_utf8_and_resize_storms_stay_valid_and_playable() {
+    let env = testbed!(Options::default());
+    // 50 MB of output to a terminal (`ssh -tt`), with invalid UTF-8 and split multi-byte
+    // characters after it.
+    let dest = format!("alice@{}", common::BASTION);
+    let out = env.run(
+        "ssh",
+        "agent.sock",
+        &[
+            "-tt",
+            &dest,
+            "pacs01",
+            "head -c 37500000 /dev/zero | tr '\\0' x | base64 -w 0 | head -c 50000000; \
+             printf '\\n\\377\\376 bad \\342\\202 split \\303\\251\\n'",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.len() > 50_000_000);
+    let burst = env.wait_audit("SESSION_END", |_| true)["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut steps = vec![json!(["expect", "ready"])];
+    for i in 0..60 {
+        steps.push(json!(["resize", 20 + i % 30, 60 + i]));
+        steps.push(json!(["sleep", 0.01]));
+    }
+    steps.push(json!(["send", "x"]));
+    let out = env.ssh_pty(
+        "alice",
+        &["pacs01", "echo ready; read -n 1 k; echo done"],
+        json!(steps),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.wait_audit("SESSION_END", |e| e["session"] != burst);
+    let (ok, text) = verify(&env, &["recordings", "verify", "--all"]);
+    assert!(ok, "{text}");
+    for entry in std::fs::read_dir(env.recordings_dir()).unwrap() {
+        let m = entry.unwrap().path();
+        if m.extension().is_none_or(|e| e != "cast") {
+            continue;
+        }
+        assert!(plays(&m), "{} plays", m.display());
+        let text = std::fs::read_to_string(&m).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(cast(&env, &burst)).unwrap();
+    assert!(
+        text.contains("\u{fffd}\u{fffd} bad \u{fffd} split é"),
+        "invalid UTF-8 became U+FFFD"
+    );
+    let size = text.len();
+    assert!(size > 50_000_000, "{size}");
+}
+
+/// Runs `args` in the bastion's mount namespace.
+fn in_bastion_mounts(env: &Env, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .args(["-t", &env.bastion_pid().to_string(), "-m"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
+    let env = testbed!(Options::default());
+    let dir = env.recordings_dir();
+    let d = dir.to_str().unwrap();
+    // A small file system under the recordings (in the bastion's own mount namespace, which
+    // `ip netns exec` gave it; it goes away with the process).
+    let out = in_bastion_mounts(
+        &env,
+        &["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", d],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A quiet session, then one that fills the disk: both end.
+    let quiet = {
+        let env_ssh = env.ssh_opts("agent.sock");
+        let ns = env.ns_admin.clone();
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "python3",
+                    driver,
+                    "[[\"sleep\", 12]]",
+                    "--",
+                ])
+                .args(["ssh", "-t"])
+                .args(&env_ssh)
+                .arg(format!("alice@{}", common::BASTION))
+                .args(["pacs01", "echo quiet; sleep 60"])
+                .output()
+                .unwrap()
+        })
+    };
+    env.wait_audit("SESSION_START", |_| true);
+    let out = env.ssh_pty(
+        "alice",
+        &[
+            "pacs01",
+            "for i in $(seq 1 200000); do echo line $i; done; echo finished",
+        ],
+        json!([["sleep", 5]]),
+    );
+    let text = stdout(&out);
+    assert!(!text.contains("finished"));
+    assert!(
+        text.contains("recording failed"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    let failed = env.wait_audit("STORAGE_FAILED", |_| true);
+    assert!(
+        failed["reason"].as_str().unwrap().contains("No space left"),
+        "{failed}"
+    );
+    let quiet = quiet.join().unwrap();
+    assert!(
+        stdout(&quiet).contains("session ended"),
+        "the quiet session ends too: {}",
+        stdout(&quiet)
+    );
+    // New sessions are refused while the disk is full.
+    let out = env.ssh_pty(
+        "alice",
+        &["pacs01", "echo should-not-run"],
+        json!([["sleep", 1]]),
+    );
+    assert!(!stdout(&out).contains("should-not-run"));
+    assert!(
+        stdout(&out).contains("recording cannot be written"),
+        "{}",
+        stdout(&out)
+    );
+    // Space again (the filled recording is removed): sessions work.
+    let out = in_bastion_mounts(&env, &["sh", "-c", &format!("rm -f {d}/*.cast {d}/*.idx")]);
+    assert!(out.status.success());
+    let id = recorded(&env, "echo works-again");
+    let cfg = env.path("stapsteen.toml");
+    let out = in_bastion_mounts(
+        &env,
+        &[
+            common::bin(),
+            "recordings",
+            "verify",
+            "--config",
+            cfg.to_str().unwrap(),
+            &id,
+        ],
+    );
+    assert!(
+        out.status.success() && stdout(&out).contains("sealed"),
+        "{}",
+        stdout(&out)
+    );
+}
