@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::audit::{NoteVerifier, read_lines, verify_chain};
 use crate::config::Config;
 use crate::firewall::Enforcer;
+use crate::offsite::{Comparison, Offsite, compare_chain, compare_recording};
 use crate::policy::load_policy;
 use crate::recording::{RecordingStore, SessionId, verify_recording};
 use crate::secrets::{generate_key, load_key, write_new_key};
@@ -387,8 +388,12 @@ fn recordings(command: RecordingsCommand) -> Result<()> {
     }
 }
 
-/// The audit chain of `config`, checked with the signing key's public half.
-fn checked_chain(config: &Config, key: Option<&Path>) -> Result<crate::audit::ChainReport> {
+/// The audit chain of `config`, checked with the signing key's public half; with `[offsite]`,
+/// compared with the off-site copy too.
+fn checked_chain(
+    config: &Config,
+    key: Option<&Path>,
+) -> Result<(crate::audit::ChainReport, Option<(Offsite, Comparison)>)> {
     let pub_path = key.map(Path::to_owned).unwrap_or_else(|| {
         let mut p = config.signing_key.as_os_str().to_owned();
         p.push(".pub");
@@ -405,36 +410,63 @@ fn checked_chain(config: &Config, key: Option<&Path>) -> Result<crate::audit::Ch
     let verifier = NoteVerifier::from_public(&public)?;
     let path = config.chain_path();
     let lines = read_lines(&path).with_context(|| format!("audit chain {}", path.display()))?;
-    Ok(verify_chain(&lines, &verifier))
+    let report = verify_chain(&lines, &verifier);
+    let offsite = match &config.offsite {
+        Some(cfg) => {
+            let offsite = Offsite::new(cfg)?;
+            let cmp = runtime()?.block_on(compare_chain(&offsite, &report, &verifier))?;
+            Some((offsite, cmp))
+        }
+        None => None,
+    };
+    Ok((report, offsite))
 }
 
 fn audit_verify(config: &Path, key: Option<&Path>) -> Result<()> {
     let config = Config::load(config)?;
-    let report = checked_chain(&config, key)?;
-    for p in &report.problems {
-        println!("{}: {p}", config.chain_path().display());
+    let (report, offsite) = checked_chain(&config, key)?;
+    let chain = config.chain_path();
+    let mut findings: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    if let Some((_, cmp)) = &offsite {
+        findings.extend(cmp.findings.iter().cloned());
+    }
+    for f in &findings {
+        println!("{}: {f}", chain.display());
     }
     match report.entries.last() {
         Some((last, _)) => println!(
             "{}: {} entries verified, last seq {} at {}",
-            config.chain_path().display(),
+            chain.display(),
             report.entries.len(),
             last.seq,
             last.time
         ),
-        None => println!("{}: no entry verified", config.chain_path().display()),
+        None => println!("{}: no entry verified", chain.display()),
     }
-    if !report.problems.is_empty() {
-        bail!("{} finding(s) in the audit chain", report.problems.len());
+    if let Some((_, cmp)) = &offsite {
+        for n in &cmp.notes {
+            println!("{n}");
+        }
+    }
+    if !findings.is_empty() {
+        bail!("{} finding(s) in the audit chain", findings.len());
     }
     Ok(())
 }
 
 fn recordings_verify(config: &Path, key: Option<&Path>, id: Option<&str>, all: bool) -> Result<()> {
     let config = Config::load(config)?;
-    let report = checked_chain(&config, key)?;
+    let (report, offsite) = checked_chain(&config, key)?;
+    let mut findings = 0;
     for p in &report.problems {
         println!("audit chain {p}");
+        findings += 1;
+    }
+    if let Some((_, cmp)) = &offsite {
+        for f in &cmp.findings {
+            println!("audit chain: {f}");
+            findings += 1;
+        }
     }
     let store = RecordingStore::new(config.recordings_dir());
     let ids = match (id, all) {
@@ -457,13 +489,24 @@ fn recordings_verify(config: &Path, key: Option<&Path>, id: Option<&str>, all: b
             ids
         }
     };
-    let mut findings = report.problems.len();
+    let rt = runtime()?;
     for id in &ids {
         let verdict = verify_recording(&store, id, &report);
-        if !verdict.ok() {
+        let mut ok = verdict.ok();
+        let mut line = format!("{id}  {verdict}");
+        if let Some((o, _)) = &offsite {
+            match rt.block_on(compare_recording(o, &store, id))? {
+                Ok(seen) => line += &format!("; {seen}"),
+                Err(finding) => {
+                    ok = false;
+                    line += &format!("; {finding}");
+                }
+            }
+        }
+        if !ok {
             findings += 1;
         }
-        println!("{id}  {verdict}");
+        println!("{line}");
     }
     if findings > 0 {
         bail!("{findings} finding(s)");

@@ -53,6 +53,9 @@ pub struct Config {
     pub recording: RecordingConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// The off-site copy of the audit chain and recordings; none when absent.
+    #[serde(default)]
+    pub offsite: Option<OffsiteConfig>,
     /// Kernel enforcement of the grants. Required, so that running without it is a decision.
     pub firewall: FirewallConfig,
 }
@@ -75,6 +78,26 @@ impl OnFailure {
             OnFailure::AlertAndContinue => "alert-and-continue",
         }
     }
+}
+
+/// An S3-compatible object store (Garage, MinIO, a cloud bucket).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsiteConfig {
+    /// `https://...`; `http://` only for a store on the appliance's own host or a test.
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Objects go under this prefix, e.g. the appliance's name.
+    pub prefix: String,
+    pub access_key_id: String,
+    /// File holding the secret access key; the systemd credential `offsite_secret` wins.
+    pub secret_access_key_file: PathBuf,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 /// How recordings are sealed into the audit chain.
@@ -206,6 +229,11 @@ impl Config {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(o) = &mut cfg.offsite
+            && o.secret_access_key_file.is_relative()
+        {
+            o.secret_access_key_file = base.join(&o.secret_access_key_file);
         }
         Ok(cfg)
     }

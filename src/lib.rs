@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod firewall;
 pub mod frontdoor;
+pub mod offsite;
 pub mod policy;
 pub mod proxy;
 pub mod recording;

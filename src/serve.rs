@@ -13,6 +13,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::firewall::{Enforcer, FirewallError, Outcome, Plan};
 use crate::frontdoor::{Shared, accept_loop, server_config};
+use crate::offsite::{Offsite, run_uploader};
 use crate::policy::{Policy, load_policy};
 use crate::secrets::load_key;
 
@@ -62,6 +63,7 @@ pub async fn start(config: Config) -> Result<Running> {
         clock.clone(),
         config.recording.on_failure,
     )?);
+    let offsite = config.offsite.as_ref().map(Offsite::new).transpose()?;
     let server_config = Arc::new(server_config(&host_key, &config));
     let mut listeners = Vec::new();
     for addr in &config.listen {
@@ -77,6 +79,13 @@ pub async fn start(config: Config) -> Result<Running> {
     let mut tasks = Vec::new();
     if shared.firewall.is_some() {
         tasks.push(tokio::spawn(keep_firewall(shared.clone())));
+    }
+    if let Some(o) = offsite {
+        tasks.push(tokio::spawn(run_uploader(
+            o,
+            shared.audit.clone(),
+            shared.store.clone(),
+        )));
     }
     for l in listeners {
         addrs.push(l.local_addr()?);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, if it is missing: OpenSSH server and client,
-# iproute2 (network namespaces), nftables, ping, python3 (terminal driver), asciinema (replay check).
+# iproute2 (network namespaces), nftables, ping, python3 (terminal driver), asciinema (replay check),
+# and Garage (an S3-compatible store, for the off-site copy tests), built from crates.io.
 set -euo pipefail
 missing=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -20,4 +21,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# Garage has no Debian package; the tests find it on PATH or in ~/.cargo/bin.
+if ! have garage && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
+  echo "building Garage (S3 store for the tests) from crates.io; this takes several minutes" >&2
+  cargo install garage --version 2.5.0 --locked --debug \
+    --no-default-features --features bundled-libs,sqlite >&2
 fi

@@ -11,7 +11,9 @@ mod verify;
 #[cfg(test)]
 pub use chain::test_chain;
 pub use chain::{AuditChain, ChainError, Line, read_lines};
-pub use note::{Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal};
+pub use note::{
+    Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal, parse as parse_entry,
+};
 pub use verify::{ChainReport, Problem, verify_chain};
 
 use std::fmt;

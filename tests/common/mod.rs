@@ -54,6 +54,9 @@ pub fn prerequisites() -> bool {
             missing.push(tool.to_owned());
         }
     }
+    if garage().is_none() {
+        missing.push("garage (S3 store)".to_owned());
+    }
     if !Path::new("/usr/sbin/sshd").exists() {
         missing.push("/usr/sbin/sshd (openssh-server)".to_owned());
     }
@@ -70,6 +73,19 @@ pub fn prerequisites() -> bool {
     }
     eprintln!("SKIPPED (STAPSTEEN_ALLOW_SKIP=1): {msg}");
     false
+}
+
+/// The Garage binary (an S3-compatible store), from PATH or `cargo install`.
+pub fn garage() -> Option<PathBuf> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([cargo_home.join("bin")])
+        .map(|d| d.join("garage"))
+        .find(|p| p.is_file())
 }
 
 fn run(args: &[&str]) {

@@ -1,0 +1,19 @@
+//! The off-site copy: every audit chain entry, and every ended recording, in an S3-compatible
+//! object store (Garage, MinIO, a cloud bucket), so that root on the appliance cannot rewrite
+//! history unseen.
+//!
+//! Objects, under the configured prefix:
+//! `audit/<seq, 12 digits>.note` (the signed note, byte for byte as in the chain), and
+//! `recordings/<id>.cast`, `.idx`, `.json` once the session's `end` entry is written.
+//!
+//! Invariants: the local chain is the backlog. `audit/offsite.cursor` counts the chain lines
+//! already sent, and moves only after a line and its recording are stored, so an unreachable
+//! store delays the copy but loses nothing; sessions never wait for it.
+
+mod compare;
+mod store;
+mod uploader;
+
+pub use compare::{Comparison, compare_chain, compare_recording};
+pub use store::{Offsite, OffsiteError};
+pub use uploader::run_uploader;
