@@ -3,7 +3,7 @@
 # The units are the hardened files next to this module (stapsteen.service,
 # stapsteen-keygen.service), installed through systemd.packages with their
 # program paths replaced, so what runs is what `systemd-analyze security`
-# checks in CI. Host and CA keys are generated on first boot into
+# checks in CI. Host, CA and audit signing keys are generated on first boot into
 # /var/lib/stapsteen-keys and reach the daemon as systemd credentials; they
 # never enter the Nix store.
 {
@@ -103,6 +103,18 @@ in
       };
     };
 
+    offsiteSecretFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/var/lib/stapsteen-keys/offsite_secret";
+      description = ''
+        File (outside the store) with the secret access key of the off-site
+        object store; it reaches the daemon as the credential `offsite_secret`.
+        Set the rest of `[offsite]` (endpoint, bucket, region, prefix,
+        access_key_id) in `settings.offsite`.
+      '';
+    };
+
     settings = lib.mkOption {
       type = lib.types.submodule { freeformType = toml.type; };
       default = { };
@@ -146,8 +158,21 @@ in
         '';
 
     systemd.packages = [ units ];
+    assertions = [
+      {
+        assertion = (cfg.settings ? offsite) == (cfg.offsiteSecretFile != null);
+        message = "services.stapsteen: settings.offsite and offsiteSecretFile go together";
+      }
+    ];
+    services.stapsteen.settings.offsite = lib.mkIf (cfg.offsiteSecretFile != null) {
+      secret_access_key_file = cfg.offsiteSecretFile;
+    };
+
     systemd.services.stapsteen = {
       wantedBy = [ "multi-user.target" ];
+      serviceConfig.LoadCredential = lib.mkIf (cfg.offsiteSecretFile != null) [
+        "offsite_secret:${cfg.offsiteSecretFile}"
+      ];
       restartTriggers = [
         configFile
         cfg.policyFile

@@ -100,6 +100,9 @@ pkgs.testers.runNixOSTest {
       # The session was recorded.
       listed = bastion.succeed("${stapsteen} recordings list --config /etc/stapsteen/stapsteen.toml")
       assert "alice" in listed and "target" in listed, listed
+      # ...and sealed into the signed audit chain.
+      bastion.succeed("${stapsteen} recordings verify --all --config /etc/stapsteen/stapsteen.toml")
+      bastion.succeed("${stapsteen} audit verify --config /etc/stapsteen/stapsteen.toml")
 
       # The kernel table is in place and the unit's exposure is at most 2.0.
       bastion.succeed("nft list table inet stapsteen")

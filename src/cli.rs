@@ -246,6 +246,11 @@ fn check(path: &Path) -> Result<()> {
             problems.push(e.to_string());
         }
     }
+    if let Some(o) = &config.offsite
+        && let Err(e) = Offsite::new(o)
+    {
+        problems.push(e.to_string());
+    }
     if problems.is_empty() {
         println!("{}: ok", path.display());
         Ok(())

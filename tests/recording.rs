@@ -90,7 +90,10 @@ fn plays(path: &Path) -> bool {
 #[test]
 fn every_kind_of_tampering_is_reported_precisely() {
     let env = testbed!(fast_checkpoints());
-    let a = recorded(&env, "for i in $(seq 1 40); do echo line $i; done");
+    let a = recorded(
+        &env,
+        "for i in $(seq 1 40); do echo line $i; sleep 0.02; done",
+    );
     let b = recorded(&env, "echo second");
     let c = recorded(&env, "echo third");
     let (ok, text) = verify(&env, &["recordings", "verify", "--all"]);
@@ -100,6 +103,24 @@ fn every_kind_of_tampering_is_reported_precisely() {
     }
     let (ok, text) = verify(&env, &["audit", "verify"]);
     assert!(ok && text.contains("entries verified"), "{text}");
+    // Every entry also went to journald (here: the JSON log), as it was written.
+    let chain_lines = std::fs::read_to_string(env.path("state/audit/chain.jsonl")).unwrap();
+    let sent: Vec<String> = env
+        .audit()
+        .iter()
+        .filter(|e| e["code"] == "CHECKPOINT")
+        .map(|e| Env::detail(e)["note"].as_str().unwrap().to_owned())
+        .collect();
+    let stored: Vec<String> = chain_lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["note"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(sent, stored);
 
     let a_path = cast(&env, &a);
     tampered(
@@ -431,4 +452,95 @@ fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn alert_and_continue_lets_sessions_go_on_unrecorded() {
+    let env = testbed!(Options {
+        extra_config: "[recording]\non_failure = \"alert-and-continue\"\n".into(),
+        ..Options::default()
+    });
+    let d = env.recordings_dir();
+    let out = in_bastion_mounts(
+        &env,
+        &[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k",
+            "tmpfs",
+            d.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.ssh_pty(
+        "alice",
+        &[
+            "pacs01",
+            "for i in $(seq 1 20000); do echo line $i; done; echo finished",
+        ],
+        json!([["expect", "finished"]]),
+    );
+    assert!(stdout(&out).contains("finished"), "the session went on");
+    let failed = env.wait_audit("STORAGE_FAILED", |_| true);
+    assert_eq!(Env::detail(&failed)["on_failure"], "alert-and-continue");
+    env.wait_audit("RECORDING_FAILED", |e| {
+        e["reason"].as_str().unwrap().contains("goes on unrecorded")
+    });
+}
+
+/// Unmounts when dropped, so a failing test leaves no mount behind.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_audit_chain_refuses_sessions_until_it_has_room() {
+    let mut env = testbed!(Options::default());
+    env.kill_bastion();
+    // The chain on a small file system of its own; the bastion starts on it.
+    let audit = env.path("state/audit");
+    let saved = std::fs::read(audit.join("chain.jsonl")).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&audit)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _mount = Mount(audit.clone());
+    std::fs::write(audit.join("chain.jsonl"), saved).unwrap();
+    env.restart_bastion();
+    // Fill it (dd stops at the first write that does not fit).
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1k", "count=128"])
+        .arg(format!("of={}", audit.join("filler").display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    // The chain's last page may still hold an entry or two; within a few sessions it is full.
+    let refused = (0..8).find_map(|_| {
+        let out = env.ssh("alice", &["pacs01", "echo ran"], None);
+        stderr(&out)
+            .contains("the audit trail cannot be written")
+            .then_some(out)
+    });
+    let out = refused.expect("sessions are refused once the chain cannot grow");
+    assert!(!stdout(&out).contains("ran"));
+    let failed = env.wait_audit("STORAGE_FAILED", |_| true);
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("audit chain cannot be written"),
+        "{failed}"
+    );
+    std::fs::remove_file(audit.join("filler")).unwrap();
+    let out = env.ssh("alice", &["pacs01", "echo runs-again"], None);
+    assert_eq!(stdout(&out), "runs-again\n", "{}", stderr(&out));
+    let (ok, text) = verify(&env, &["audit", "verify"]);
+    assert!(ok, "no torn entry was left: {text}");
 }

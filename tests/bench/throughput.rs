@@ -5,7 +5,14 @@
 //! ssh connection straight from the bastion namespace to the target; then the keystroke echo
 //! round trip through (a) and (c); then the same data through a port forward (`ssh -W`, the
 //! direct-tcpip channel that `-L` uses too) to a TCP sink on the target, via stapsteen and via
-//! the OpenSSH jump host. Prints MiB/s, round-trip percentiles and the ratios.
+//! the OpenSSH jump host; then terminal output (500 MiB of text, or STAPSTEEN_BENCH_PTY_MIB) with
+//! and without a pty, via stapsteen and via the jump host. Prints MiB/s, round-trip percentiles
+//! and the ratios.
+//!
+//! Recording cost: stapsteen records and seals every pty session and no session without one, and
+//! has no switch to stop recording. So the cost of recording and sealing is measured as
+//! (stapsteen pty / stapsteen no-pty) / (ProxyJump pty / ProxyJump no-pty): the slowdown a pty
+//! brings on stapsteen, over the slowdown the same pty brings on OpenSSH (the target's pty).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mod.rs"]
@@ -215,6 +222,78 @@ fn main() {
     println!(
         "  ratio forward stapsteen/OpenSSH {:.2}",
         forwards[0] / forwards[1]
+    );
+
+    // Terminal output: base64 text, as a log scrolling by; the client writes it to /dev/null.
+    let pty_mib: u64 = std::env::var("STAPSTEEN_BENCH_PTY_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let output = |cmd: &str, flag: &str| {
+        format!(
+            "{} 'head -c {}K /dev/zero | base64' > /dev/null",
+            cmd.replacen("ssh -F none", &format!("ssh {flag} -F none"), 1),
+            pty_mib * 1024 * 3 / 4
+        )
+    };
+    let mut terminal = Vec::new();
+    for (name, cmd, flag, bastion) in [
+        (
+            "stapsteen",
+            via_stapsteen.as_str(),
+            "-tt",
+            Some(env.bastion_pid()),
+        ),
+        (
+            "stapsteen",
+            via_stapsteen.as_str(),
+            "-T",
+            Some(env.bastion_pid()),
+        ),
+        ("ProxyJump", via_jump.as_str(), "-tt", None),
+        ("ProxyJump", via_jump.as_str(), "-T", None),
+    ] {
+        let cpu0 = bastion.map(cpu_seconds);
+        let (secs, _) = sh(&env.ns_admin, &output(cmd, flag));
+        let rate = pty_mib as f64 / secs;
+        let what = if flag == "-tt" {
+            "pty, recorded+sealed"
+        } else {
+            "no pty, not recorded"
+        };
+        let what = if name == "ProxyJump" {
+            what.split(',').next().unwrap_or(what)
+        } else {
+            what
+        };
+        let on_bastion = match (bastion, cpu0) {
+            (Some(pid), Some(c0)) => format!(
+                "; bastion CPU s/GiB {:.2}",
+                (cpu_seconds(pid) - c0) / (pty_mib as f64 / 1024.0)
+            ),
+            _ => String::new(),
+        };
+        println!("  terminal   {name:<10} {what:<22} {rate:>8.1} MiB/s  ({secs:.2} s{on_bastion})");
+        terminal.push(rate);
+    }
+    let recording = (terminal[0] / terminal[1]) / (terminal[2] / terminal[3]);
+    println!(
+        "  ratio terminal stapsteen/ProxyJump (pty) {:.2}   recording+sealing on/off {recording:.2} (target >= 0.90)",
+        terminal[0] / terminal[2]
+    );
+    // The chain the benchmark's sessions left verifies.
+    let verified = Command::new(common::bin())
+        .args(["recordings", "verify", "--all", "--config"])
+        .arg(env.path("stapsteen.toml"))
+        .output()
+        .unwrap();
+    println!(
+        "  recordings verify --all: {}",
+        if verified.status.success() {
+            "all sealed"
+        } else {
+            "FINDINGS"
+        }
     );
 
     let rtt = |ns: &str, cmd: &str| -> serde_json::Value {
