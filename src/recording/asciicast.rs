@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::seal::{LineChain, line_hash};
+use super::seal::{LineChain, index_entry};
 use super::{RecordingStore, SessionId};
 use crate::audit::{AuditChain, ChainError, Draft, Kind, Seal};
 
@@ -53,6 +53,12 @@ struct Utf8Stream {
 
 impl Utf8Stream {
     fn push(&mut self, data: &[u8]) -> String {
+        // The usual case: whole characters only.
+        if self.pending.is_empty()
+            && let Ok(s) = std::str::from_utf8(data)
+        {
+            return s.to_owned();
+        }
         self.pending.extend_from_slice(data);
         let mut out = String::new();
         let mut rest: &[u8] = &self.pending;
@@ -94,6 +100,8 @@ pub struct Recorder {
     started: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
+    /// The line being written (kept to save an allocation per line).
+    buf: Vec<u8>,
     chain: LineChain,
     audit: Arc<AuditChain>,
     cadence: Cadence,
@@ -137,6 +145,7 @@ impl Recorder {
             started: Instant::now(),
             output: Utf8Stream::default(),
             input: Utf8Stream::default(),
+            buf: Vec::new(),
             chain: LineChain::new(id),
             audit,
             cadence,
@@ -163,17 +172,29 @@ impl Recorder {
         }
     }
 
-    fn line(&mut self, value: &serde_json::Value) -> Result<(), RecordingError> {
-        let mut text = value.to_string();
-        text.push('\n');
-        if let Err(e) = self.file.write_all(text.as_bytes()) {
+    /// Writes `value` as one line, reusing the line buffer.
+    fn line(&mut self, value: &impl serde::Serialize) -> Result<(), RecordingError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = serde_json::to_writer(&mut buf, value)
+            .map_err(|e| self.io(e.into()))
+            .and_then(|()| {
+                buf.push(b'\n');
+                self.write_line(&buf)
+            });
+        self.buf = buf;
+        result
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> Result<(), RecordingError> {
+        if let Err(e) = self.file.write_all(line) {
             // Cut a partly written line, so the file stays whole lines.
             let _ = self.file.set_len(self.chain.bytes);
             return Err(self.io(e));
         }
-        self.chain.push(text.as_bytes());
+        let line_hash = self.chain.push(line);
         self.index
-            .write_all(&line_hash(text.as_bytes()))
+            .write_all(index_entry(&line_hash))
             .map_err(|e| self.io(e))?;
         if self.chain.bytes - self.sealed_bytes >= self.cadence.bytes {
             self.checkpoint()?;
@@ -183,7 +204,7 @@ impl Recorder {
 
     fn event(&mut self, kind: &str, data: &str) -> Result<(), RecordingError> {
         let t = (self.started.elapsed().as_micros() as f64) / 1e6;
-        self.line(&json!([t, kind, data]))
+        self.line(&(t, kind, data))
     }
 
     pub fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {

@@ -1,10 +1,11 @@
 //! The line chain of a recording: `h0 = SHA-256("stapsteen recording v1\n" || id || "\n")`, then
-//! `h(n) = SHA-256(h(n-1) || line n)` over the exact bytes of each line on disk, newline included.
-//! Line 1 is the asciicast header, so the chain starts from the session id and the header.
+//! `h(n) = SHA-256(h(n-1) || SHA-256(line n))` over the exact bytes of each line on disk, newline
+//! included. Line 1 is the asciicast header, so the chain starts from the session id and the
+//! header.
 //!
-//! Beside each recording, `<id>.idx` holds the first 8 bytes of SHA-256 of every line on its own.
+//! Beside each recording, `<id>.idx` holds the first 8 bytes of SHA-256(line n) for every line.
 //! It only locates a change (the line that differs, or was deleted or inserted); the signed
-//! checkpoints in the audit chain are what prove it.
+//! checkpoints in the audit chain are what prove it. Each line's bytes are hashed once for both.
 
 use sha2::{Digest, Sha256};
 
@@ -14,12 +15,9 @@ use crate::audit::Seal;
 /// Bytes of each line hash kept in the `.idx` file.
 pub const INDEX_BYTES: usize = 8;
 
-/// What `.idx` holds for one line.
-pub fn line_hash(line: &[u8]) -> [u8; INDEX_BYTES] {
-    let h = Sha256::digest(line);
-    let mut out = [0; INDEX_BYTES];
-    out.copy_from_slice(&h[..INDEX_BYTES]);
-    out
+/// What `.idx` holds for one line: the start of its hash.
+pub fn index_entry(line_hash: &[u8; 32]) -> &[u8] {
+    &line_hash[..INDEX_BYTES]
 }
 
 #[derive(Clone, Debug)]
@@ -42,20 +40,16 @@ impl LineChain {
         }
     }
 
-    /// Adds one line (with its newline); returns the new hash.
+    /// Adds one line (with its newline); returns the line's own hash.
     pub fn push(&mut self, line: &[u8]) -> [u8; 32] {
-        self.hash = Self::next(&self.hash, line);
+        let line_hash: [u8; 32] = Sha256::digest(line).into();
+        let mut h = Sha256::new();
+        h.update(self.hash);
+        h.update(line_hash);
+        self.hash = h.finalize().into();
         self.lines += 1;
         self.bytes += line.len() as u64;
-        self.hash
-    }
-
-    /// The hash after `line` follows a chain at `hash`.
-    pub fn next(hash: &[u8; 32], line: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(hash);
-        h.update(line);
-        h.finalize().into()
+        line_hash
     }
 
     pub fn hash(&self) -> [u8; 32] {

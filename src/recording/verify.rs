@@ -7,7 +7,7 @@
 use std::fmt;
 use std::fs::TryLockError;
 
-use super::seal::{INDEX_BYTES, LineChain, line_hash};
+use super::seal::{INDEX_BYTES, LineChain, index_entry};
 use super::{RecordingStore, SessionId};
 use crate::audit::ChainReport;
 
@@ -93,28 +93,29 @@ fn lines(data: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// The chain hash after each number of lines (index 0: before line 1).
-fn chain_hashes(id: &SessionId, lines: &[&[u8]]) -> Vec<[u8; 32]> {
+/// The chain hash after each number of lines (index 0: before line 1), and each line's hash.
+fn chain_hashes(id: &SessionId, lines: &[&[u8]]) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
     let mut c = LineChain::new(id);
-    let mut out = vec![c.hash()];
-    out.extend(lines.iter().map(|l| c.push(l)));
-    out
+    let mut chain = vec![c.hash()];
+    let mut own = Vec::with_capacity(lines.len());
+    for l in lines {
+        own.push(c.push(l));
+        chain.push(c.hash());
+    }
+    (chain, own)
 }
 
 /// The first line that differs from what the daemon wrote in the index, and how.
-fn locate(lines: &[&[u8]], index: &[u8]) -> Option<(u64, &'static str)> {
+fn locate(own: &[[u8; 32]], index: &[u8]) -> Option<(u64, &'static str)> {
     let idx: Vec<&[u8]> = index.chunks_exact(INDEX_BYTES).collect();
-    let at = |i: usize| lines.get(i).map(|l| line_hash(l));
-    for i in 0..lines.len().min(idx.len()) {
-        if at(i).as_ref().map(|h| &h[..]) == Some(idx[i]) {
+    let at = |i: usize| own.get(i).map(index_entry);
+    for i in 0..own.len().min(idx.len()) {
+        if at(i) == Some(idx[i]) {
             continue;
         }
-        let how = if idx
-            .get(i + 1)
-            .is_some_and(|n| at(i).as_ref().map(|h| &h[..]) == Some(*n))
-        {
+        let how = if idx.get(i + 1).is_some_and(|n| at(i) == Some(*n)) {
             "line deleted"
-        } else if at(i + 1).as_ref().map(|h| &h[..]) == Some(idx[i]) {
+        } else if at(i + 1) == Some(idx[i]) {
             "line inserted"
         } else {
             "line changed"
@@ -143,7 +144,7 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
     let index = std::fs::read(store.index_path(id)).unwrap_or_default();
     let lines = lines(&data);
     let n = lines.len() as u64;
-    let hashes = chain_hashes(id, &lines);
+    let (hashes, own) = chain_hashes(id, &lines);
     let mut last_good = 0;
     let mut broken = None;
     let mut sealed = 0;
@@ -163,7 +164,7 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
     {
         return Verdict::Swapped { holds };
     }
-    if let Some((at, how)) = locate(&lines, &index) {
+    if let Some((at, how)) = locate(&own, &index) {
         return Verdict::Modified { at, how };
     }
     if let Some(to) = broken {
@@ -204,7 +205,7 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
 fn swapped_with(id: &SessionId, lines: &[&[u8]], chain: &ChainReport) -> Option<SessionId> {
     chain.sessions().into_iter().find_map(|e| {
         let other = e.session.as_ref().filter(|o| *o != id)?;
-        let hashes = chain_hashes(other, lines);
+        let (hashes, _) = chain_hashes(other, lines);
         let seals = chain.seals(other);
         let fitting: Vec<_> = seals
             .iter()
