@@ -6,8 +6,8 @@
 //! `audit/<seq, 12 digits>.note` (the signed note, byte for byte as in the chain), and
 //! `recordings/<id>.cast`, `.idx`, `.json` once the session's `end` entry is written.
 //!
-//! Invariants: the local chain is the backlog. `audit/offsite.cursor` counts the chain lines
-//! already sent, and moves only after a line and its recording are stored, so an unreachable
+//! Invariants: the local chain is the backlog. `audit/offsite.cursor` holds how many bytes of the
+//! chain are sent, and moves only past a line whose entry and recording are stored, so an unreachable
 //! store delays the copy but loses nothing; sessions never wait for it.
 
 mod compare;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Offsite, OffsiteError};
-use crate::audit::{AuditChain, Code, Event, Kind, Line, read_lines};
+use crate::audit::{AuditChain, Code, Event, Kind, Line};
 use crate::recording::RecordingStore;
 
 /// Longest wait between attempts while the store is unreachable.
@@ -17,14 +17,31 @@ fn cursor_path(chain: &Path) -> PathBuf {
     chain.with_file_name("offsite.cursor")
 }
 
-fn read_cursor(chain: &Path) -> usize {
+/// Whole lines of the chain from byte `offset` on, each with its length (newline included).
+fn lines_from(chain: &Path, offset: u64) -> std::io::Result<Vec<(String, u64)>> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    let mut file = std::fs::File::open(chain)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while reader.read_until(b'\n', &mut buf)? > 0 && buf.last() == Some(&b'\n') {
+        let text = String::from_utf8_lossy(&buf[..buf.len() - 1]).into_owned();
+        out.push((text, buf.len() as u64));
+        buf.clear();
+    }
+    Ok(out)
+}
+
+/// Bytes of the chain already sent.
+fn read_cursor(chain: &Path) -> u64 {
     std::fs::read_to_string(cursor_path(chain))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
 }
 
-fn write_cursor(chain: &Path, n: usize) -> std::io::Result<()> {
+fn write_cursor(chain: &Path, n: u64) -> std::io::Result<()> {
     let path = cursor_path(chain);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{n}\n"))?;
@@ -83,20 +100,23 @@ async fn send(
 pub async fn run_uploader(offsite: Offsite, audit: Arc<AuditChain>, store: RecordingStore) {
     let chain = audit.path().to_owned();
     let mut backoff = Duration::from_secs(1);
-    let mut down_since: Option<usize> = None;
+    // While the store is down: how many lines went out in the partial attempts meanwhile.
+    let mut down: Option<usize> = None;
     loop {
         let notified = audit.appended.notified();
         tokio::pin!(notified);
         // Registered before the chain is read, so an entry appended meanwhile wakes us.
         notified.as_mut().enable();
-        let mut sent = read_cursor(&chain);
-        let lines = read_lines(&chain).unwrap_or_default();
+        let mut offset = read_cursor(&chain);
+        let lines = lines_from(&chain, offset).unwrap_or_default();
+        let mut sent = 0;
         let mut failure = None;
-        for line in lines.iter().skip(sent) {
+        for (line, len) in &lines {
             match send(&offsite, &audit, &store, line).await {
                 Ok(()) => {
                     sent += 1;
-                    if let Err(e) = write_cursor(&chain, sent) {
+                    offset += len;
+                    if let Err(e) = write_cursor(&chain, offset) {
                         failure = Some(format!("cannot save the off-site cursor: {e}"));
                         break;
                     }
@@ -109,22 +129,22 @@ pub async fn run_uploader(offsite: Offsite, audit: Arc<AuditChain>, store: Recor
         }
         match failure {
             Some(reason) => {
-                if down_since.is_none() {
+                if down.is_none() {
                     Event::new(Code::OffsiteFailed)
                         .reason(&reason)
                         .detail("endpoint", offsite.endpoint.as_str())
-                        .detail("backlog", lines.len().saturating_sub(sent))
+                        .detail("backlog", lines.len() - sent)
                         .emit();
-                    down_since = Some(sent);
                 }
+                down = Some(down.unwrap_or(0) + sent);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             None => {
-                if let Some(from) = down_since.take() {
+                if let Some(earlier) = down.take() {
                     Event::new(Code::OffsiteResumed)
                         .detail("endpoint", offsite.endpoint.as_str())
-                        .detail("sent", sent - from)
+                        .detail("sent", earlier + sent)
                         .emit();
                 }
                 backoff = Duration::from_secs(1);
