@@ -1,6 +1,7 @@
 //! End-to-end: real OpenSSH clients, through stapsteen, to real sshd targets, in namespaces.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 
 use common::{BASTION, Env, Options, PACS01, stderr, stdout};
@@ -9,18 +10,6 @@ use serde_json::json;
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
-}
-
-macro_rules! testbed {
-    () => {
-        testbed!(Options::default())
-    };
-    ($opts:expr) => {{
-        if !common::prerequisites() {
-            return;
-        }
-        Env::new($opts)
-    }};
 }
 
 #[test]

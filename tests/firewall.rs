@@ -2,21 +2,13 @@
 //! real nft, real OpenSSH clients and targets, in namespaces.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Env, IMPORT01, Options, PACS01, stderr, stdout};
-
-macro_rules! testbed {
-    ($opts:expr) => {{
-        if !common::prerequisites() {
-            return;
-        }
-        Env::new($opts)
-    }};
-}
 
 fn sh(ns: &str, script: &str) -> std::process::Output {
     Command::new("ip")

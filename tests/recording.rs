@@ -3,6 +3,7 @@
 //! each kind of tampering, a crash and a full disk.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -10,15 +11,6 @@ use std::process::{Command, Output};
 
 use common::{Env, Options, stderr, stdout};
 use serde_json::json;
-
-macro_rules! testbed {
-    ($opts:expr) => {{
-        if !common::prerequisites() {
-            return;
-        }
-        Env::new($opts)
-    }};
-}
 
 fn fast_checkpoints() -> Options {
     Options {
@@ -234,32 +226,14 @@ fn every_kind_of_tampering_is_reported_precisely() {
 #[test]
 fn kill_9_leaves_an_unterminated_recording_that_plays_and_verifies() {
     let mut env = testbed!(fast_checkpoints());
-    let client = {
-        let env_ssh = env.ssh_opts("agent.sock");
-        let ns = env.ns_admin.clone();
-        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
-        std::thread::spawn(move || {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "python3",
-                    driver,
-                    "[[\"sleep\", 8]]",
-                    "--",
-                ])
-                .args(["ssh", "-t"])
-                .args(&env_ssh)
-                .arg(format!("alice@{}", common::BASTION))
-                .args([
-                    "pacs01",
-                    "for i in $(seq 1 100000); do echo line $i; sleep 0.02; done",
-                ])
-                .output()
-                .unwrap()
-        })
-    };
+    let client = env.spawn_ssh_pty(
+        "alice",
+        &[
+            "pacs01",
+            "for i in $(seq 1 100000); do echo line $i; sleep 0.02; done",
+        ],
+        json!([["sleep", 8]]),
+    );
     let start = env.wait_audit("SESSION_START", |_| true);
     let id = start["session"].as_str().unwrap().to_owned();
     // Several checkpoints go by.
@@ -369,29 +343,11 @@ fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     // A quiet session, then one that fills the disk: both end.
-    let quiet = {
-        let env_ssh = env.ssh_opts("agent.sock");
-        let ns = env.ns_admin.clone();
-        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
-        std::thread::spawn(move || {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "python3",
-                    driver,
-                    "[[\"sleep\", 12]]",
-                    "--",
-                ])
-                .args(["ssh", "-t"])
-                .args(&env_ssh)
-                .arg(format!("alice@{}", common::BASTION))
-                .args(["pacs01", "echo quiet; sleep 60"])
-                .output()
-                .unwrap()
-        })
-    };
+    let quiet = env.spawn_ssh_pty(
+        "alice",
+        &["pacs01", "echo quiet; sleep 60"],
+        json!([["sleep", 12]]),
+    );
     env.wait_audit("SESSION_START", |_| true);
     let out = env.ssh_pty(
         "alice",

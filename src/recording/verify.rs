@@ -226,7 +226,8 @@ mod tests {
     use crate::recording::{Cadence, Recorder};
 
     struct Bed {
-        dir: tempfile::TempDir,
+        /// Holds the directory for the test's lifetime.
+        _dir: tempfile::TempDir,
         store: RecordingStore,
         chain: Arc<AuditChain>,
     }
@@ -236,7 +237,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = RecordingStore::new(dir.path().to_owned());
             let chain = test_chain(dir.path());
-            Self { dir, store, chain }
+            Self {
+                _dir: dir,
+                store,
+                chain,
+            }
         }
 
         /// A session of 20 output lines, checkpointed every ~200 bytes; ended if `end`.
@@ -302,7 +307,6 @@ mod tests {
         );
         drop(t);
         assert!(matches!(bed.verdict(&live), Verdict::Unterminated { .. }));
-        let _ = bed.dir.path();
     }
 
     #[test]

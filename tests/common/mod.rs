@@ -88,6 +88,21 @@ pub fn garage() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// An [`Env`] with `opts` (default ones without an argument), or an early return when the
+/// prerequisites are missing and skipping was asked for.
+#[allow(unused_macros)]
+macro_rules! testbed {
+    () => {
+        testbed!(Options::default())
+    };
+    ($opts:expr) => {{
+        if !common::prerequisites() {
+            return;
+        }
+        Env::new($opts)
+    }};
+}
+
 fn run(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
@@ -554,6 +569,37 @@ max_session = "1h"
 
     /// Runs ssh in a pseudo-terminal, driven by `steps` (see tests/support/pty_drive.py).
     pub fn ssh_pty(&self, user: &str, target_args: &[&str], steps: serde_json::Value) -> Output {
+        let all = self.ssh_pty_args(user, target_args, &steps);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.client(refs[0], &refs[1..], None)
+    }
+
+    /// [`Env::ssh_pty`] on a thread of its own, for a session that runs while the test acts.
+    pub fn spawn_ssh_pty(
+        &self,
+        user: &str,
+        target_args: &[&str],
+        steps: serde_json::Value,
+    ) -> std::thread::JoinHandle<Output> {
+        let all = self.ssh_pty_args(user, target_args, &steps);
+        let ns = self.ns_admin.clone();
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(&all)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    }
+
+    /// The terminal driver running `ssh -t` with the common options.
+    fn ssh_pty_args(
+        &self,
+        user: &str,
+        target_args: &[&str],
+        steps: &serde_json::Value,
+    ) -> Vec<String> {
         let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
         let mut all: Vec<String> = vec![
             "python3".into(),
@@ -566,8 +612,7 @@ max_session = "1h"
         all.extend(self.ssh_opts("agent.sock"));
         all.push(format!("{user}@{BASTION}"));
         all.extend(target_args.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.client(refs[0], &refs[1..], None)
+        all
     }
 
     pub fn audit(&self) -> Vec<serde_json::Value> {
