@@ -393,12 +393,19 @@ fn recordings(command: RecordingsCommand) -> Result<()> {
     }
 }
 
+/// The off-site copy, what comparing the chain with it found, and the runtime that talks to it.
+struct OffsiteCheck {
+    offsite: Offsite,
+    comparison: Comparison,
+    rt: tokio::runtime::Runtime,
+}
+
 /// The audit chain of `config`, checked with the signing key's public half; with `[offsite]`,
 /// compared with the off-site copy too.
 fn checked_chain(
     config: &Config,
     key: Option<&Path>,
-) -> Result<(crate::audit::ChainReport, Option<(Offsite, Comparison)>)> {
+) -> Result<(crate::audit::ChainReport, Option<OffsiteCheck>)> {
     let pub_path = key.map(Path::to_owned).unwrap_or_else(|| {
         let mut p = config.signing_key.as_os_str().to_owned();
         p.push(".pub");
@@ -419,8 +426,13 @@ fn checked_chain(
     let offsite = match &config.offsite {
         Some(cfg) => {
             let offsite = Offsite::new(cfg)?;
-            let cmp = runtime()?.block_on(compare_chain(&offsite, &report, &verifier))?;
-            Some((offsite, cmp))
+            let rt = runtime()?;
+            let comparison = rt.block_on(compare_chain(&offsite, &report, &verifier))?;
+            Some(OffsiteCheck {
+                offsite,
+                comparison,
+                rt,
+            })
         }
         None => None,
     };
@@ -432,8 +444,8 @@ fn audit_verify(config: &Path, key: Option<&Path>) -> Result<()> {
     let (report, offsite) = checked_chain(&config, key)?;
     let chain = config.chain_path();
     let mut findings: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-    if let Some((_, cmp)) = &offsite {
-        findings.extend(cmp.findings.iter().cloned());
+    if let Some(check) = &offsite {
+        findings.extend(check.comparison.findings.iter().cloned());
     }
     for f in &findings {
         println!("{}: {f}", chain.display());
@@ -448,8 +460,8 @@ fn audit_verify(config: &Path, key: Option<&Path>) -> Result<()> {
         ),
         None => println!("{}: no entry verified", chain.display()),
     }
-    if let Some((_, cmp)) = &offsite {
-        for n in &cmp.notes {
+    if let Some(check) = &offsite {
+        for n in &check.comparison.notes {
             println!("{n}");
         }
     }
@@ -467,8 +479,8 @@ fn recordings_verify(config: &Path, key: Option<&Path>, id: Option<&str>, all: b
         println!("audit chain {p}");
         findings += 1;
     }
-    if let Some((_, cmp)) = &offsite {
-        for f in &cmp.findings {
+    if let Some(check) = &offsite {
+        for f in &check.comparison.findings {
             println!("audit chain: {f}");
             findings += 1;
         }
@@ -494,13 +506,15 @@ fn recordings_verify(config: &Path, key: Option<&Path>, id: Option<&str>, all: b
             ids
         }
     };
-    let rt = runtime()?;
     for id in &ids {
         let verdict = verify_recording(&store, id, &report);
         let mut ok = verdict.ok();
         let mut line = format!("{id}  {verdict}");
-        if let Some((o, _)) = &offsite {
-            match rt.block_on(compare_recording(o, &store, id))? {
+        if let Some(check) = &offsite {
+            match check
+                .rt
+                .block_on(compare_recording(&check.offsite, &store, id))?
+            {
                 Ok(seen) => line += &format!("; {seen}"),
                 Err(finding) => {
                     ok = false;

@@ -4,6 +4,7 @@
 //! Limit: deleting entries at the end of the chain leaves a shorter chain that is still whole;
 //! only the copies elsewhere (journald forwarded to the SIEM, the off-site store) show it.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use super::note::{Entry, NoteVerifier, note_hash, parse};
@@ -28,14 +29,33 @@ impl fmt::Display for Problem {
 pub struct ChainReport {
     pub entries: Vec<(Entry, String)>,
     pub problems: Vec<Problem>,
+    /// Positions in `entries` by sequence number, and by session.
+    by_seq: HashMap<u64, usize>,
+    by_session: HashMap<SessionId, Vec<usize>>,
 }
 
 impl ChainReport {
+    fn push(&mut self, entry: Entry, note: String) {
+        let at = self.entries.len();
+        self.by_seq.insert(entry.seq, at);
+        if let Some(s) = &entry.session {
+            self.by_session.entry(s.clone()).or_default().push(at);
+        }
+        self.entries.push((entry, note));
+    }
+
+    /// The entry with sequence number `seq`, and its note.
+    pub fn entry(&self, seq: u64) -> Option<&(Entry, String)> {
+        self.by_seq.get(&seq).and_then(|at| self.entries.get(*at))
+    }
+
     /// The seals written for a session, in chain order: start, checkpoints, end.
     pub fn seals(&self, id: &SessionId) -> Vec<(&Entry, Seal)> {
-        self.entries
-            .iter()
-            .filter(|(e, _)| e.session.as_ref() == Some(id))
+        self.by_session
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|at| self.entries.get(*at))
             .filter_map(|(e, _)| e.seal.map(|s| (e, s)))
             .collect()
     }
@@ -103,7 +123,7 @@ pub fn verify_chain(lines: &[String], verifier: &NoteVerifier) -> ChainReport {
         }
         expected = entry.seq + 1;
         prev = Some(note_hash(note.as_bytes()));
-        report.entries.push((entry, note));
+        report.push(entry, note);
     }
     report
 }

@@ -55,7 +55,7 @@ pub async fn compare_chain(
             ));
             continue;
         }
-        match local.entries.iter().find(|(e, _)| e.seq == *seq) {
+        match local.entry(*seq) {
             Some((_, n)) if n.as_bytes() == note.as_slice() => {}
             Some(_) => c
                 .findings
