@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::audit::{NoteVerifier, read_lines, verify_chain};
+use crate::audit::{Code, Event, NoteVerifier, read_lines, verify_chain};
 use crate::config::Config;
 use crate::firewall::Enforcer;
 use crate::offsite::{Comparison, Offsite, compare_chain, compare_recording};
@@ -62,6 +62,9 @@ enum Command {
         /// Port of the bastion on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 2222)]
         port: u16,
+        /// Port of the review console on 127.0.0.1 (https://localhost:PORT).
+        #[arg(long, default_value_t = 8443)]
+        console_port: u16,
     },
     /// Session recordings.
     Recordings {
@@ -72,6 +75,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The review console.
+    Console {
+        #[command(subcommand)]
+        command: ConsoleCommand,
     },
     /// Software security key agent, for the demo and tests only.
     #[command(hide = true)]
@@ -107,6 +115,20 @@ enum KeysCommand {
         /// Write `host_key`, `ca_key` and `signing_key` into this directory instead.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Print a one-time code with which reviewer NAME (from the policy) enrols a security key
+    /// at the console's /enrol page. A new code replaces an unused one.
+    Enrol {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+        name: String,
+        /// How long the code stays valid.
+        #[arg(long, default_value = "24h")]
+        valid: jiff::SignedDuration,
     },
 }
 
@@ -169,6 +191,40 @@ enum RecordingsCommand {
     },
 }
 
+fn console_enrol(config: &Path, name: &str, valid: jiff::SignedDuration) -> Result<()> {
+    let config = Config::load(config)?;
+    let console = config
+        .console
+        .as_ref()
+        .context("the config has no [console] section")?;
+    let policy = load_policy(&config.policy)?;
+    let reviewer = policy.reviewer(name).with_context(|| {
+        format!(
+            "{name} is not a [[reviewer]] in {}",
+            config.policy.display()
+        )
+    })?;
+    if valid.is_negative() || valid.is_zero() {
+        anyhow::bail!("--valid must be positive");
+    }
+    let expires = jiff::Timestamp::now().checked_add(valid)?;
+    let code =
+        crate::console::Reviewers::new(config.console_dir()).issue_code(&reviewer.name, expires)?;
+    crate::audit::init(config.audit);
+    Event::new(Code::ConsoleEnrolCode)
+        .detail("reviewer", reviewer.name.to_string())
+        .detail("expires", expires.to_string())
+        .emit();
+    println!("{}", code.expose());
+    eprintln!(
+        "one-time enrolment code for {}, valid until {}; enrol at https://{}/enrol",
+        reviewer.name,
+        crate::policy::local(expires),
+        console.host
+    );
+    Ok(())
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -185,12 +241,22 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Init { config, dir },
         } => keys_init(config.as_deref(), dir.as_deref()),
-        Command::Demo { port } => runtime().and_then(|rt| rt.block_on(crate::demo::run(port))),
+        Command::Demo { port, console_port } => {
+            runtime().and_then(|rt| rt.block_on(crate::demo::run(port, console_port)))
+        }
         Command::Firewall { command } => firewall(command),
         Command::Recordings { command } => recordings(command),
         Command::Audit {
             command: AuditCommand::Verify { config, key },
         } => audit_verify(&config, key.as_deref()),
+        Command::Console {
+            command:
+                ConsoleCommand::Enrol {
+                    config,
+                    name,
+                    valid,
+                },
+        } => console_enrol(&config, &name, valid),
         Command::SoftkeyAgent {
             socket,
             key,

@@ -58,6 +58,31 @@ pub struct Config {
     pub offsite: Option<OffsiteConfig>,
     /// Kernel enforcement of the grants. Required, so that running without it is a decision.
     pub firewall: FirewallConfig,
+    /// The HTTPS review console; none when absent.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+}
+
+/// The review console for the security team.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub listen: Vec<SocketAddr>,
+    /// The DNS name reviewers use in the URL. WebAuthn credentials are bound to it, and browsers
+    /// refuse WebAuthn on bare IP addresses.
+    pub host: String,
+    /// PEM certificate chain and key; when both are absent a self-signed certificate is made
+    /// once and kept in the state directory.
+    pub cert: Option<PathBuf>,
+    /// The key's systemd credential `console_key` wins when present.
+    pub key: Option<PathBuf>,
+    /// A console login ends after this long without a request.
+    #[serde(default = "default_console_idle", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_console_idle() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 /// What a storage failure (disk full, write error) on a recording or the audit chain does.
@@ -134,6 +159,9 @@ pub struct FirewallConfig {
     /// Networks reachable only along grants; every target must lie in one of them.
     #[serde(default)]
     pub management_networks: Vec<ipnet::IpNet>,
+    /// Networks from which reviewers may reach the review console.
+    #[serde(default)]
+    pub reviewer_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +246,31 @@ impl Config {
                     .into(),
             });
         }
+        if let Some(c) = &cfg.console {
+            let mut problems = Vec::new();
+            if fw.enabled && fw.reviewer_networks.is_empty() {
+                problems
+                    .push("firewall: reviewer_networks must not be empty when [console] is set");
+            }
+            if c.cert.is_some() != c.key.is_some() {
+                problems.push("console: set both cert and key, or neither for a self-signed one");
+            }
+            if c.listen.is_empty() {
+                problems.push("console: listen must not be empty");
+            }
+            if c.host.parse::<std::net::IpAddr>().is_ok() || c.host.is_empty() {
+                problems.push(
+                    "console: host must be a DNS name; browsers refuse WebAuthn on IP addresses",
+                );
+            }
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: line_of(text, "[console]"),
+                    message: problems.join("; "),
+                });
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut cfg.policy,
@@ -235,6 +288,13 @@ impl Config {
         {
             o.secret_access_key_file = base.join(&o.secret_access_key_file);
         }
+        if let Some(c) = &mut cfg.console {
+            for p in [&mut c.cert, &mut c.key].into_iter().flatten() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         Ok(cfg)
     }
 
@@ -244,6 +304,11 @@ impl Config {
 
     pub fn chain_dir(&self) -> PathBuf {
         self.state_dir.join("audit")
+    }
+
+    /// Reviewer credentials, enrolment codes and the generated console certificate.
+    pub fn console_dir(&self) -> PathBuf {
+        self.state_dir.join("console")
     }
 
     pub fn chain_path(&self) -> PathBuf {

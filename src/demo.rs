@@ -55,7 +55,7 @@ fn current_user() -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-pub async fn run(port: u16) -> Result<()> {
+pub async fn run(port: u16, console_port: u16) -> Result<()> {
     let sshd = find_sshd()?;
     let tmp = tempfile::Builder::new()
         .prefix("stapsteen-demo.")
@@ -113,7 +113,8 @@ pub async fn run(port: u16) -> Result<()> {
             "[[admin]]\nname = \"alice\"\nfull_name = \"Alice (demo)\"\nkeys = [\"{admin_key}\"]\n\n\
              [[target]]\nname = \"demo\"\naddress = \"127.0.0.1\"\nport = {target_port}\n\
              host_keys = [\"{}\"]\naccounts = [\"{account}\"]\n\n\
-             [[grant]]\nname = \"demo\"\nadmins = [\"alice\"]\ntargets = [\"demo\"]\naccounts = [\"{account}\"]\nmax_session = \"1h\"\n",
+             [[grant]]\nname = \"demo\"\nadmins = [\"alice\"]\ntargets = [\"demo\"]\naccounts = [\"{account}\"]\nmax_session = \"1h\"\n\n\
+             [[reviewer]]\nname = \"sec.reviewer\"\nfull_name = \"Security reviewer (demo)\"\n",
             target_pub.trim()
         ),
     )?;
@@ -123,12 +124,17 @@ pub async fn run(port: u16) -> Result<()> {
     std::fs::write(
         &config_path,
         format!(
-            "listen = [\"127.0.0.1:{port}\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n\n[firewall]\nenabled = false  # loopback demo; the appliance enforces\n"
+            "listen = [\"127.0.0.1:{port}\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n\n[firewall]\nenabled = false  # loopback demo; the appliance enforces\n\n\
+             [console]\nlisten = [\"127.0.0.1:{console_port}\"]\nhost = \"localhost\"\n"
         ),
     )?;
     let config = Config::load(&config_path)?;
     crate::audit::init(AuditSink::Stderr);
     wait_for_port(target_addr).await?;
+    let code = crate::console::Reviewers::new(config.console_dir()).issue_code(
+        &crate::policy::ReviewerName::new("sec.reviewer")?,
+        jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1))?,
+    )?;
     let running = crate::serve::start(config).await?;
     let host_pub = std::fs::read_to_string(dir.join("host_key.pub"))?;
     std::fs::write(
@@ -152,11 +158,15 @@ pub async fn run(port: u16) -> Result<()> {
          \x20            stapsteen recordings cat --config {cfg} ID\n\
          \x20            stapsteen recordings verify --config {cfg} --all\n\
          \x20            stapsteen audit verify --config {cfg}\n\n\
+         Review console: https://localhost:{console_port}/enrol as sec.reviewer with the one-time\n\
+         \x20 code {code} and a security key (the certificate is self-signed; its\n\
+         \x20 fingerprint is in CONSOLE_START below), then https://localhost:{console_port}/login.\n\n\
          Audit events follow below as JSON lines. Ctrl-C stops everything and removes {}.\n",
         socket.display(),
         dir.join("known_hosts").display(),
         dir.display(),
         cfg = dir.join("stapsteen.toml").display(),
+        code = code.expose(),
     );
     tokio::select! {
         r = running.wait() => r?,

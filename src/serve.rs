@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> Result<Running> {
             shared.store.clone(),
         )));
     }
+    tasks.extend(crate::console::start(shared.clone()).await?);
     for l in listeners {
         addrs.push(l.local_addr()?);
         tasks.push(tokio::spawn(accept_loop(

@@ -57,6 +57,18 @@ pub enum Code {
     StorageFailed,
     OffsiteFailed,
     OffsiteResumed,
+    ConsoleStart,
+    ConsoleEnrolCode,
+    ConsoleEnrolled,
+    ConsoleEnrolFailed,
+    ConsoleLogin,
+    ConsoleLoginFailed,
+    ConsoleLogout,
+    ConsoleExpired,
+    ConsoleView,
+    ConsoleDownload,
+    ConsoleKill,
+    ConsoleRefused,
 }
 
 impl Code {
@@ -88,6 +100,18 @@ impl Code {
             Code::StorageFailed => "STORAGE_FAILED",
             Code::OffsiteFailed => "OFFSITE_FAILED",
             Code::OffsiteResumed => "OFFSITE_RESUMED",
+            Code::ConsoleStart => "CONSOLE_START",
+            Code::ConsoleEnrolCode => "CONSOLE_ENROL_CODE",
+            Code::ConsoleEnrolled => "CONSOLE_ENROLLED",
+            Code::ConsoleEnrolFailed => "CONSOLE_ENROL_FAILED",
+            Code::ConsoleLogin => "CONSOLE_LOGIN",
+            Code::ConsoleLoginFailed => "CONSOLE_LOGIN_FAILED",
+            Code::ConsoleLogout => "CONSOLE_LOGOUT",
+            Code::ConsoleExpired => "CONSOLE_EXPIRED",
+            Code::ConsoleView => "CONSOLE_VIEW",
+            Code::ConsoleDownload => "CONSOLE_DOWNLOAD",
+            Code::ConsoleKill => "CONSOLE_KILL",
+            Code::ConsoleRefused => "CONSOLE_REFUSED",
         }
     }
 }

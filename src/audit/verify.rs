@@ -51,12 +51,19 @@ impl ChainReport {
 
     /// The seals written for a session, in chain order: start, checkpoints, end.
     pub fn seals(&self, id: &SessionId) -> Vec<(&Entry, Seal)> {
+        self.notes(id)
+            .into_iter()
+            .filter_map(|(e, _)| e.seal.map(|s| (e, s)))
+            .collect()
+    }
+
+    /// A session's entries and their notes, in chain order.
+    pub fn notes(&self, id: &SessionId) -> Vec<&(Entry, String)> {
         self.by_session
             .get(id)
             .into_iter()
             .flatten()
             .filter_map(|at| self.entries.get(*at))
-            .filter_map(|(e, _)| e.seal.map(|s| (e, s)))
             .collect()
     }
 

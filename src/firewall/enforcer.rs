@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use super::{Backend, FirewallError, Plan};
+use super::{Backend, FirewallError, Plan, Ports};
 use crate::config::FirewallConfig;
 use crate::policy::Policy;
 use crate::sync::lock;
@@ -37,25 +37,33 @@ struct Applied {
 pub struct Enforcer {
     backend: Box<dyn Backend>,
     config: FirewallConfig,
-    ssh_ports: Vec<u16>,
+    ports: Ports,
     applied: Mutex<Option<Applied>>,
     in_force: AtomicBool,
 }
 
 impl Enforcer {
-    pub fn new(backend: Box<dyn Backend>, config: FirewallConfig, ssh_ports: Vec<u16>) -> Self {
+    pub fn new(backend: Box<dyn Backend>, config: FirewallConfig, ports: Ports) -> Self {
         Self {
             backend,
             config,
-            ssh_ports,
+            ports,
             applied: Mutex::new(None),
             in_force: AtomicBool::new(false),
         }
     }
 
-    /// The enforcer for the daemon's config, on the real kernel: the front door's ports, `nft`.
+    /// The enforcer for the daemon's config, on the real kernel: the front door's and the
+    /// console's ports, `nft`.
     pub fn for_config(config: &crate::config::Config) -> Self {
-        let ports = config.listen.iter().map(|a| a.port()).collect();
+        let ports = Ports {
+            ssh: config.listen.iter().map(|a| a.port()).collect(),
+            console: config
+                .console
+                .iter()
+                .flat_map(|c| c.listen.iter().map(|a| a.port()))
+                .collect(),
+        };
         Self::new(Box::new(super::Nft), config.firewall.clone(), ports)
     }
 
@@ -65,7 +73,7 @@ impl Enforcer {
     }
 
     pub fn plan(&self, policy: &Policy, now: Timestamp) -> Result<Plan, FirewallError> {
-        Plan::build(&self.config, &self.ssh_ports, policy, now)
+        Plan::build(&self.config, &self.ports, policy, now)
     }
 
     /// Builds and applies the plan for `policy`. On failure the kernel keeps the previous table.
@@ -307,10 +315,18 @@ forward_ports = [443]
             enabled: true,
             admin_networks: vec!["10.10.0.0/24".parse().unwrap()],
             management_networks: vec!["10.20.0.0/24".parse().unwrap()],
+            reviewer_networks: vec!["10.30.0.0/24".parse().unwrap()],
         };
         let policy = parse_policy(std::path::Path::new("p.toml"), POLICY).unwrap();
         (
-            Enforcer::new(Box::new(fake), config, vec![22]),
+            Enforcer::new(
+                Box::new(fake),
+                config,
+                Ports {
+                    ssh: vec![22],
+                    console: vec![8443],
+                },
+            ),
             listing,
             applied,
             policy,

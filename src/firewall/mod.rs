@@ -36,7 +36,7 @@ use crate::policy::GrantName;
 
 pub use backend::{Backend, Nft};
 pub use enforcer::{Enforcer, Outcome};
-pub use plan::{Element, Plan, REFUSED};
+pub use plan::{Element, Plan, Ports, REFUSED};
 
 /// The table stapsteen owns.
 pub const TABLE: &str = "stapsteen";

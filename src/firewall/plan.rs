@@ -39,11 +39,22 @@ impl Element {
     }
 }
 
+/// The bastion's own listening ports, each open only to its own networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    /// The SSH front door, for admin networks.
+    pub ssh: Vec<u16>,
+    /// The review console, for reviewer networks.
+    pub console: Vec<u16>,
+}
+
 /// The whole ruleset of table `inet stapsteen`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub ssh_ports: Vec<u16>,
+    pub console_ports: Vec<u16>,
     pub admin_networks: Vec<IpNet>,
+    pub reviewer_networks: Vec<IpNet>,
     pub management_networks: Vec<IpNet>,
     pub elements: Vec<Element>,
 }
@@ -53,7 +64,7 @@ impl Plan {
     /// network (the kernel could not guard it) or two grants' marks collide.
     pub fn build(
         fw: &FirewallConfig,
-        ssh_ports: &[u16],
+        ports: &Ports,
         policy: &Policy,
         now: Timestamp,
     ) -> Result<Plan, FirewallError> {
@@ -107,12 +118,17 @@ impl Plan {
                 }
             }
         }
-        let mut ssh_ports = ssh_ports.to_vec();
-        ssh_ports.sort_unstable();
-        ssh_ports.dedup();
+        let sorted = |p: &[u16]| {
+            let mut p = p.to_vec();
+            p.sort_unstable();
+            p.dedup();
+            p
+        };
         Ok(Plan {
-            ssh_ports,
+            ssh_ports: sorted(&ports.ssh),
+            console_ports: sorted(&ports.console),
             admin_networks: fw.admin_networks.clone(),
+            reviewer_networks: fw.reviewer_networks.clone(),
             management_networks: fw.management_networks.clone(),
             elements: elements.into_iter().collect(),
         })
@@ -141,13 +157,14 @@ impl Plan {
             SetDef::Nets("admin6", true, nets(true, &self.admin_networks)),
             SetDef::Nets("mgmt4", false, nets(false, &self.management_networks)),
             SetDef::Nets("mgmt6", true, nets(true, &self.management_networks)),
+            SetDef::Nets("reviewer4", false, nets(false, &self.reviewer_networks)),
+            SetDef::Nets("reviewer6", true, nets(true, &self.reviewer_networks)),
             SetDef::Grants("grants4", false, grants(false)),
             SetDef::Grants("grants6", true, grants(true)),
         ]
     }
 
     fn chains(&self) -> Vec<ChainDef> {
-        let ports = Term::TcpDport(self.ssh_ports.clone());
         let drop_logged = |what: &'static str| vec![Term::Limit, Term::Log(what)];
         let mut input = vec![
             vec![Term::Iifname("lo"), Term::Accept],
@@ -156,13 +173,16 @@ impl Plan {
             // IPv6 does not work without neighbour discovery.
             vec![Term::Icmpv6Nd, Term::Accept],
         ];
-        if !self.ssh_ports.is_empty() {
-            input.push(vec![
-                Term::Saddr(Fam::V4, "admin4"),
-                ports.clone(),
-                Term::Accept,
-            ]);
-            input.push(vec![Term::Saddr(Fam::V6, "admin6"), ports, Term::Accept]);
+        for (ports, v4, v6) in [
+            (&self.ssh_ports, "admin4", "admin6"),
+            (&self.console_ports, "reviewer4", "reviewer6"),
+        ] {
+            if ports.is_empty() {
+                continue;
+            }
+            let ports = Term::TcpDport(ports.clone());
+            input.push(vec![Term::Saddr(Fam::V4, v4), ports.clone(), Term::Accept]);
+            input.push(vec![Term::Saddr(Fam::V6, v6), ports, Term::Accept]);
         }
         input.push(drop_logged("stapsteen input drop: "));
         let mut output = Vec::new();

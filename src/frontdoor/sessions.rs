@@ -1,4 +1,5 @@
-//! Live sessions, so that a policy reload can end those whose admin or key was revoked.
+//! Live sessions, so that a policy reload can end those whose admin or key was revoked and a
+//! reviewer can end one from the console.
 //!
 //! Invariant: a session is registered from its SESSION_START (before the target is dialled) until
 //! it ends, so a revocation during dialling is not missed.
@@ -42,6 +43,19 @@ impl LiveSessions {
             sessions: self.clone(),
             session: session.to_owned(),
         }
+    }
+
+    /// Ends one live session with `reason`; returns its admin, or `None` if it is not live.
+    pub fn kill(&self, session: &str, reason: &str) -> Option<String> {
+        let sessions = lock(&self.inner);
+        let e = sessions.get(session)?;
+        e.stop.stop(reason);
+        Some(e.admin.clone())
+    }
+
+    /// Whether `session` is running now.
+    pub fn is_live(&self, session: &str) -> bool {
+        lock(&self.inner).contains_key(session)
     }
 
     /// Ends every live session with `reason`.

@@ -18,8 +18,8 @@ use toml::Spanned;
 
 use super::decide::policy_zone;
 use super::types::{
-    Account, Admin, AdminKey, AdminName, Grant, GrantName, GroupName, NameError, Policy, Target,
-    TargetName,
+    Account, Admin, AdminKey, AdminName, Grant, GrantName, GroupName, NameError, Policy, Reviewer,
+    ReviewerName, Target, TargetName,
 };
 use super::window::WeeklyWindow;
 
@@ -57,6 +57,15 @@ struct RawPolicy {
     targets: Vec<Spanned<RawTarget>>,
     #[serde(default, rename = "grant")]
     grants: Vec<Spanned<RawGrant>>,
+    #[serde(default, rename = "reviewer")]
+    reviewers: Vec<Spanned<RawReviewer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReviewer {
+    name: Spanned<String>,
+    full_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +219,22 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
         raw.grants.iter().map(|g| &g.get_ref().name),
         "grant",
     );
+    unique(
+        &mut cx,
+        raw.reviewers.iter().map(|r| &r.get_ref().name),
+        "reviewer",
+    );
+    let reviewers: Vec<Reviewer> = raw
+        .reviewers
+        .iter()
+        .filter_map(|r| {
+            let r = r.get_ref();
+            Some(Reviewer {
+                name: cx.name(&r.name, ReviewerName::new)?,
+                full_name: r.full_name.clone(),
+            })
+        })
+        .collect();
     let mut seen_keys = HashSet::new();
     for (a, raw_a) in admins.iter().zip(raw.admins.iter()) {
         for k in &a.keys {
@@ -231,6 +256,7 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
             admins,
             targets,
             grants,
+            reviewers,
         })
     } else {
         Err(PolicyError::Invalid(cx.problems))

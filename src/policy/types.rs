@@ -84,6 +84,11 @@ name_type!(
     GroupName,
     "group name"
 );
+name_type!(
+    /// A named security reviewer, who may use the review console.
+    ReviewerName,
+    "reviewer name"
+);
 
 /// One security-key public key of an admin.
 #[derive(Clone, Debug)]
@@ -136,17 +141,29 @@ pub struct Grant {
     pub unrecorded_tunnels: bool,
 }
 
+/// A security reviewer: logs in to the review console with a WebAuthn security key.
+#[derive(Clone, Debug)]
+pub struct Reviewer {
+    pub name: ReviewerName,
+    pub full_name: Option<String>,
+}
+
 /// A whole validated policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub admins: Vec<Admin>,
     pub targets: Vec<Target>,
     pub grants: Vec<Grant>,
+    pub reviewers: Vec<Reviewer>,
 }
 
 impl Policy {
     pub fn admin(&self, name: &str) -> Option<&Admin> {
         self.admins.iter().find(|a| a.name.as_str() == name)
+    }
+
+    pub fn reviewer(&self, name: &str) -> Option<&Reviewer> {
+        self.reviewers.iter().find(|r| r.name.as_str() == name)
     }
 
     pub fn target(&self, name: &str) -> Option<&Target> {

@@ -43,6 +43,9 @@ pub fn prerequisites() -> bool {
         "nsenter",
         "nft",
         "ping",
+        "curl",
+        "node",
+        "chromium",
     ] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -59,6 +62,14 @@ pub fn prerequisites() -> bool {
     }
     if !Path::new("/usr/sbin/sshd").exists() {
         missing.push("/usr/sbin/sshd (openssh-server)".to_owned());
+    }
+    if !Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/node_modules/playwright-core"
+    ))
+    .exists()
+    {
+        missing.push("playwright-core (npm ci --prefix tests/e2e)".to_owned());
     }
     if missing.is_empty() {
         return true;
@@ -124,6 +135,8 @@ pub struct Options {
     pub bastion_env: Vec<(&'static str, &'static str)>,
     /// Appended to stapsteen.toml (after `[firewall]`).
     pub extra_config: String,
+    /// A fourth namespace for the security team's reviewers, 10.77.3.0/24 behind the bastion.
+    pub reviewer_network: bool,
 }
 
 impl Default for Options {
@@ -135,6 +148,7 @@ impl Default for Options {
             firewall: true,
             bastion_env: Vec::new(),
             extra_config: String::new(),
+            reviewer_network: false,
         }
     }
 }
@@ -144,6 +158,8 @@ pub struct Env {
     pub ns_admin: String,
     pub ns_bastion: String,
     pub ns_mgmt: String,
+    /// Created only with [`Options::reviewer_network`].
+    pub ns_reviewer: Option<String>,
     children: Vec<Child>,
     bastion: Option<Child>,
     bastion_env: Vec<(&'static str, &'static str)>,
@@ -185,6 +201,7 @@ impl Env {
             ns_admin: format!("ssA{tag}"),
             ns_bastion: format!("ssB{tag}"),
             ns_mgmt: format!("ssM{tag}"),
+            ns_reviewer: opts.reviewer_network.then(|| format!("ssR{tag}")),
             children: Vec::new(),
             bastion: None,
             bastion_env: opts.bastion_env.clone(),
@@ -266,6 +283,19 @@ impl Env {
             "-qw",
             "net.ipv4.ip_forward=0",
         ]);
+        if let Some(r) = &self.ns_reviewer {
+            run(&["ip", "netns", "add", r]);
+            run(&["ip", "-n", r, "link", "set", "lo", "up"]);
+            run(&[
+                "ip", "-n", r, "link", "add", "eth0", "type", "veth", "peer", "name", "rev0",
+                "netns", b,
+            ]);
+            run(&["ip", "-n", r, "addr", "add", "10.77.3.2/24", "dev", "eth0"]);
+            run(&["ip", "-n", b, "addr", "add", "10.77.3.1/24", "dev", "rev0"]);
+            run(&["ip", "-n", r, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", b, "link", "set", "rev0", "up"]);
+            run(&["ip", "-n", r, "route", "add", "default", "via", "10.77.3.1"]);
+        }
     }
 
     fn targets(&mut self) {
@@ -663,7 +693,8 @@ impl Drop for Env {
             let _ = c.wait();
         }
         // Anything still running in a namespace (sshd session processes) goes with it.
-        for ns in [&self.ns_admin, &self.ns_bastion, &self.ns_mgmt] {
+        let all = [&self.ns_admin, &self.ns_bastion, &self.ns_mgmt];
+        for ns in all.into_iter().chain(self.ns_reviewer.as_ref()) {
             let _ = Command::new("ip")
                 .args(["netns", "pids", ns])
                 .output()

@@ -1,0 +1,205 @@
+//! The recorded sessions as the console shows them: metadata, live or not, integrity verdict;
+//! filters and full-text search over recorded output; markers for the player.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::audit::{ChainReport, read_lines, verify_chain};
+use crate::frontdoor::Shared;
+use crate::recording::{Meta, SessionId, Verdict, verify_recording};
+
+/// One row of the sessions page.
+pub struct Row {
+    pub meta: Meta,
+    pub live: bool,
+    pub verdict: Verdict,
+}
+
+impl Row {
+    /// `live`, `success` (exit 0), `failure` (another exit status) or `ended` (no exit status:
+    /// ended by a reviewer, a revocation, a timeout or a lost connection).
+    pub fn status(&self) -> &'static str {
+        match (self.live, self.meta.exit_status) {
+            (true, _) => "live",
+            (false, Some(0)) => "success",
+            (false, Some(_)) => "failure",
+            (false, None) => "ended",
+        }
+    }
+}
+
+/// The sessions page's filters, from its query string. Empty fields do not filter.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    pub admin: String,
+    pub target: String,
+    /// `YYYY-MM-DDTHH:MM` in the policy's time zone, as `<input type=datetime-local>` sends.
+    pub from: String,
+    pub to: String,
+    /// See [`Row::status`].
+    pub status: String,
+    /// `ok` or `problem`.
+    pub integrity: String,
+    /// Text to find in the recorded output, case-insensitive.
+    pub q: String,
+}
+
+/// When a filter field cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(String);
+
+fn local_time(field: &str, text: &str) -> Result<Option<Timestamp>, FilterError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<jiff::civil::DateTime>()
+        .ok()
+        .and_then(|dt| dt.to_zoned(crate::policy::policy_zone()).ok())
+        .map(|z| Some(z.timestamp()))
+        .ok_or_else(|| FilterError(format!("{field}: use YYYY-MM-DDTHH:MM")))
+}
+
+/// The audit chain, verified; verdicts are taken against it.
+pub fn chain_report(shared: &Shared) -> ChainReport {
+    let lines = read_lines(shared.audit.path()).unwrap_or_default();
+    verify_chain(&lines, shared.audit.verifier())
+}
+
+/// Every recorded session, newest first, with the filter applied.
+pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
+    let (from, to) = (
+        local_time("from", &filter.from)?,
+        local_time("to", &filter.to)?,
+    );
+    if !matches!(
+        filter.status.as_str(),
+        "" | "live" | "success" | "failure" | "ended"
+    ) || !matches!(filter.integrity.as_str(), "" | "ok" | "problem")
+    {
+        return Err(FilterError("unknown status or integrity filter".into()));
+    }
+    let metas = shared
+        .store
+        .list()
+        .map_err(|e| FilterError(format!("cannot list recordings: {e}")))?;
+    let report = chain_report(shared);
+    let needle = filter.q.trim().to_lowercase();
+    let now = shared.clock.now();
+    let mut out = Vec::new();
+    for meta in metas.into_iter().rev() {
+        let text_ok = |f: &str, v: &str| f.is_empty() || v.contains(f.trim());
+        if !text_ok(&filter.admin, &meta.admin)
+            || !text_ok(&filter.target, &meta.target)
+            || from.is_some_and(|f| meta.end.unwrap_or(now) < f)
+            || to.is_some_and(|t| meta.start > t)
+        {
+            continue;
+        }
+        let row = Row {
+            live: shared.sessions.is_live(meta.id.as_str()),
+            verdict: verify_recording(&shared.store, &meta.id, &report),
+            meta,
+        };
+        let integrity = if row.verdict.ok() { "ok" } else { "problem" };
+        if (!filter.status.is_empty() && row.status() != filter.status)
+            || (!filter.integrity.is_empty() && integrity != filter.integrity)
+            || (!needle.is_empty() && !output_contains(shared, &row.meta.id, &needle))
+        {
+            continue;
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// One session's row.
+pub fn row(shared: &Shared, id: &SessionId) -> Option<Row> {
+    let meta = shared.store.read_meta(id).ok()?;
+    Some(Row {
+        live: shared.sessions.is_live(id.as_str()),
+        verdict: verify_recording(&shared.store, id, &chain_report(shared)),
+        meta,
+    })
+}
+
+/// The events of a recording: `(time, kind, data)`; lines that do not parse are skipped.
+fn events(shared: &Shared, id: &SessionId) -> Vec<(f64, String, String)> {
+    let text = std::fs::read(shared.store.cast_path(id)).unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<(f64, String, String)>(l).ok())
+        .collect()
+}
+
+/// What the terminal showed, without escape sequences.
+pub fn output_text(shared: &Shared, id: &SessionId) -> String {
+    let raw: String = events(shared, id)
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "o")
+        .map(|(_, _, data)| data)
+        .collect();
+    String::from_utf8_lossy(&strip_ansi_escapes::strip(raw)).into_owned()
+}
+
+fn output_contains(shared: &Shared, id: &SessionId, needle: &str) -> bool {
+    output_text(shared, id).to_lowercase().contains(needle)
+}
+
+/// Player markers: the start, the target's first output, each command line typed (when input
+/// was recorded), the end.
+pub fn markers(shared: &Shared, meta: &Meta) -> Vec<(f64, String)> {
+    let events = events(shared, &meta.id);
+    let mut out = vec![(0.0, format!("start: {} to {}", meta.admin, meta.target))];
+    if let Some((t, _, _)) = events.iter().find(|(_, k, _)| k == "o") {
+        out.push((*t, format!("target: {}@{}", meta.account, meta.target)));
+    }
+    let mut typed = String::new();
+    for (t, kind, data) in &events {
+        if kind != "i" {
+            continue;
+        }
+        for c in data.chars() {
+            match c {
+                '\r' | '\n' => {
+                    let line = typed.trim();
+                    if !line.is_empty() {
+                        out.push((
+                            *t,
+                            format!("$ {}", line.chars().take(60).collect::<String>()),
+                        ));
+                    }
+                    typed.clear();
+                }
+                '\u{7f}' | '\u{8}' => {
+                    typed.pop();
+                }
+                c if !c.is_control() => typed.push(c),
+                _ => {}
+            }
+        }
+    }
+    if let (Some((t, _, _)), Some(_)) = (events.last(), meta.end) {
+        let why = meta
+            .end_reason
+            .clone()
+            .unwrap_or_else(|| "session ended".into());
+        out.push((*t, format!("end: {why}")));
+    }
+    out
+}
+
+/// Distinct admins and targets of all recordings, for the filter lists.
+pub fn names(shared: &Shared) -> (BTreeSet<String>, BTreeSet<String>) {
+    shared
+        .store
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.admin, m.target))
+        .unzip()
+}

@@ -1,0 +1,257 @@
+//! Reviewers' WebAuthn credentials and one-time enrolment codes, as files in the console's
+//! state directory (`reviewers.json`, `enrolment.json`, both 0600, replaced atomically).
+//!
+//! Invariants: only the hash of a code is stored; a code is for one named reviewer, expires, is
+//! burnt after [`MAX_TRIES`] wrong guesses, and is removed when a key is enrolled with it.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use webauthn_rs::prelude::{Passkey, Uuid};
+
+use crate::policy::ReviewerName;
+use crate::secrets::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("no enrolment code for {0}: it was used, burnt or never issued")]
+    NoCode(String),
+    #[error("the enrolment code for {0} has expired")]
+    Expired(String),
+    #[error("wrong enrolment code for {0}")]
+    WrongCode(String),
+}
+
+/// Wrong guesses after which a code is burnt.
+pub const MAX_TRIES: u32 = 5;
+
+/// A reviewer's enrolled keys.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Enrolled {
+    /// The WebAuthn user handle.
+    pub user_id: Uuid,
+    pub keys: Vec<Passkey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Code {
+    sha256: String,
+    expires: Timestamp,
+    tries: u32,
+}
+
+/// The console's files about reviewers.
+pub struct Reviewers {
+    dir: PathBuf,
+}
+
+fn code_hash(code: &str) -> String {
+    // Codes are read off a screen: spaces and dashes do not count, nor does case.
+    let clean: String = code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    hex::encode(Sha256::digest(clean.as_bytes()))
+}
+
+impl Reviewers {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn read<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, EnrolError> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| EnrolError::Format { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(source) => Err(EnrolError::Io { path, source }),
+        }
+    }
+
+    fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), EnrolError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let io = |source| EnrolError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(value).map_err(|source| EnrolError::Format {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()))
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// The keys of `reviewer`, if any were enrolled.
+    pub fn enrolled(&self, reviewer: &ReviewerName) -> Result<Option<Enrolled>, EnrolError> {
+        let mut all: BTreeMap<String, Enrolled> = self.read("reviewers.json")?;
+        Ok(all.remove(reviewer.as_str()))
+    }
+
+    /// The user handle for a reviewer's next key: the existing one, or a new one.
+    pub fn user_id(&self, reviewer: &ReviewerName) -> Result<Uuid, EnrolError> {
+        Ok(self
+            .enrolled(reviewer)?
+            .map_or_else(Uuid::new_v4, |e| e.user_id))
+    }
+
+    /// Adds a key, or replaces it when it is the same credential (an updated counter).
+    pub fn save_key(
+        &self,
+        reviewer: &ReviewerName,
+        user_id: Uuid,
+        key: Passkey,
+    ) -> Result<(), EnrolError> {
+        let mut all: BTreeMap<String, Enrolled> = self.read("reviewers.json")?;
+        let e = all.entry(reviewer.to_string()).or_insert(Enrolled {
+            user_id,
+            keys: Vec::new(),
+        });
+        e.keys.retain(|k| k.cred_id() != key.cred_id());
+        e.keys.push(key);
+        self.write("reviewers.json", &all)
+    }
+
+    /// Issues a new code for `reviewer`, replacing an earlier one.
+    pub fn issue_code(
+        &self,
+        reviewer: &ReviewerName,
+        expires: Timestamp,
+    ) -> Result<Secret<String>, EnrolError> {
+        const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+        let mut code = String::new();
+        for i in 0..20 {
+            if i > 0 && i % 5 == 0 {
+                code.push('-');
+            }
+            let pick = rand::random_range(0..ALPHABET.len());
+            code.push(char::from(ALPHABET[pick]));
+        }
+        let code = Secret::new(code);
+        let mut codes: BTreeMap<String, Code> = self.read("enrolment.json")?;
+        codes.insert(
+            reviewer.to_string(),
+            Code {
+                sha256: code_hash(code.expose()),
+                expires,
+                tries: 0,
+            },
+        );
+        self.write("enrolment.json", &codes)?;
+        Ok(code)
+    }
+
+    /// Checks a code; with `consume` a right code is also removed. A wrong one counts a try.
+    pub fn check_code(
+        &self,
+        reviewer: &ReviewerName,
+        code: &str,
+        now: Timestamp,
+        consume: bool,
+    ) -> Result<(), EnrolError> {
+        let name = reviewer.to_string();
+        let mut codes: BTreeMap<String, Code> = self.read("enrolment.json")?;
+        let Some(c) = codes.get_mut(&name) else {
+            return Err(EnrolError::NoCode(name));
+        };
+        if now > c.expires {
+            codes.remove(&name);
+            self.write("enrolment.json", &codes)?;
+            return Err(EnrolError::Expired(name));
+        }
+        if c.sha256 != code_hash(code) {
+            c.tries += 1;
+            if c.tries >= MAX_TRIES {
+                codes.remove(&name);
+            }
+            self.write("enrolment.json", &codes)?;
+            return Err(EnrolError::WrongCode(name));
+        }
+        if consume {
+            codes.remove(&name);
+            self.write("enrolment.json", &codes)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn codes_are_one_time_expire_and_burn_after_wrong_guesses() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Reviewers::new(dir.path().to_owned());
+        let name = ReviewerName::new("c.visser").unwrap();
+        let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let later = now
+            .checked_add(jiff::SignedDuration::from_hours(1))
+            .unwrap();
+        let code = r.issue_code(&name, later).unwrap();
+        assert!(matches!(
+            r.check_code(&name, "wrong", now, false),
+            Err(EnrolError::WrongCode(_))
+        ));
+        r.check_code(&name, &code.expose().to_uppercase(), now, false)
+            .unwrap();
+        r.check_code(&name, code.expose(), now, true).unwrap();
+        assert!(matches!(
+            r.check_code(&name, code.expose(), now, true),
+            Err(EnrolError::NoCode(_))
+        ));
+
+        let code = r.issue_code(&name, later).unwrap();
+        let after = later
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap();
+        assert!(matches!(
+            r.check_code(&name, code.expose(), after, false),
+            Err(EnrolError::Expired(_))
+        ));
+
+        let code = r.issue_code(&name, later).unwrap();
+        for _ in 0..MAX_TRIES {
+            assert!(r.check_code(&name, "guess", now, false).is_err());
+        }
+        assert!(matches!(
+            r.check_code(&name, code.expose(), now, false),
+            Err(EnrolError::NoCode(_))
+        ));
+        let mode = std::fs::metadata(dir.path().join("enrolment.json"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+    }
+}

@@ -1,0 +1,422 @@
+//! The review console: HTTPS for the security team, served by `stapsteen serve`.
+//!
+//! Invariants:
+//! - TLS 1.3 only; every response carries HSTS, a strict CSP and no-sniff/no-frame headers.
+//! - Every page except login, enrolment and the static assets needs a console login. Only a
+//!   WebAuthn assertion with user verification, from a key enrolled for a reviewer named in the
+//!   policy in force, gives one. It ends after `idle_timeout` without a request, at logout, or
+//!   when the reviewer is no longer in the policy.
+//! - Requests other than GET must carry the console's own `Origin`.
+//! - Recording ids from URLs are parsed into [`SessionId`] before they touch the file system.
+//! - Request bodies and headers are bounded; connections that do not finish the TLS handshake in
+//!   time are closed.
+//! - Every console action is an audit event (`CONSOLE_*`), naming the reviewer and the source.
+
+mod assets;
+mod auth;
+mod catalog;
+mod enrolment;
+mod evidence;
+mod live;
+mod logins;
+mod pages;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+use webauthn_rs::prelude::{PasskeyAuthentication, PasskeyRegistration, Url, Uuid};
+use webauthn_rs::{Webauthn, WebauthnBuilder};
+
+use crate::audit::{Code, Event};
+use crate::config::ConsoleConfig;
+use crate::frontdoor::Shared;
+use crate::policy::ReviewerName;
+use crate::recording::SessionId;
+
+pub use enrolment::{EnrolError, Reviewers};
+use logins::{COOKIE, Check, Logins, Pending};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("console TLS: {0}")]
+    Tls(String),
+    #[error("console WebAuthn setup: {0}")]
+    WebAuthn(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create {0}: {1}")]
+    Dir(String, std::io::Error),
+}
+
+/// Largest request body: WebAuthn answers and forms are a few KiB.
+const MAX_BODY: usize = 64 * 1024;
+/// Largest request head (request line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An enrolment waiting for the browser: who, under which user handle, the WebAuthn state.
+type Enrolling = (ReviewerName, Uuid, PasskeyRegistration);
+
+/// The console's state, shared by its handlers.
+pub struct Console {
+    pub shared: Arc<Shared>,
+    pub config: ConsoleConfig,
+    webauthn: Webauthn,
+    logins: Logins,
+    enrolling: Pending<Enrolling>,
+    logging_in: Pending<(ReviewerName, PasskeyAuthentication)>,
+    /// Serialises changes to the reviewer files.
+    reviewers: tokio::sync::Mutex<Reviewers>,
+    origins: Vec<String>,
+}
+
+type App = Arc<Console>;
+
+/// The reviewer a request is logged in as; put there by [`require_login`].
+#[derive(Clone)]
+pub struct Reviewer(pub ReviewerName);
+
+/// Where the request came from, for audit events.
+#[derive(Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Binds the console's listeners and starts serving; returns the tasks.
+pub async fn start(shared: Arc<Shared>) -> Result<Vec<tokio::task::JoinHandle<()>>, ConsoleError> {
+    let Some(config) = shared.config.console.clone() else {
+        return Ok(Vec::new());
+    };
+    let dir = shared.config.console_dir();
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| ConsoleError::Dir(dir.display().to_string(), e))?;
+    }
+    let identity = tls::Identity::load(&config, &dir)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
+    let rp_origin = Url::parse(&format!("https://{}", config.host))
+        .map_err(|e| ConsoleError::WebAuthn(e.to_string()))?;
+    let webauthn = WebauthnBuilder::new(&config.host, &rp_origin)
+        .and_then(|b| {
+            b.rp_name("stapsteen review console")
+                .allow_any_port(true)
+                .build()
+        })
+        .map_err(|e| ConsoleError::WebAuthn(e.to_string()))?;
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ConsoleError::Listen {
+                addr: *addr,
+                source,
+            })?;
+        listeners.push(l);
+    }
+    let origins = config
+        .listen
+        .iter()
+        .map(|a| match a.port() {
+            443 => format!("https://{}", config.host),
+            p => format!("https://{}:{p}", config.host),
+        })
+        .collect();
+    let clock = shared.clock.clone();
+    let app: App = Arc::new(Console {
+        logins: Logins::new(clock.clone(), config.idle_timeout),
+        enrolling: Pending::new(clock.clone()),
+        logging_in: Pending::new(clock),
+        reviewers: tokio::sync::Mutex::new(Reviewers::new(dir)),
+        webauthn,
+        origins,
+        config,
+        shared,
+    });
+    let router = router(app.clone());
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut tasks = Vec::new();
+    let mut addrs = Vec::new();
+    for l in listeners {
+        if let Ok(a) = l.local_addr() {
+            addrs.push(a.to_string());
+        }
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            acceptor.clone(),
+            router.clone(),
+            limit.clone(),
+        )));
+    }
+    Event::new(Code::ConsoleStart)
+        .fingerprint(&identity.fingerprint)
+        .detail("listen", addrs)
+        .detail("url", app.origins.first().cloned().unwrap_or_default())
+        .detail("spki_sha256", identity.spki_sha256.clone())
+        .emit();
+    eprintln!(
+        "review console: {} (certificate SHA-256 {})",
+        app.origins.first().map_or("", String::as_str),
+        identity.fingerprint
+    );
+    Ok(tasks)
+}
+
+fn router(app: App) -> Router {
+    let private = Router::new()
+        .route("/", get(|| async { Redirect::to("/sessions") }))
+        .route("/sessions", get(pages::sessions))
+        .route("/sessions/{id}", get(pages::session))
+        .route("/sessions/{id}/cast", get(evidence::cast))
+        .route("/sessions/{id}/evidence", get(evidence::bundle))
+        .route("/sessions/{id}/live", get(live::stream))
+        .route("/sessions/{id}/kill", post(live::kill))
+        .route("/access", get(pages::access))
+        .route("/logout", post(auth::logout))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_login));
+    Router::new()
+        .route("/login", get(pages::login))
+        .route("/enrol", get(pages::enrol))
+        .route("/login/start", post(auth::login_start))
+        .route("/login/finish", post(auth::login_finish))
+        .route("/enrol/start", post(auth::enrol_start))
+        .route("/enrol/finish", post(auth::enrol_finish))
+        .route("/assets/{name}", get(assets::serve))
+        .merge(private)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("console accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
+const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// For every request: reviewer networks, same-origin state changes, security headers.
+async fn guard(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let fw = &app.shared.config.firewall;
+    let refuse = |status: StatusCode, why: &str| {
+        Event::new(Code::ConsoleRefused)
+            .source(Some(peer))
+            .reason(why)
+            .detail(
+                "path",
+                req.uri().path().chars().take(200).collect::<String>(),
+            )
+            .emit();
+        with_headers((status, why.to_owned()).into_response())
+    };
+    // The kernel drops these already; this is the second lock on the same door.
+    if fw.enabled && !fw.reviewer_networks.iter().any(|n| n.contains(&peer.ip())) {
+        return refuse(StatusCode::FORBIDDEN, "not from a reviewer network");
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        if !origin.is_some_and(|o| app.origins.iter().any(|ok| ok == o)) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "request not from the console's own origin",
+            );
+        }
+    }
+    req.extensions_mut().insert(Peer(peer));
+    with_headers(next.run(req).await)
+}
+
+fn with_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    for (name, value) in [
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        ),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    for (name, value) in [
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+        (
+            "permissions-policy",
+            "publickey-credentials-get=(self), publickey-credentials-create=(self), camera=(), microphone=(), geolocation=()",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The login token from the request's cookie.
+fn token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// A cookie that the browser drops at once.
+fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-stapsteen=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+    )
+}
+
+/// Lets a request through only with a valid login of a reviewer in the policy in force.
+async fn require_login(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = token(req.headers()).map(str::to_owned);
+    let check = token
+        .as_deref()
+        .map_or(Check::Unknown, |t| app.logins.check(t));
+    let event = |code: Code, why: &str| {
+        Event::new(code).source(Some(peer)).reason(why).detail(
+            "path",
+            req.uri().path().chars().take(200).collect::<String>(),
+        )
+    };
+    let why = match check {
+        Check::Valid(name) if app.shared.policy().reviewer(name.as_str()).is_some() => {
+            req.extensions_mut().insert(Reviewer(name));
+            return next.run(req).await;
+        }
+        Check::Valid(name) => {
+            if let Some(t) = &token {
+                app.logins.end(t);
+            }
+            event(Code::ConsoleExpired, "reviewer no longer in the policy")
+                .detail("reviewer", name.to_string())
+                .emit();
+            "removed"
+        }
+        Check::Expired(name) => {
+            event(
+                Code::ConsoleExpired,
+                "idle for longer than the console's idle timeout",
+            )
+            .detail("reviewer", name.to_string())
+            .emit();
+            "expired"
+        }
+        Check::Unknown => {
+            event(Code::ConsoleRefused, "not logged in").emit();
+            "login"
+        }
+    };
+    let mut res = if req.method() == Method::GET {
+        Redirect::to(&format!("/login?why={why}")).into_response()
+    } else {
+        (StatusCode::UNAUTHORIZED, "log in first").into_response()
+    };
+    if token.is_some() {
+        res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    }
+    res
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// A recording id from a URL; anything else is audited, and the caller answers [`no_session`].
+fn session_id(raw: &str, reviewer: &Reviewer, peer: Peer) -> Option<SessionId> {
+    let id = SessionId::parse(raw);
+    if id.is_none() {
+        Event::new(Code::ConsoleRefused)
+            .source(Some(peer.0))
+            .detail("reviewer", reviewer.0.to_string())
+            .reason("not a session id")
+            .detail("id", raw.chars().take(100).collect::<String>())
+            .emit();
+    }
+    id
+}
+
+fn no_session() -> Response {
+    (StatusCode::NOT_FOUND, "no such session").into_response()
+}
+
+/// An audit event for a reviewer's action.
+fn action(code: Code, reviewer: &Reviewer, peer: Peer) -> Event {
+    Event::new(code)
+        .source(Some(peer.0))
+        .detail("reviewer", reviewer.0.to_string())
+}

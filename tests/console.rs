@@ -1,0 +1,374 @@
+//! The review console, end to end: a real SSH session is recorded, a reviewer enrols and logs in
+//! with WebAuthn in Debian's chromium (virtual authenticator), finds and replays the session,
+//! watches a live one and ends it; the admin's ssh sees the end. The console is reachable only
+//! from the reviewer network, which the kernel enforces; malformed and oversized requests fail.
+//! Screenshots go to target/console-artifacts/.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{Env, Options, stdout};
+use serde_json::json;
+
+const HOST: &str = "console.stapsteen.test";
+const CONSOLE_IP: &str = "10.77.3.1";
+const IDLE_SECONDS: u64 = 20;
+
+fn console_options() -> Options {
+    let soon = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(3))
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap())
+        .strftime("%Y-%m-%d %H:%M");
+    Options {
+        reviewer_network: true,
+        extra_config: format!(
+            "reviewer_networks = [\"10.77.3.0/24\"]\n[console]\nlisten = [\"0.0.0.0:8443\"]\nhost = \"{HOST}\"\nidle_timeout = \"{IDLE_SECONDS}s\"\n"
+        ),
+        extra_policy: format!(
+            "[[grant]]\nname = \"short-notice\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nvalid_until = \"{soon}\"\n\n\
+             [[reviewer]]\nname = \"c.visser\"\nfull_name = \"Claire Visser, CISO office\"\n"
+        ),
+        ..Options::default()
+    }
+}
+
+/// curl against the console from a namespace; returns (exit code, HTTP status or 000, body).
+fn curl(env: &Env, ns: &str, args: &[&str]) -> (i32, String, String) {
+    let body = env.path("curl-body");
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sk", "--max-time", "5"])
+        .args(["--resolve", &format!("{HOST}:8443:{CONSOLE_IP}")])
+        .args(["-o", body.to_str().unwrap(), "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        stdout(&out),
+        std::fs::read_to_string(&body).unwrap_or_default(),
+    )
+}
+
+fn url(path: &str) -> String {
+    format!("https://{HOST}:8443{path}")
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
+    let env = testbed!(console_options());
+    let reviewer_ns = env.ns_reviewer.clone().unwrap();
+    let start = env.wait_audit("CONSOLE_START", |_| true);
+    let spki = Env::detail(&start)["spki_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A finished session that typed a command and printed a known text.
+    let out = env.ssh_pty(
+        "alice",
+        &["pacs01"],
+        json!([
+            ["sleep", 1],
+            ["send", "echo FINDME-$((6*7))\r"],
+            ["expect", "FINDME-42"],
+            ["send", "exit\r"]
+        ]),
+    );
+    assert!(stdout(&out).contains("FINDME-42"), "{}", stdout(&out));
+    let done = env.wait_audit("SESSION_END", |_| true);
+    let done_id = done["session"].as_str().unwrap().to_owned();
+
+    // A session that keeps printing until it is ended.
+    let live = env.spawn_ssh_pty(
+        "alice",
+        &[
+            "pacs01",
+            "for i in $(seq 1 300); do echo LIVE-MARK $i; sleep 1; done",
+        ],
+        json!([["sleep", 1]]),
+    );
+    let started = env.wait_audit("SESSION_START", |e| e["session"] != done_id.as_str());
+    let live_id = started["session"].as_str().unwrap().to_owned();
+
+    let enrol = env.cli(&["console", "enrol", "c.visser"]);
+    assert!(enrol.status.success(), "{}", common::stderr(&enrol));
+    let code = stdout(&enrol).trim().to_owned();
+    // The command's own audit event (its config sends events to stderr).
+    assert!(
+        common::stderr(&enrol).contains("CONSOLE_ENROL_CODE"),
+        "{}",
+        common::stderr(&enrol)
+    );
+
+    let reason = "INC-4711 unexpected export of studies";
+    let browser = Command::new("ip")
+        .args(["netns", "exec", &reviewer_ns, "node"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/console.mjs"
+        ))
+        .env("CONSOLE_URL", url(""))
+        .env("CONSOLE_IP", CONSOLE_IP)
+        .env("SPKI", &spki)
+        .env("REVIEWER", "c.visser")
+        .env("CODE", &code)
+        .env("DONE_ID", &done_id)
+        .env("LIVE_ID", &live_id)
+        .env("FIND", "FINDME-42")
+        .env("KILL_REASON", reason)
+        .env("IDLE_SECONDS", IDLE_SECONDS.to_string())
+        .env("ARTIFACTS", artifacts())
+        .output()
+        .unwrap();
+    let report = format!("{}{}", stdout(&browser), common::stderr(&browser));
+    println!("{report}");
+    if !browser.status.success() {
+        let events: Vec<String> = env
+            .audit()
+            .iter()
+            .filter(|e| {
+                e["code"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("CONSOLE_") || c.starts_with("SESSION_"))
+            })
+            .map(|e| e.to_string())
+            .collect();
+        panic!(
+            "browser test failed:\n{report}\naudit:\n{}",
+            events.join("\n")
+        );
+    }
+
+    // The admin saw the session end, with the reviewer and the reason.
+    let live_out = live.join().unwrap();
+    let seen = stdout(&live_out);
+    assert!(
+        seen.contains(&format!("session ended by reviewer c.visser: {reason}")),
+        "{seen}"
+    );
+    let kill = env.wait_audit("CONSOLE_KILL", |e| e["admin"] == "alice");
+    assert_eq!(kill["session"], live_id.as_str());
+    assert_eq!(kill["reason"], reason);
+    for code in [
+        "CONSOLE_ENROLLED",
+        "CONSOLE_ENROL_FAILED",
+        "CONSOLE_LOGIN",
+        "CONSOLE_LOGIN_FAILED",
+        "CONSOLE_VIEW",
+        "CONSOLE_DOWNLOAD",
+        "CONSOLE_EXPIRED",
+    ] {
+        let e = env.wait_audit(code, |_| true);
+        assert!(
+            e["source"].as_str().unwrap().starts_with("10.77.3.2:"),
+            "{e}"
+        );
+    }
+    let views: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|e| e["code"] == "CONSOLE_VIEW" && Env::detail(e)["reviewer"] == "c.visser")
+        .collect();
+    assert!(views.len() >= 5, "{views:?}");
+
+    // The evidence bundle holds the recording, its signed entries and the key, and checks out.
+    let tar = artifacts().join("evidence.tar");
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    for f in [
+        "recording.cast",
+        "recording.idx",
+        "session.json",
+        "audit-entries.jsonl",
+        "audit-key.vkey",
+        "report.txt",
+    ] {
+        assert!(
+            stdout(&list).contains(&format!("{done_id}/{f}")),
+            "{}",
+            stdout(&list)
+        );
+    }
+    let report = Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar)
+        .arg(format!("{done_id}/report.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&report).contains("integrity    sealed"),
+        "{}",
+        stdout(&report)
+    );
+    let cast = Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar)
+        .arg(format!("{done_id}/recording.cast"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        cast.stdout,
+        std::fs::read(env.recordings_dir().join(format!("{done_id}.cast"))).unwrap()
+    );
+}
+
+#[test]
+fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
+    let env = testbed!(console_options());
+    let reviewer = env.ns_reviewer.clone().unwrap();
+    env.wait_audit("CONSOLE_START", |_| true);
+
+    // From the reviewer network it answers; from the admin network the kernel drops the packets.
+    let (rc, status, _) = curl(&env, &reviewer, &[&url("/login")]);
+    assert_eq!((rc, status.as_str()), (0, "200"));
+    let (rc, status, _) = curl(
+        &env,
+        &env.ns_admin,
+        &["--connect-timeout", "3", &url("/login")],
+    );
+    assert_eq!(
+        (rc, status.as_str()),
+        (28, "000"),
+        "admin network reached the console"
+    );
+    let ruleset = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.ns_bastion,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "stapsteen",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&ruleset).contains("ip saddr @reviewer4 tcp dport 8443 accept"),
+        "{}",
+        stdout(&ruleset)
+    );
+
+    // TLS 1.3 only; no plain HTTP.
+    let (rc, _, _) = curl(&env, &reviewer, &["--tls-max", "1.2", &url("/login")]);
+    assert_ne!(rc, 0, "TLS 1.2 was accepted");
+    let (rc, _, _) = curl(&env, &reviewer, &[&format!("http://{HOST}:8443/login")]);
+    assert_ne!(rc, 0, "plain HTTP was answered");
+
+    // Security headers on every answer.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &reviewer,
+            "curl",
+            "-sk",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+        ])
+        .args([
+            "--resolve",
+            &format!("{HOST}:8443:{CONSOLE_IP}"),
+            &url("/login"),
+        ])
+        .output()
+        .unwrap();
+    let headers = stdout(&out).to_lowercase();
+    for h in [
+        "strict-transport-security: max-age=63072000",
+        "content-security-policy: default-src 'none'",
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+    ] {
+        assert!(headers.contains(h), "{h} missing:\n{headers}");
+    }
+
+    let json = ["-H", "content-type: application/json", "-H"];
+    let origin = format!("origin: {}", url(""));
+    let post = |path: &str, extra: &[&str]| {
+        let mut args: Vec<&str> = json.to_vec();
+        args.push(&origin);
+        args.extend(extra);
+        args.push("-X");
+        args.push("POST");
+        let u = url(path);
+        args.push(&u);
+        curl(&env, &reviewer, &args)
+    };
+    // Malformed and oversized requests.
+    assert_eq!(post("/login/start", &["-d", "{not json"]).1, "400");
+    assert_eq!(
+        post("/login/start", &["-d", r#"{"name":"c.visser","x":1}"#]).1,
+        "422"
+    );
+    let big = env.path("big.json");
+    std::fs::write(&big, format!("{{\"name\":\"{}\"}}", "a".repeat(1 << 20))).unwrap();
+    let at_big = format!("@{}", big.display());
+    assert_eq!(post("/login/start", &["--data-binary", &at_big]).1, "413");
+    let huge_header = format!("x-filler: {}", "b".repeat(64 * 1024));
+    let (_, status, _) = curl(&env, &reviewer, &["-H", &huge_header, &url("/login")]);
+    assert_ne!(status, "200", "a 64 KiB header was served");
+    // Path traversal, sent as is: the public asset route and the login-guarded ones.
+    for path in [
+        "/assets/../../../../etc/passwd",
+        "/assets/..%2F..%2FCargo.toml",
+        "/assets/%2e%2e/%2e%2e/Cargo.toml",
+        "/sessions/../../../etc/passwd",
+    ] {
+        let (_, status, body) = curl(&env, &reviewer, &["--path-as-is", &url(path)]);
+        assert!(
+            matches!(status.as_str(), "404" | "303" | "400"),
+            "{path}: {status}"
+        );
+        assert!(
+            !body.contains("root:") && !body.contains("[package]"),
+            "{path}: {body}"
+        );
+    }
+    // Unknown reviewers and cross-origin posts are refused and audited.
+    let (_, status, body) = post("/login/start", &["-d", r#"{"name":"mallory"}"#]);
+    assert_eq!(status, "403", "{body}");
+    let (_, status, _) = curl(
+        &env,
+        &reviewer,
+        &[
+            "-H",
+            "origin: https://evil.example",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"name":"c.visser"}"#,
+            &url("/login/start"),
+        ],
+    );
+    assert_eq!(status, "403");
+    env.wait_audit("CONSOLE_REFUSED", |e| {
+        e["reason"] == "request not from the console's own origin"
+    });
+    // Enrolment with a wrong code counts against the code.
+    let enrol = env.cli(&["console", "enrol", "c.visser"]);
+    assert!(enrol.status.success());
+    let (_, status, body) = post(
+        "/enrol/start",
+        &[
+            "-d",
+            r#"{"name":"c.visser","code":"aaaaa-bbbbb-ccccc-ddddd"}"#,
+        ],
+    );
+    assert_eq!(status, "403");
+    assert!(body.contains("wrong enrolment code"), "{body}");
+}
