@@ -9,6 +9,12 @@
       system = "x86_64-linux";
       pkgs = nixpkgs.legacyPackages.${system};
       appliance = self.nixosConfigurations.appliance.config;
+      # The review console's player, from its npm package; build.rs bundles it into the binary.
+      # The hash is the npm registry's integrity value (src/console/web/package-lock.json).
+      player = pkgs.fetchurl {
+        url = "https://registry.npmjs.org/asciinema-player/-/asciinema-player-3.18.0.tgz";
+        hash = "sha512-5gpt2ipFcy4NKmgkv+c/QXnJ9zMicxqWROCOuJqgwwtiYKM8Qe9hnDOvfqke5bW6M2DW/seO3uQYkQ0xeUUVtw==";
+      };
     in
     {
       packages.${system} = {
@@ -17,6 +23,14 @@
           version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.version;
           src = pkgs.lib.cleanSource ./.;
           cargoLock.lockFile = ./Cargo.lock;
+          # webauthn-rs links OpenSSL.
+          nativeBuildInputs = [ pkgs.pkg-config ];
+          buildInputs = [ pkgs.openssl ];
+          preBuild = ''
+            mkdir -p "$TMPDIR/player"
+            tar -xzf ${player} -C "$TMPDIR/player"
+            export STAPSTEEN_PLAYER_DIR="$TMPDIR/player/package/dist/bundle"
+          '';
           # The namespace tests need root and a network; the VM test covers them.
           cargoTestFlags = [ "--lib" ];
           meta.mainProgram = "stapsteen";

@@ -115,6 +115,42 @@ in
       '';
     };
 
+    console = {
+      enable = lib.mkEnableOption "the HTTPS review console for security reviewers";
+      listen = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ "0.0.0.0:8443" ];
+        example = [ "10.30.0.5:443" ];
+        description = "Addresses (address:port) of the review console.";
+      };
+      host = lib.mkOption {
+        type = lib.types.str;
+        example = "stapsteen.ziekenhuis.local";
+        description = ''
+          The DNS name reviewers use in the URL; WebAuthn keys are bound to it.
+        '';
+      };
+      reviewerNetworks = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        example = [ "10.30.0.0/24" ];
+        description = "Networks from which reviewers may reach the console; the kernel drops the rest.";
+      };
+      certificateFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = ''
+          PEM certificate chain for the console. Without it (and keyFile) a
+          self-signed certificate is made on first start; its fingerprint is
+          in the CONSOLE_START audit event.
+        '';
+      };
+      keyFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = "PEM key (outside the store); it reaches the daemon as the credential `console_key`.";
+      };
+    };
+
     settings = lib.mkOption {
       type = lib.types.submodule { freeformType = toml.type; };
       default = { };
@@ -142,7 +178,19 @@ in
         enabled = true;
         admin_networks = cfg.adminNetworks;
         management_networks = cfg.managementNetworks;
+      }
+      // lib.optionalAttrs cfg.console.enable {
+        reviewer_networks = cfg.console.reviewerNetworks;
       };
+      console = lib.mkIf cfg.console.enable (
+        {
+          inherit (cfg.console) listen host;
+        }
+        // lib.optionalAttrs (cfg.console.certificateFile != null) {
+          cert = cfg.console.certificateFile;
+          key = cfg.console.keyFile;
+        }
+      );
     };
 
     environment.etc."stapsteen/stapsteen.toml".source = configFile;
@@ -160,6 +208,10 @@ in
     systemd.packages = [ units ];
     assertions = [
       {
+        assertion = (cfg.console.certificateFile == null) == (cfg.console.keyFile == null);
+        message = "services.stapsteen.console: certificateFile and keyFile go together";
+      }
+      {
         assertion = (cfg.settings ? offsite) == (cfg.offsiteSecretFile != null);
         message = "services.stapsteen: settings.offsite and offsiteSecretFile go together";
       }
@@ -170,9 +222,9 @@ in
 
     systemd.services.stapsteen = {
       wantedBy = [ "multi-user.target" ];
-      serviceConfig.LoadCredential = lib.mkIf (cfg.offsiteSecretFile != null) [
-        "offsite_secret:${cfg.offsiteSecretFile}"
-      ];
+      serviceConfig.LoadCredential =
+        lib.optional (cfg.offsiteSecretFile != null) "offsite_secret:${cfg.offsiteSecretFile}"
+        ++ lib.optional (cfg.console.keyFile != null) "console_key:${cfg.console.keyFile}";
       restartTriggers = [
         configFile
         cfg.policyFile
@@ -192,7 +244,9 @@ in
 
     networking.nftables.enable = true;
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
-      map (a: lib.toInt (lib.last (lib.splitString ":" a))) cfg.listen
+      map (a: lib.toInt (lib.last (lib.splitString ":" a))) (
+        cfg.listen ++ lib.optionals cfg.console.enable cfg.console.listen
+      )
     );
 
     services.journald.upload = lib.mkIf (cfg.logForwarding.url != null) {

@@ -1,6 +1,7 @@
 # Three nodes on two VLANs: admin (vlan 1), bastion (vlans 1 and 2), target (vlan 2).
 # The admin reaches the target's sshd only through stapsteen, with a software
-# security key; the session is recorded; the unit's exposure stays at or below 2.0.
+# security key; the session is recorded; the review console answers over HTTPS; the unit's
+# exposure stays at or below 2.0.
 { pkgs, module }:
 pkgs.testers.runNixOSTest {
   name = "stapsteen";
@@ -13,6 +14,7 @@ pkgs.testers.runNixOSTest {
         virtualisation.vlans = [ 1 ];
         # The admin node runs only the test's software key agent from the package.
         services.stapsteen.enable = false;
+        environment.systemPackages = [ pkgs.curl ];
       };
 
     bastion =
@@ -31,6 +33,12 @@ pkgs.testers.runNixOSTest {
           adminNetworks = [ "192.168.1.0/24" ];
           managementNetworks = [ "192.168.2.0/24" ];
           settings.policy = "/run/stapsteen-test/policy.toml";
+          console = {
+            enable = true;
+            listen = [ "192.168.1.2:8443" ];
+            host = "bastion.test";
+            reviewerNetworks = [ "192.168.1.0/24" ];
+          };
         };
       };
 
@@ -85,6 +93,9 @@ pkgs.testers.runNixOSTest {
       admins = ["alice"]
       targets = ["target"]
       accounts = ["root"]
+
+      [[reviewer]]
+      name = "c.visser"
       """
       bastion.succeed(f"mkdir -p /run/stapsteen-test && cat > /run/stapsteen-test/policy.toml <<'EOF'\n{policy}\nEOF")
       bastion.succeed("chmod 0755 /run/stapsteen-test && chmod 0644 /run/stapsteen-test/policy.toml")
@@ -103,6 +114,14 @@ pkgs.testers.runNixOSTest {
       # ...and sealed into the signed audit chain.
       bastion.succeed("${stapsteen} recordings verify --all --config /etc/stapsteen/stapsteen.toml")
       bastion.succeed("${stapsteen} audit verify --config /etc/stapsteen/stapsteen.toml")
+
+      # The review console answers over HTTPS, and an enrolment code written as root stays
+      # readable by the service's dynamic user.
+      bastion.wait_for_open_port(8443, "192.168.1.2")
+      admin.succeed("curl -sfk --resolve bastion.test:8443:192.168.1.2 https://bastion.test:8443/login")
+      bastion.succeed("${stapsteen} console enrol --config /etc/stapsteen/stapsteen.toml c.visser")
+      owner = bastion.succeed("stat -c %U /var/lib/private/stapsteen/console/enrolment.json").strip()
+      assert owner != "root", owner
 
       # The kernel table is in place and the unit's exposure is at most 2.0.
       bastion.succeed("nft list table inet stapsteen")

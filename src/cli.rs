@@ -317,6 +317,9 @@ fn check(path: &Path) -> Result<()> {
     {
         problems.push(e.to_string());
     }
+    if let Err(e) = crate::console::check(&config) {
+        problems.push(e.to_string());
+    }
     if problems.is_empty() {
         println!("{}: ok", path.display());
         Ok(())

@@ -135,7 +135,7 @@ fn example_config(dir: &Path, management: &str) -> String {
     );
     std::fs::write(
         &cfg,
-        format!("listen = [\"10.10.0.5:22\"]\npolicy = \"{policy}\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[firewall]\nenabled = true\nadmin_networks = [\"10.10.0.0/24\", \"2001:db8:a::/64\"]\nmanagement_networks = [{management}]\n"),
+        format!("listen = [\"10.10.0.5:22\"]\npolicy = \"{policy}\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[firewall]\nenabled = true\nadmin_networks = [\"10.10.0.0/24\", \"2001:db8:a::/64\"]\nmanagement_networks = [{management}]\nreviewer_networks = [\"10.30.0.0/24\"]\n[console]\nlisten = [\"10.30.0.5:443\"]\nhost = \"stapsteen.ziekenhuis.local\"\n"),
     )
     .unwrap();
     cfg.display().to_string()

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -35,6 +35,17 @@ pub enum EnrolError {
     Expired(String),
     #[error("wrong enrolment code for {0}")]
     WrongCode(String),
+}
+
+/// Gives `path` the owner of `like`. `stapsteen console enrol` often runs as root, while the
+/// daemon runs as its own user, who owns the state directory and must read what root wrote.
+fn same_owner(path: &Path, like: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (want, have) = (std::fs::metadata(like)?, std::fs::metadata(path)?);
+    if (want.uid(), want.gid()) == (have.uid(), have.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid()))
 }
 
 /// Wrong guesses after which a code is burnt.
@@ -97,7 +108,15 @@ impl Reviewers {
             path: path.clone(),
             source,
         })?;
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        if !self.dir.exists() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(io)?;
+            if let Some(parent) = self.dir.parent() {
+                same_owner(&self.dir, parent).map_err(io)?;
+            }
+        }
         let _ = std::fs::remove_file(&tmp);
         std::fs::OpenOptions::new()
             .write(true)
@@ -106,6 +125,7 @@ impl Reviewers {
             .open(&tmp)
             .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()))
             .map_err(io)?;
+        same_owner(&tmp, &self.dir).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
     }
 

@@ -97,6 +97,17 @@ pub struct Reviewer(pub ReviewerName);
 #[derive(Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// What `stapsteen check` verifies: a configured certificate and key load and belong together.
+/// (A self-signed certificate is made by the daemon on first start, not here.)
+pub fn check(config: &crate::config::Config) -> Result<(), ConsoleError> {
+    match &config.console {
+        Some(c) if c.cert.is_some() => tls::Identity::load(c, &config.console_dir())?
+            .server_config()
+            .map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 /// Binds the console's listeners and starts serving; returns the tasks.
 pub async fn start(shared: Arc<Shared>) -> Result<Vec<tokio::task::JoinHandle<()>>, ConsoleError> {
     let Some(config) = shared.config.console.clone() else {
