@@ -90,6 +90,12 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
     let done = env.wait_audit("SESSION_END", |_| true);
     let done_id = done["session"].as_str().unwrap().to_owned();
 
+    // A command without a terminal: nothing to record, but its start and end are signed.
+    let out = env.ssh("alice", &["pacs01", "true"], None);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let exec = env.wait_audit("SESSION_END", |e| e["session"] != done_id.as_str());
+    let exec_id = exec["session"].as_str().unwrap().to_owned();
+
     // A session that keeps printing until it is ended.
     let live = env.spawn_ssh_pty(
         "alice",
@@ -99,7 +105,9 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         ],
         json!([["sleep", 1]]),
     );
-    let started = env.wait_audit("SESSION_START", |e| e["session"] != done_id.as_str());
+    let started = env.wait_audit("SESSION_START", |e| {
+        e["session"] != done_id.as_str() && e["session"] != exec_id.as_str()
+    });
     let live_id = started["session"].as_str().unwrap().to_owned();
 
     let enrol = env.cli(&["console", "enrol", "c.visser"]);
@@ -126,6 +134,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         .env("CODE", &code)
         .env("DONE_ID", &done_id)
         .env("LIVE_ID", &live_id)
+        .env("EXEC_ID", &exec_id)
         .env("FIND", "FINDME-42")
         .env("KILL_REASON", reason)
         .env("IDLE_SECONDS", IDLE_SECONDS.to_string())

@@ -258,6 +258,7 @@ const FIELDS: &[&str] = &[
     "reason",
     "sha256_in",
     "sha256_out",
+    "exit_status",
     "pid",
 ];
 

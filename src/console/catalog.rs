@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::audit::{ChainReport, read_lines, verify_chain};
+use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
 use crate::frontdoor::Shared;
 use crate::recording::{Meta, SessionId, Verdict, verify_recording};
 
@@ -14,10 +14,24 @@ use crate::recording::{Meta, SessionId, Verdict, verify_recording};
 pub struct Row {
     pub meta: Meta,
     pub live: bool,
-    pub verdict: Verdict,
+    /// `None` for a session without a terminal (a command, scp, sftp, a forward): nothing was
+    /// recorded, and what is known comes from its signed start and end entries.
+    pub verdict: Option<Verdict>,
 }
 
 impl Row {
+    /// Whether the recording checks out; a session without one has nothing to fail.
+    pub fn intact(&self) -> bool {
+        self.verdict.as_ref().is_none_or(Verdict::ok)
+    }
+
+    pub fn integrity(&self) -> String {
+        match &self.verdict {
+            Some(v) => v.to_string(),
+            None => "no recording (no terminal); start and end are in the audit chain".into(),
+        }
+    }
+
     /// `live`, `success` (exit 0), `failure` (another exit status) or `ended` (no exit status:
     /// ended by a reviewer, a revocation, a timeout or a lost connection).
     pub fn status(&self) -> &'static str {
@@ -82,15 +96,18 @@ pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
     {
         return Err(FilterError("unknown status or integrity filter".into()));
     }
+    let report = chain_report(shared);
     let metas = shared
         .store
         .list()
         .map_err(|e| FilterError(format!("cannot list recordings: {e}")))?;
-    let report = chain_report(shared);
+    let mut metas: Vec<(Meta, bool)> = metas.into_iter().map(|m| (m, true)).collect();
+    metas.extend(unrecorded(&report).into_iter().map(|m| (m, false)));
+    metas.sort_by(|a, b| a.0.start.cmp(&b.0.start));
     let needle = filter.q.trim().to_lowercase();
     let now = shared.clock.now();
     let mut out = Vec::new();
-    for meta in metas.into_iter().rev() {
+    for (meta, recorded) in metas.into_iter().rev() {
         let text_ok = |f: &str, v: &str| f.is_empty() || v.contains(f.trim());
         if !text_ok(&filter.admin, &meta.admin)
             || !text_ok(&filter.target, &meta.target)
@@ -99,12 +116,8 @@ pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
         {
             continue;
         }
-        let row = Row {
-            live: shared.sessions.is_live(meta.id.as_str()),
-            verdict: verify_recording(&shared.store, &meta.id, &report),
-            meta,
-        };
-        let integrity = if row.verdict.ok() { "ok" } else { "problem" };
+        let row = make_row(shared, &report, meta, recorded);
+        let integrity = if row.intact() { "ok" } else { "problem" };
         if (!filter.status.is_empty() && row.status() != filter.status)
             || (!filter.integrity.is_empty() && integrity != filter.integrity)
             || (!needle.is_empty() && !output_contains(shared, &row.meta.id, &needle))
@@ -116,14 +129,49 @@ pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
     Ok(out)
 }
 
-/// One session's row.
-pub fn row(shared: &Shared, id: &SessionId) -> Option<Row> {
-    let meta = shared.store.read_meta(id).ok()?;
-    Some(Row {
-        live: shared.sessions.is_live(id.as_str()),
-        verdict: verify_recording(&shared.store, id, &chain_report(shared)),
+/// `recorded`: the session had a terminal, so its recording is verified (and may be missing).
+fn make_row(shared: &Shared, report: &ChainReport, meta: Meta, recorded: bool) -> Row {
+    Row {
+        live: shared.sessions.is_live(meta.id.as_str()),
+        verdict: recorded.then(|| verify_recording(&shared.store, &meta.id, report)),
         meta,
-    })
+    }
+}
+
+/// Sessions without a terminal, from their start and end entries in the chain.
+fn unrecorded(report: &ChainReport) -> Vec<Meta> {
+    let mut out = Vec::new();
+    for start in report.sessions() {
+        let Some(id) = start.session.clone().filter(|_| start.seal.is_none()) else {
+            continue;
+        };
+        let field = |k: &str| start.field(k).unwrap_or_default().to_owned();
+        let notes = report.notes(&id);
+        let end = notes.iter().map(|(e, _)| e).find(|e| e.kind == Kind::End);
+        out.push(Meta {
+            admin: field("admin"),
+            target: field("target"),
+            account: field("account"),
+            grant: field("grant"),
+            source: String::new(),
+            start: start.time,
+            end: end.map(|e| e.time),
+            exit_status: end.and_then(|e| e.field("exit_status")?.parse().ok()),
+            end_reason: end.and_then(|e| e.field("reason")).map(str::to_owned),
+            id,
+        });
+    }
+    out
+}
+
+/// One session's row: a recorded one, or one known from the audit chain only.
+pub fn row(shared: &Shared, id: &SessionId) -> Option<Row> {
+    let report = chain_report(shared);
+    let (meta, recorded) = match shared.store.read_meta(id) {
+        Ok(m) => (m, true),
+        Err(_) => (unrecorded(&report).into_iter().find(|m| &m.id == id)?, false),
+    };
+    Some(make_row(shared, &report, meta, recorded))
 }
 
 /// The events of a recording: `(time, kind, data)`; lines that do not parse are skipped.

@@ -113,16 +113,20 @@ fn make_bundle(shared: &Shared, id: &SessionId, reviewer: &str) -> Result<Vec<u8
         .iter()
         .map(|(_, note)| format!("{}\n", serde_json::json!({ "note": note })))
         .collect();
-    let mut files: Vec<(&str, Vec<u8>)> = vec![
-        ("recording.cast", read(shared.store.cast_path(id))),
-        ("recording.idx", read(shared.store.index_path(id))),
-        ("session.json", read(shared.store.meta_path(id))),
+    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+    if row.verdict.is_some() {
+        files.push(("recording.cast", read(shared.store.cast_path(id))));
+        files.push(("recording.idx", read(shared.store.index_path(id))));
+    }
+    let meta = serde_json::to_vec_pretty(&row.meta).map_err(|e| e.to_string())?;
+    files.extend([
+        ("session.json", meta),
         ("audit-entries.jsonl", entries.into_bytes()),
         (
             "audit-key.vkey",
             format!("{}\n", shared.audit.verifier().vkey).into_bytes(),
         ),
-    ];
+    ]);
     let text = report_text(shared, &row, &files, report.problems.len(), reviewer);
     files.push(("report.txt", text.into_bytes()));
     let mut tar = tar::Builder::new(Vec::new());
@@ -164,7 +168,7 @@ fn report_text(
     ] {
         let _ = writeln!(t, "{k:12} {v}");
     }
-    let _ = writeln!(t, "\nintegrity    {}", row.verdict);
+    let _ = writeln!(t, "\nintegrity    {}", row.integrity());
     let _ = writeln!(
         t,
         "audit chain  {} problem(s) in the whole chain when exported",

@@ -93,8 +93,8 @@ pub async fn enrol() -> Markup {
 }
 
 fn verdict(row: &Row) -> Markup {
-    let class = if row.verdict.ok() { "ok" } else { "problem" };
-    html! { span class=(format!("verdict {class}")) { (row.verdict.to_string()) } }
+    let class = if row.intact() { "ok" } else { "problem" };
+    html! { span class=(format!("verdict {class}")) { (row.integrity()) } }
 }
 
 pub async fn sessions(
@@ -217,21 +217,27 @@ pub async fn session(
                 dt { "Status" } dd #status { (row.status()) @if let Some(r) = &m.end_reason { ": " (r) } }
                 dt { "Integrity" } dd #integrity { (verdict(&row)) }
             }
-            @if row.live {
+            @if row.verdict.is_none() {
+                p.notice { "This session had no terminal (a command, scp, sftp or a port forward), so there is no recording to replay." }
+            } @else if row.live {
                 div #player data-live=(format!("/sessions/{id}/live")) data-markers="[]" {}
-                form #kill method="post" action=(format!("/sessions/{id}/kill")) {
-                    label { "Reason (required) " input #reason name="reason" required minlength="3" maxlength="500"; }
-                    button.danger type="submit" { "End this session now" }
-                }
             } @else {
                 div #player data-src=(format!("/sessions/{id}/cast")) data-markers=(markers_json) {}
                 ol.markers {
                     @for (t, label) in &markers { li { (format!("{t:.1}s")) " " (label) } }
                 }
             }
+            @if row.live {
+                form #kill method="post" action=(format!("/sessions/{id}/kill")) {
+                    label { "Reason (required) " input #reason name="reason" required minlength="3" maxlength="500"; }
+                    button.danger type="submit" { "End this session now" }
+                }
+            }
             p.downloads {
-                a href=(format!("/sessions/{id}/cast?download=1")) download { "Download recording (.cast)" }
-                " · "
+                @if row.verdict.is_some() {
+                    a href=(format!("/sessions/{id}/cast?download=1")) download { "Download recording (.cast)" }
+                    " · "
+                }
                 a href=(format!("/sessions/{id}/evidence")) download { "Download evidence bundle (.tar)" }
             }
         },

@@ -143,6 +143,9 @@ impl Transcript {
             .field("reason", reason)
             .field("sha256_in", &sha_in)
             .field("sha256_out", &sha_out);
+        if let Some(code) = self.exit_status {
+            draft = draft.field("exit_status", code);
+        }
         if let Some(r) = &self.recorder {
             draft = draft.seal(r.seal());
         }

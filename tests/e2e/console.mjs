@@ -58,7 +58,7 @@ try {
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   const cdp = await context.newCDPSession(page);
   await cdp.send("WebAuthn.enable");
-  await cdp.send("WebAuthn.addVirtualAuthenticator", {
+  const { authenticatorId: authenticator } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
     options: {
       protocol: "ctap2",
       transport: "usb",
@@ -109,8 +109,11 @@ try {
   // Sessions page, filters and full-text search.
   const doneId = env("DONE_ID");
   const liveId = env("LIVE_ID");
+  const execId = env("EXEC_ID");
   check(await page.locator(`a[href="/sessions/${doneId}"]`).count() === 1, "the recorded session is listed");
   check(await page.locator(`tr.live a[href="/sessions/${liveId}"]`).count() === 1, "the running session is listed as live");
+  const execRow = page.locator("tr", { has: page.locator(`a[href="/sessions/${execId}"]`) });
+  check(/no recording/.test(await execRow.textContent()) && /success/.test(await execRow.textContent()), "a session without a terminal is listed from the audit chain, with its exit status");
   await shot(page, "03-sessions");
   await page.fill("input[name=q]", env("FIND"));
   await page.click("form.filters button[type=submit]");
@@ -124,7 +127,9 @@ try {
   await page.goto(`${url}/sessions?integrity=problem`);
   check(await page.locator("#sessions tbody tr").count() === 0, "no session has an integrity problem");
   await page.goto(`${url}/sessions?admin=alice&from=2000-01-01T00:00&to=2999-01-01T00:00`);
-  check(await page.locator("#sessions tbody tr").count() === 2, "admin and time range filters");
+  check(await page.locator("#sessions tbody tr").count() === 3, "admin and time range filters");
+  await page.goto(`${url}/sessions?status=success`);
+  check(await page.locator("#sessions tbody tr").count() === 2, "the exit status filter");
   await page.goto(`${url}/sessions?from=2999-01-01T00:00`);
   check(await page.locator("#sessions tbody tr").count() === 0, "a time range in the future is empty");
 
@@ -199,6 +204,14 @@ try {
   await page.goto(`${url}/sessions`);
   check(page.url().endsWith("/login?why=expired"), "after the idle timeout the console asks for a new login");
   await shot(page, "09-expired");
+
+  // A key that does not verify the user (no PIN) does not log in.
+  await cdp.send("WebAuthn.setUserVerified", { authenticatorId: authenticator, isUserVerified: false });
+  await page.goto(`${url}/login`);
+  await page.fill("#name", env("REVIEWER"));
+  await page.click("button[type=submit]");
+  await page.waitForFunction(() => /verif|not allowed|NotAllowed|timed out/i.test(document.getElementById("status").textContent), null, { timeout: 60000 });
+  check(new URL(page.url()).pathname === "/login", `without user verification there is no login (${await page.locator("#status").textContent()})`);
 
   check(problems.length === 0, `no CSP violations or page errors (${problems.join("; ")})`);
 } catch (e) {
