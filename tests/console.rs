@@ -380,4 +380,14 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     );
     assert_eq!(status, "403");
     assert!(body.contains("wrong enrolment code"), "{body}");
+
+    // `console enrol` as root keeps the files readable by the daemon's user, who owns the
+    // state directory (on the appliance a dynamic user; here `nobody` stands in).
+    let console_dir = env.path("state/console");
+    std::os::unix::fs::chown(&console_dir, Some(65534), Some(65534)).unwrap();
+    assert!(env.cli(&["console", "enrol", "c.visser"]).status.success());
+    let meta = std::fs::metadata(console_dir.join("enrolment.json")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }

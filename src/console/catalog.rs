@@ -103,7 +103,7 @@ pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
         .map_err(|e| FilterError(format!("cannot list recordings: {e}")))?;
     let mut metas: Vec<(Meta, bool)> = metas.into_iter().map(|m| (m, true)).collect();
     metas.extend(unrecorded(&report).into_iter().map(|m| (m, false)));
-    metas.sort_by(|a, b| a.0.start.cmp(&b.0.start));
+    metas.sort_by_key(|(m, _)| m.start);
     let needle = filter.q.trim().to_lowercase();
     let now = shared.clock.now();
     let mut out = Vec::new();
@@ -169,7 +169,10 @@ pub fn row(shared: &Shared, id: &SessionId) -> Option<Row> {
     let report = chain_report(shared);
     let (meta, recorded) = match shared.store.read_meta(id) {
         Ok(m) => (m, true),
-        Err(_) => (unrecorded(&report).into_iter().find(|m| &m.id == id)?, false),
+        Err(_) => (
+            unrecorded(&report).into_iter().find(|m| &m.id == id)?,
+            false,
+        ),
     };
     Some(make_row(shared, &report, meta, recorded))
 }
@@ -201,13 +204,16 @@ fn output_contains(shared: &Shared, id: &SessionId, needle: &str) -> bool {
 /// Player markers: the start, the target's first output, each command line typed (when input
 /// was recorded), the end.
 pub fn markers(shared: &Shared, meta: &Meta) -> Vec<(f64, String)> {
-    let events = events(shared, &meta.id);
+    markers_of(meta, &events(shared, &meta.id))
+}
+
+fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(f64, String)> {
     let mut out = vec![(0.0, format!("start: {} to {}", meta.admin, meta.target))];
     if let Some((t, _, _)) = events.iter().find(|(_, k, _)| k == "o") {
         out.push((*t, format!("target: {}@{}", meta.account, meta.target)));
     }
     let mut typed = String::new();
-    for (t, kind, data) in &events {
+    for (t, kind, data) in events {
         if kind != "i" {
             continue;
         }
@@ -250,4 +256,47 @@ pub fn names(shared: &Shared) -> (BTreeSet<String>, BTreeSet<String>) {
         .into_iter()
         .map(|m| (m.admin, m.target))
         .unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn markers_show_start_target_typed_lines_and_end() {
+        let meta = Meta {
+            id: SessionId::parse("20261123T100000Z-0000abcd").unwrap(),
+            admin: "alice".into(),
+            target: "pacs01".into(),
+            account: "beheer".into(),
+            grant: "g".into(),
+            source: String::new(),
+            start: "2026-11-23T10:00:00Z".parse().unwrap(),
+            end: Some("2026-11-23T10:01:00Z".parse().unwrap()),
+            exit_status: Some(0),
+            end_reason: Some("closed".into()),
+        };
+        let ev = |t: f64, k: &str, d: &str| (t, k.to_owned(), d.to_owned());
+        let events = [
+            ev(0.2, "o", "$ "),
+            ev(1.0, "i", "lx"),
+            ev(1.1, "i", "\u{7f}s -l\r"),
+            ev(1.2, "o", "total 0\r\n"),
+            ev(2.0, "i", "\r"),
+            ev(3.0, "i", "exit\r"),
+            ev(3.1, "o", "logout"),
+        ];
+        let labels: Vec<(f64, String)> = markers_of(&meta, &events);
+        assert_eq!(
+            labels,
+            vec![
+                (0.0, "start: alice to pacs01".into()),
+                (0.2, "target: beheer@pacs01".into()),
+                (1.1, "$ ls -l".into()),
+                (3.0, "$ exit".into()),
+                (3.1, "end: closed".into()),
+            ]
+        );
+    }
 }

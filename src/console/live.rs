@@ -2,21 +2,23 @@
 //!
 //! The live view is a server-sent event stream in the form the player's `eventsource` driver
 //! reads: first the asciicast header with the screen so far (`init`), then each new event line as
-//! the recorder writes it, then `{"state":"offline"}` when the session ends.
+//! the recorder writes it, then `{"state":"offline"}` when the session ends or the viewer's
+//! console login does.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Form;
 use axum::extract::{Extension, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::{App, Peer, Reviewer, action, no_session, session_id};
+use super::logins::Check;
+use super::{App, Peer, Reviewer, action, no_session, session_id, token};
 use crate::audit::Code;
 
 const POLL: Duration = Duration::from_millis(200);
@@ -26,6 +28,7 @@ pub async fn stream(
     Extension(peer): Extension<Peer>,
     Extension(reviewer): Extension<Reviewer>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(id) = session_id(&raw, &reviewer, peer) else {
         return no_session();
@@ -39,6 +42,7 @@ pub async fn stream(
         .emit();
     let (tx, rx) = mpsc::channel::<Sse>(256);
     let path = app.shared.store.cast_path(&id);
+    let login = token(&headers).map(str::to_owned).unwrap_or_default();
     tokio::spawn(async move {
         let mut pending = Vec::new();
         let mut header_sent = false;
@@ -46,7 +50,9 @@ pub async fn stream(
             return;
         };
         loop {
-            let still_live = app.shared.sessions.is_live(id.as_str());
+            // Watching counts as activity; a logout or a removed reviewer ends the stream.
+            let watching = matches!(app.logins.check(&login), Check::Valid(ref r) if app.shared.policy().reviewer(r.as_str()).is_some());
+            let still_live = watching && app.shared.sessions.is_live(id.as_str());
             if file.read_to_end(&mut pending).await.is_err() || tx.is_closed() {
                 return;
             }
@@ -157,5 +163,27 @@ pub async fn kill(
             event.reason("refused: not a live session").emit();
             (StatusCode::NOT_FOUND, "not a live session").into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_first_frame_carries_the_screen_so_far_and_its_time() {
+        let header = br#"{"version":2,"width":80,"height":24}"#;
+        let events: [&[u8]; 3] = [
+            br#"[0.5,"o","one "]"#,
+            br#"[0.7,"i","x"]"#,
+            br#"[1.5,"o","two"]"#,
+        ];
+        let frame: serde_json::Value =
+            serde_json::from_str(&first_frame(header, events.into_iter()).unwrap()).unwrap();
+        assert_eq!(frame["init"], "one two");
+        assert_eq!(frame["time"], 1.5);
+        assert_eq!(frame["width"], 80);
+        assert!(first_frame(b"not json", std::iter::empty()).is_none());
     }
 }
