@@ -121,10 +121,19 @@ enum KeysCommand {
 #[derive(Subcommand)]
 enum ConsoleCommand {
     /// Print a one-time code with which reviewer NAME (from the policy) enrols a security key
-    /// at the console's /enrol page. A new code replaces an unused one.
+    /// at the console's /enrol page. A new code replaces an unused one. With --for-policy, for
+    /// an appliance without a shell: also print the `enrolment` line for NAME's `[[reviewer]]`
+    /// in the policy, which carries only the code's hash; nothing is written.
     Enrol {
-        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
-        config: PathBuf,
+        #[arg(
+            long,
+            short,
+            env = "STAPSTEEN_CONFIG",
+            required_unless_present = "for_policy"
+        )]
+        config: Option<PathBuf>,
+        #[arg(long, conflicts_with = "config")]
+        for_policy: bool,
         name: String,
         /// How long the code stays valid.
         #[arg(long, default_value = "24h")]
@@ -191,6 +200,33 @@ enum RecordingsCommand {
     },
 }
 
+fn code_expiry(valid: jiff::SignedDuration) -> Result<jiff::Timestamp> {
+    if valid.is_negative() || valid.is_zero() {
+        bail!("--valid must be positive");
+    }
+    Ok(jiff::Timestamp::now().checked_add(valid)?)
+}
+
+fn console_enrol_for_policy(name: &str, valid: jiff::SignedDuration) -> Result<()> {
+    let name = crate::policy::ReviewerName::new(name)?;
+    let expires = code_expiry(valid)?;
+    let code = crate::console::new_code();
+    let until = expires
+        .to_zoned(crate::policy::policy_zone())
+        .strftime("%Y-%m-%d %H:%M:%S");
+    println!("{}", code.expose());
+    eprintln!(
+        "one-time enrolment code for {name}, valid until {until} ({}). Give the code to the\n\
+         reviewer in person; put this line in {name}'s [[reviewer]] entry of the policy:\n\n\
+         enrolment = {{ sha256 = \"{}\", until = \"{until}\" }}",
+        crate::policy::policy_zone()
+            .iana_name()
+            .unwrap_or("Europe/Amsterdam"),
+        crate::console::code_hash(code.expose()),
+    );
+    Ok(())
+}
+
 fn console_enrol(config: &Path, name: &str, valid: jiff::SignedDuration) -> Result<()> {
     let config = Config::load(config)?;
     let console = config
@@ -253,10 +289,14 @@ pub fn main() -> ExitCode {
             command:
                 ConsoleCommand::Enrol {
                     config,
+                    for_policy,
                     name,
                     valid,
                 },
-        } => console_enrol(&config, &name, valid),
+        } => match (config, for_policy) {
+            (Some(config), false) => console_enrol(&config, &name, valid),
+            _ => console_enrol_for_policy(&name, valid),
+        },
         Command::SoftkeyAgent {
             socket,
             key,

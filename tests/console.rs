@@ -19,7 +19,7 @@ const HOST: &str = "console.stapsteen.test";
 const CONSOLE_IP: &str = "10.77.3.1";
 const IDLE_SECONDS: u64 = 20;
 
-fn console_options() -> Options {
+fn console_options(extra_policy: &str) -> Options {
     let soon = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_hours(3))
         .unwrap()
@@ -32,7 +32,7 @@ fn console_options() -> Options {
         ),
         extra_policy: format!(
             "[[grant]]\nname = \"short-notice\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nvalid_until = \"{soon}\"\n\n\
-             [[reviewer]]\nname = \"c.visser\"\nfull_name = \"Claire Visser, CISO office\"\n"
+             [[reviewer]]\nname = \"c.visser\"\nfull_name = \"Claire Visser, CISO office\"\n\n{extra_policy}"
         ),
         ..Options::default()
     }
@@ -67,7 +67,7 @@ fn artifacts() -> PathBuf {
 
 #[test]
 fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
-    let env = testbed!(console_options());
+    let env = testbed!(console_options(""));
     let reviewer_ns = env.ns_reviewer.clone().unwrap();
     let start = env.wait_audit("CONSOLE_START", |_| true);
     let spki = Env::detail(&start)["spki_sha256"]
@@ -234,7 +234,21 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
 
 #[test]
 fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
-    let env = testbed!(console_options());
+    // A reviewer whose one-time code comes with the policy, as on an appliance without a shell.
+    let made = Command::new(common::bin())
+        .args(["console", "enrol", "--for-policy", "s.smit"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", common::stderr(&made));
+    let policy_code = stdout(&made).trim().to_owned();
+    let line = common::stderr(&made)
+        .lines()
+        .find(|l| l.starts_with("enrolment = "))
+        .unwrap()
+        .to_owned();
+    let env = testbed!(console_options(&format!(
+        "[[reviewer]]\nname = \"s.smit\"\n{line}\n"
+    )));
     let reviewer = env.ns_reviewer.clone().unwrap();
     env.wait_audit("CONSOLE_START", |_| true);
 
@@ -327,7 +341,10 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     let big = env.path("big.json");
     std::fs::write(&big, format!("{{\"name\":\"{}\"}}", "a".repeat(1 << 20))).unwrap();
     let at_big = format!("@{}", big.display());
-    assert_eq!(post("/login/start", &["--data-binary", &at_big]).1, "413");
+    assert_eq!(
+        post("/login/start", &["-H", "expect:", "--data-binary", &at_big]).1,
+        "413"
+    );
     let huge_header = format!("x-filler: {}", "b".repeat(64 * 1024));
     let (_, status, _) = curl(&env, &reviewer, &["-H", &huge_header, &url("/login")]);
     assert_ne!(status, "200", "a 64 KiB header was served");
@@ -380,6 +397,30 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     );
     assert_eq!(status, "403");
     assert!(body.contains("wrong enrolment code"), "{body}");
+
+    // The policy's code starts an enrolment; a wrong one does not.
+    let (_, status, body) = post(
+        "/enrol/start",
+        &[
+            "-d",
+            r#"{"name":"s.smit","code":"aaaaa-bbbbb-ccccc-ddddd"}"#,
+        ],
+    );
+    assert_eq!(status, "403", "{body}");
+    let good = format!(r#"{{"name":"s.smit","code":"{policy_code}"}}"#);
+    let (_, status, body) = post("/enrol/start", &["-d", &good]);
+    assert_eq!(status, "200", "{body}");
+    let options: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let public_key = &options["options"]["publicKey"];
+    assert_eq!(public_key["rp"]["id"], HOST);
+    assert_eq!(
+        public_key["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    assert_eq!(
+        public_key["authenticatorSelection"]["authenticatorAttachment"],
+        "cross-platform"
+    );
 
     // `console enrol` as root keeps the files readable by the daemon's user, who owns the
     // state directory (on the appliance a dynamic user; here `nobody` stands in).

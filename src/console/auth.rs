@@ -16,7 +16,7 @@ use webauthn_rs::prelude::{
 
 use super::{App, Peer, Reviewer, clear_cookie, token};
 use crate::audit::{Code, Event};
-use crate::policy::ReviewerName;
+use crate::policy::{EnrolmentCode, ReviewerName};
 
 /// A refusal as JSON `{"error": ...}` with an audit event.
 fn refuse(code: Code, peer: Peer, reviewer: &str, status: StatusCode, why: &str) -> Response {
@@ -32,6 +32,14 @@ fn refuse(code: Code, peer: Peer, reviewer: &str, status: StatusCode, why: &str)
 fn reviewer_in_policy(app: &App, name: &str) -> Option<ReviewerName> {
     let name = ReviewerName::new(name).ok()?;
     app.shared.policy().reviewer(name.as_str()).map(|_| name)
+}
+
+/// The reviewer's enrolment code in the policy in force, if any.
+fn policy_code(app: &App, name: &ReviewerName) -> Option<EnrolmentCode> {
+    app.shared
+        .policy()
+        .reviewer(name.as_str())
+        .and_then(|r| r.enrolment.clone())
 }
 
 #[derive(Deserialize)]
@@ -60,7 +68,8 @@ pub async fn enrol_start(
     };
     let reviewers = app.reviewers.lock().await;
     let now = app.shared.clock.now();
-    if let Err(e) = reviewers.check_code(&name, &req.code, now, false) {
+    let from_policy = policy_code(&app, &name);
+    if let Err(e) = reviewers.check_code(&name, &req.code, now, false, from_policy.as_ref()) {
         return failed(&e.to_string());
     }
     let (user_id, existing) = match (reviewers.user_id(&name), reviewers.enrolled(&name)) {
@@ -132,7 +141,8 @@ pub async fn enrol_finish(
     };
     let reviewers = app.reviewers.lock().await;
     let now = app.shared.clock.now();
-    if let Err(e) = reviewers.check_code(&name, &req.code, now, true) {
+    let from_policy = policy_code(&app, &name);
+    if let Err(e) = reviewers.check_code(&name, &req.code, now, true, from_policy.as_ref()) {
         return failed(&e.to_string());
     }
     if let Err(e) = reviewers.save_key(&name, user_id, key.clone()) {

@@ -1,10 +1,15 @@
 //! Reviewers' WebAuthn credentials and one-time enrolment codes, as files in the console's
 //! state directory (`reviewers.json`, `enrolment.json`, both 0600, replaced atomically).
 //!
+//! Codes come from `stapsteen console enrol NAME` (written here) or, on an appliance without a
+//! shell, from the policy (`enrolment = { sha256, until }` of a reviewer), which the console takes
+//! in when it has no code of its own for that reviewer.
+//!
 //! Invariants: only the hash of a code is stored; a code is for one named reviewer, expires, is
-//! burnt after [`MAX_TRIES`] wrong guesses, and is removed when a key is enrolled with it.
+//! burnt after [`MAX_TRIES`] wrong guesses, and is removed when a key is enrolled with it. A code
+//! that leaves (used, burnt, expired) is remembered as spent, so a policy cannot bring it back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -14,7 +19,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use webauthn_rs::prelude::{Passkey, Uuid};
 
-use crate::policy::ReviewerName;
+use crate::policy::{EnrolmentCode, ReviewerName};
 use crate::secrets::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +71,44 @@ struct Code {
     tries: u32,
 }
 
+/// `enrolment.json`: codes waiting, by reviewer, and the hashes of spent codes.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Codes {
+    #[serde(default)]
+    waiting: BTreeMap<String, Code>,
+    #[serde(default)]
+    spent: BTreeSet<String>,
+}
+
+impl Codes {
+    fn remove(&mut self, name: &str) {
+        if let Some(c) = self.waiting.remove(name) {
+            self.spent.insert(c.sha256);
+        }
+    }
+}
+
+/// A new code: 20 characters without look-alikes, in groups of five (about 99 bits).
+pub fn new_code() -> Secret<String> {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut code = String::new();
+    for i in 0..20 {
+        if i > 0 && i % 5 == 0 {
+            code.push('-');
+        }
+        let pick = rand::random_range(0..ALPHABET.len());
+        code.push(char::from(ALPHABET[pick]));
+    }
+    Secret::new(code)
+}
+
 /// The console's files about reviewers.
 pub struct Reviewers {
     dir: PathBuf,
 }
 
-fn code_hash(code: &str) -> String {
+pub fn code_hash(code: &str) -> String {
     // Codes are read off a screen: spaces and dashes do not count, nor does case.
     let clean: String = code
         .chars()
@@ -165,18 +202,10 @@ impl Reviewers {
         reviewer: &ReviewerName,
         expires: Timestamp,
     ) -> Result<Secret<String>, EnrolError> {
-        const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-        let mut code = String::new();
-        for i in 0..20 {
-            if i > 0 && i % 5 == 0 {
-                code.push('-');
-            }
-            let pick = rand::random_range(0..ALPHABET.len());
-            code.push(char::from(ALPHABET[pick]));
-        }
-        let code = Secret::new(code);
-        let mut codes: BTreeMap<String, Code> = self.read("enrolment.json")?;
-        codes.insert(
+        let code = new_code();
+        let mut codes: Codes = self.read("enrolment.json")?;
+        codes.remove(reviewer.as_str());
+        codes.waiting.insert(
             reviewer.to_string(),
             Code {
                 sha256: code_hash(code.expose()),
@@ -189,36 +218,50 @@ impl Reviewers {
     }
 
     /// Checks a code; with `consume` a right code is also removed. A wrong one counts a try.
+    /// `from_policy` is the reviewer's code in the policy in force, if any.
     pub fn check_code(
         &self,
         reviewer: &ReviewerName,
         code: &str,
         now: Timestamp,
         consume: bool,
+        from_policy: Option<&EnrolmentCode>,
     ) -> Result<(), EnrolError> {
         let name = reviewer.to_string();
-        let mut codes: BTreeMap<String, Code> = self.read("enrolment.json")?;
-        let Some(c) = codes.get_mut(&name) else {
+        let mut codes: Codes = self.read("enrolment.json")?;
+        if let Some(p) = from_policy
+            && !codes.waiting.contains_key(&name)
+            && !codes.spent.contains(&p.sha256)
+        {
+            codes.waiting.insert(
+                name.clone(),
+                Code {
+                    sha256: p.sha256.clone(),
+                    expires: p.until,
+                    tries: 0,
+                },
+            );
+        }
+        let Some(c) = codes.waiting.get_mut(&name) else {
             return Err(EnrolError::NoCode(name));
         };
-        if now > c.expires {
+        let result = if now > c.expires {
             codes.remove(&name);
-            self.write("enrolment.json", &codes)?;
-            return Err(EnrolError::Expired(name));
-        }
-        if c.sha256 != code_hash(code) {
+            Err(EnrolError::Expired(name))
+        } else if c.sha256 != code_hash(code) {
             c.tries += 1;
             if c.tries >= MAX_TRIES {
                 codes.remove(&name);
             }
-            self.write("enrolment.json", &codes)?;
-            return Err(EnrolError::WrongCode(name));
-        }
-        if consume {
-            codes.remove(&name);
-            self.write("enrolment.json", &codes)?;
-        }
-        Ok(())
+            Err(EnrolError::WrongCode(name))
+        } else {
+            if consume {
+                codes.remove(&name);
+            }
+            Ok(())
+        };
+        self.write("enrolment.json", &codes)?;
+        result
     }
 }
 
@@ -238,14 +281,14 @@ mod tests {
             .unwrap();
         let code = r.issue_code(&name, later).unwrap();
         assert!(matches!(
-            r.check_code(&name, "wrong", now, false),
+            r.check_code(&name, "wrong", now, false, None),
             Err(EnrolError::WrongCode(_))
         ));
-        r.check_code(&name, &code.expose().to_uppercase(), now, false)
+        r.check_code(&name, &code.expose().to_uppercase(), now, false, None)
             .unwrap();
-        r.check_code(&name, code.expose(), now, true).unwrap();
+        r.check_code(&name, code.expose(), now, true, None).unwrap();
         assert!(matches!(
-            r.check_code(&name, code.expose(), now, true),
+            r.check_code(&name, code.expose(), now, true, None),
             Err(EnrolError::NoCode(_))
         ));
 
@@ -254,16 +297,16 @@ mod tests {
             .checked_add(jiff::SignedDuration::from_secs(1))
             .unwrap();
         assert!(matches!(
-            r.check_code(&name, code.expose(), after, false),
+            r.check_code(&name, code.expose(), after, false, None),
             Err(EnrolError::Expired(_))
         ));
 
         let code = r.issue_code(&name, later).unwrap();
         for _ in 0..MAX_TRIES {
-            assert!(r.check_code(&name, "guess", now, false).is_err());
+            assert!(r.check_code(&name, "guess", now, false, None).is_err());
         }
         assert!(matches!(
-            r.check_code(&name, code.expose(), now, false),
+            r.check_code(&name, code.expose(), now, false, None),
             Err(EnrolError::NoCode(_))
         ));
         let mode = std::fs::metadata(dir.path().join("enrolment.json"))

@@ -45,7 +45,7 @@ use crate::frontdoor::Shared;
 use crate::policy::ReviewerName;
 use crate::recording::SessionId;
 
-pub use enrolment::{EnrolError, Reviewers};
+pub use enrolment::{EnrolError, Reviewers, code_hash, new_code};
 use logins::{COOKIE, Check, Logins, Pending};
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ mod window;
 pub use decide::{Allowed, AllowedForward, Denial, local, policy_zone};
 pub use parse::{PolicyError, load_policy, parse_policy, parse_time};
 pub use types::{
-    Account, Admin, AdminKey, AdminName, Grant, GrantName, Policy, Reviewer, ReviewerName, Target,
-    TargetName, TargetSpec,
+    Account, Admin, AdminKey, AdminName, EnrolmentCode, Grant, GrantName, Policy, Reviewer,
+    ReviewerName, Target, TargetName, TargetSpec,
 };
 pub use window::WeeklyWindow;

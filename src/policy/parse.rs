@@ -18,8 +18,8 @@ use toml::Spanned;
 
 use super::decide::policy_zone;
 use super::types::{
-    Account, Admin, AdminKey, AdminName, Grant, GrantName, GroupName, NameError, Policy, Reviewer,
-    ReviewerName, Target, TargetName,
+    Account, Admin, AdminKey, AdminName, EnrolmentCode, Grant, GrantName, GroupName, NameError,
+    Policy, Reviewer, ReviewerName, Target, TargetName,
 };
 use super::window::WeeklyWindow;
 
@@ -66,6 +66,14 @@ struct RawPolicy {
 struct RawReviewer {
     name: Spanned<String>,
     full_name: Option<String>,
+    enrolment: Option<Spanned<RawEnrolment>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrolment {
+    sha256: String,
+    until: String,
 }
 
 #[derive(Deserialize)]
@@ -227,13 +235,7 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
     let reviewers: Vec<Reviewer> = raw
         .reviewers
         .iter()
-        .filter_map(|r| {
-            let r = r.get_ref();
-            Some(Reviewer {
-                name: cx.name(&r.name, ReviewerName::new)?,
-                full_name: r.full_name.clone(),
-            })
-        })
+        .filter_map(|r| reviewer(&mut cx, r.get_ref()))
         .collect();
     let mut seen_keys = HashSet::new();
     for (a, raw_a) in admins.iter().zip(raw.admins.iter()) {
@@ -261,6 +263,40 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
     } else {
         Err(PolicyError::Invalid(cx.problems))
     }
+}
+
+fn reviewer(cx: &mut Ctx<'_>, r: &RawReviewer) -> Option<Reviewer> {
+    let name = cx.name(&r.name, ReviewerName::new);
+    let enrolment = match &r.enrolment {
+        None => None,
+        Some(e) => {
+            let raw = e.get_ref();
+            let hash_ok = raw.sha256.len() == 64
+                && raw
+                    .sha256
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            if !hash_ok {
+                cx.err(e, "enrolment: sha256 must be 64 lowercase hex digits (from `stapsteen console enrol NAME --for-policy`)");
+            }
+            match parse_time(&raw.until) {
+                Ok(until) if hash_ok => Some(EnrolmentCode {
+                    sha256: raw.sha256.clone(),
+                    until,
+                }),
+                Ok(_) => None,
+                Err(m) => {
+                    cx.err(e, format!("enrolment: until: {m}"));
+                    None
+                }
+            }
+        }
+    };
+    Some(Reviewer {
+        name: name?,
+        full_name: r.full_name.clone(),
+        enrolment,
+    })
 }
 
 fn unique<'a>(cx: &mut Ctx<'_>, names: impl Iterator<Item = &'a Spanned<String>>, kind: &str) {

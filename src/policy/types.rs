@@ -146,6 +146,17 @@ pub struct Grant {
 pub struct Reviewer {
     pub name: ReviewerName,
     pub full_name: Option<String>,
+    /// A one-time enrolment code carried by the policy, for an appliance without a shell.
+    pub enrolment: Option<EnrolmentCode>,
+}
+
+/// The hash of a one-time enrolment code (`stapsteen console enrol NAME --for-policy`) and
+/// when it expires. The code itself is never in the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolmentCode {
+    /// Lowercase hex SHA-256 of the code.
+    pub sha256: String,
+    pub until: Timestamp,
 }
 
 /// A whole validated policy.
