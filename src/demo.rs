@@ -159,8 +159,10 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
          \x20            stapsteen recordings verify --config {cfg} --all\n\
          \x20            stapsteen audit verify --config {cfg}\n\n\
          Review console: https://localhost:{console_port}/enrol as sec.reviewer with the one-time\n\
-         \x20 code {code} and a security key (the certificate is self-signed; its\n\
-         \x20 fingerprint is in CONSOLE_START below), then https://localhost:{console_port}/login.\n\n\
+         \x20 code {code} and a FIDO2 security key with a PIN, then /login.\n\
+         \x20 The certificate is self-signed; CONSOLE_START below has its fingerprint and SPKI hash.\n\
+         \x20 Browsers refuse WebAuthn on certificate errors: trust it, or start Chromium with\n\
+         \x20 --ignore-certificate-errors-spki-list=<spki_sha256 from CONSOLE_START>.\n\n\
          Audit events follow below as JSON lines. Ctrl-C stops everything and removes {}.\n",
         socket.display(),
         dir.join("known_hosts").display(),

@@ -147,6 +147,7 @@ impl Reviewers {
         })?;
         if !self.dir.exists() {
             std::fs::DirBuilder::new()
+                .recursive(true)
                 .mode(0o700)
                 .create(&self.dir)
                 .map_err(io)?;
