@@ -432,3 +432,78 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
+
+/// Deletes a network namespace and what runs in it.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+            .unwrap();
+        for pid in stdout(&pids).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn the_demo_serves_the_console_and_prints_a_working_enrolment_code() {
+    if !common::prerequisites() {
+        return;
+    }
+    // In a namespace of its own, so its loopback ports are free.
+    let ns = Netns(format!("ssD{}", std::process::id()));
+    for args in [
+        vec!["netns", "add", &ns.0],
+        vec!["-n", &ns.0, "link", "set", "lo", "up"],
+    ] {
+        assert!(Command::new("ip").args(&args).status().unwrap().success());
+    }
+    let mut demo = Command::new("ip")
+        .args(["netns", "exec", &ns.0, common::bin(), "demo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(demo.stdout.take().unwrap()));
+    let code = loop {
+        let line = lines.next().expect("the demo ended early").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("code ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let in_ns = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "curl", "-sk", "--max-time", "5"])
+            .args(args)
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let status = in_ns(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "https://localhost:8443/enrol",
+    ]);
+    assert_eq!(status, "200");
+    let body = in_ns(&[
+        "-H",
+        "origin: https://localhost:8443",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(r#"{{"name":"sec.reviewer","code":"{code}"}}"#),
+        "https://localhost:8443/enrol/start",
+    ]);
+    assert!(body.contains("\"publicKey\""), "{body}");
+    // Ctrl-C: the demo stops and removes its directory.
+    let _ = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status();
+    let _ = demo.wait();
+}
