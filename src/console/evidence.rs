@@ -4,14 +4,14 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::catalog::{self, Row};
-use super::{App, Peer, Reviewer, action, no_session, session_id};
+use super::{App, SessionRequest, action};
 use crate::audit::Code;
 use crate::frontdoor::Shared;
 use crate::policy::local;
@@ -33,14 +33,9 @@ fn attachment(res: &mut Response, name: &str, kind: &'static str) {
 
 pub async fn cast(
     State(app): State<App>,
-    Extension(peer): Extension<Peer>,
-    Extension(reviewer): Extension<Reviewer>,
-    Path(raw): Path<String>,
+    SessionRequest { id, reviewer, peer }: SessionRequest,
     Query(q): Query<CastQuery>,
 ) -> Response {
-    let Some(id) = session_id(&raw, &reviewer, peer) else {
-        return no_session();
-    };
     let Ok(bytes) = tokio::fs::read(app.shared.store.cast_path(&id)).await else {
         return (StatusCode::NOT_FOUND, "no such recording").into_response();
     };
@@ -68,13 +63,8 @@ pub async fn cast(
 
 pub async fn bundle(
     State(app): State<App>,
-    Extension(peer): Extension<Peer>,
-    Extension(reviewer): Extension<Reviewer>,
-    Path(raw): Path<String>,
+    SessionRequest { id, reviewer, peer }: SessionRequest,
 ) -> Response {
-    let Some(id) = session_id(&raw, &reviewer, peer) else {
-        return no_session();
-    };
     let shared = app.shared.clone();
     let who = reviewer.0.to_string();
     let made = tokio::task::spawn_blocking({

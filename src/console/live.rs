@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Form;
-use axum::extract::{Extension, Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,21 +18,16 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::logins::Check;
-use super::{App, Peer, Reviewer, action, no_session, session_id, token};
+use super::{App, SessionRequest, action, token};
 use crate::audit::Code;
 
 const POLL: Duration = Duration::from_millis(200);
 
 pub async fn stream(
     State(app): State<App>,
-    Extension(peer): Extension<Peer>,
-    Extension(reviewer): Extension<Reviewer>,
-    Path(raw): Path<String>,
+    SessionRequest { id, reviewer, peer }: SessionRequest,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = session_id(&raw, &reviewer, peer) else {
-        return no_session();
-    };
     if !app.shared.sessions.is_live(id.as_str()) {
         return (StatusCode::NOT_FOUND, "not a live session").into_response();
     }
@@ -126,14 +121,9 @@ pub struct Kill {
 
 pub async fn kill(
     State(app): State<App>,
-    Extension(peer): Extension<Peer>,
-    Extension(reviewer): Extension<Reviewer>,
-    Path(raw): Path<String>,
+    SessionRequest { id, reviewer, peer }: SessionRequest,
     Form(form): Form<Kill>,
 ) -> Response {
-    let Some(id) = session_id(&raw, &reviewer, peer) else {
-        return no_session();
-    };
     // The reason is shown on the admin's terminal: no control characters.
     let reason: String = form
         .reason

@@ -407,18 +407,40 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
-/// A recording id from a URL; anything else is audited, and the caller answers [`no_session`].
-fn session_id(raw: &str, reviewer: &Reviewer, peer: Peer) -> Option<SessionId> {
-    let id = SessionId::parse(raw);
-    if id.is_none() {
-        Event::new(Code::ConsoleRefused)
-            .source(Some(peer.0))
-            .detail("reviewer", reviewer.0.to_string())
-            .reason("not a session id")
-            .detail("id", raw.chars().take(100).collect::<String>())
-            .emit();
+/// A logged-in reviewer's request about one session, from `/sessions/{id}...`. An id that does
+/// not parse is audited and answered 404 before any handler runs.
+pub struct SessionRequest {
+    pub id: SessionId,
+    pub reviewer: Reviewer,
+    pub peer: Peer,
+}
+
+impl axum::extract::FromRequestParts<App> for SessionRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &App,
+    ) -> Result<Self, Response> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let (Some(reviewer), Some(peer)) = (
+            parts.extensions.get::<Reviewer>().cloned(),
+            parts.extensions.get::<Peer>().copied(),
+        ) else {
+            return Err((StatusCode::UNAUTHORIZED, "log in first").into_response());
+        };
+        let Some(id) = SessionId::parse(&raw) else {
+            action(Code::ConsoleRefused, &reviewer, peer)
+                .reason("not a session id")
+                .detail("id", raw.chars().take(100).collect::<String>())
+                .emit();
+            return Err(no_session());
+        };
+        Ok(Self { id, reviewer, peer })
     }
-    id
 }
 
 fn no_session() -> Response {

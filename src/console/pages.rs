@@ -1,13 +1,13 @@
 //! The console's pages, rendered on the server (maud escapes every value).
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
 use super::catalog::{self, Filter, Row};
-use super::{App, Peer, Reviewer, action, no_session, session_id};
+use super::{App, Peer, Reviewer, SessionRequest, action};
 use crate::audit::Code;
 use crate::policy::local;
 
@@ -176,13 +176,8 @@ pub async fn sessions(
 
 pub async fn session(
     State(app): State<App>,
-    Extension(peer): Extension<Peer>,
-    Extension(reviewer): Extension<Reviewer>,
-    Path(raw): Path<String>,
+    SessionRequest { id, reviewer, peer }: SessionRequest,
 ) -> Response {
-    let Some(id) = session_id(&raw, &reviewer, peer) else {
-        return no_session();
-    };
     let shared = app.shared.clone();
     let lookup = id.clone();
     let found = tokio::task::spawn_blocking(move || {
