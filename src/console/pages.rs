@@ -30,7 +30,7 @@ fn layout(title: &str, reviewer: Option<&Reviewer>, player: bool, body: Markup) 
             }
             body {
                 header {
-                    strong { "stapsteen" } " review console"
+                    span { strong { "stapsteen" } " review console" }
                     @if let Some(r) = reviewer {
                         nav {
                             a href="/sessions" { "Sessions" }
@@ -275,10 +275,10 @@ pub async fn access(
                 }
             }
             h2 { "Grants not open now" }
+            @let closed: Vec<_> = policy.grants.iter().filter(|g| g.open_until(now).is_none()).collect();
+            @if closed.is_empty() { p { "None: every grant is open now." } }
             ul {
-                @for g in policy.grants.iter().filter(|g| g.open_until(now).is_none()) {
-                    li { (g.name) }
-                }
+                @for g in closed { li { (g.name) } }
             }
         },
     )
