@@ -117,6 +117,7 @@ fn every_command_has_help() {
         vec!["demo", "--help"],
         vec!["recordings", "list", "--help"],
         vec!["recordings", "cat", "--help"],
+        vec!["console", "enrol", "--help"],
     ] {
         let out = stapsteen(&args);
         assert!(out.status.success(), "{args:?}");
@@ -206,4 +207,41 @@ fn check_policy_alone() {
     std::fs::write(&broken, "[[grant]]\nname = \"x\"\n").unwrap();
     let out = stapsteen(&["check", "--policy", broken.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn check_loads_the_console_certificate_and_refuses_a_key_that_does_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    assert!(
+        stapsteen(&["keys", "init", "--config", &cfg])
+            .status
+            .success()
+    );
+    let made = rcgen::generate_simple_self_signed(vec!["review.test".to_owned()]).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("console.crt"), made.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("console.key"),
+        made.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("other.key"), other.serialize_pem()).unwrap();
+    let with_console = |key: &str| {
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let text = text.split("[console]").next().unwrap().to_owned();
+        std::fs::write(
+            &cfg,
+            format!("{text}[console]\nlisten = [\"127.0.0.1:0\"]\nhost = \"review.test\"\ncert = \"console.crt\"\nkey = \"{key}\"\n"),
+        )
+        .unwrap();
+        stapsteen(&["check", "--config", &cfg])
+    };
+    let out = with_console("console.key");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = with_console("other.key");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("console TLS"), "{}", text(&out));
+    let out = with_console("missing.key");
+    assert!(text(&out).contains("missing.key"), "{}", text(&out));
 }
