@@ -49,7 +49,11 @@ pub async fn start(config: Config) -> Result<Running> {
     let host_key = load_key("host_key", &config.host_key)?;
     let ca_key = load_key("ca_key", &config.ca_key)?;
     let signer = NoteSigner::new(&load_key("signing_key", &config.signing_key)?)?;
-    for dir in [config.recordings_dir(), config.chain_dir()] {
+    let console_dir = config.console.as_ref().map(|_| config.console_dir());
+    for dir in [config.recordings_dir(), config.chain_dir()]
+        .into_iter()
+        .chain(console_dir)
+    {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

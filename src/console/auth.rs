@@ -16,7 +16,7 @@ use webauthn_rs::prelude::{
 
 use super::{App, Peer, Reviewer, clear_cookie, token};
 use crate::audit::{Code, Event};
-use crate::policy::{EnrolmentCode, ReviewerName};
+use crate::policy::Reviewer as PolicyReviewer;
 
 /// A refusal as JSON `{"error": ...}` with an audit event.
 fn refuse(code: Code, peer: Peer, reviewer: &str, status: StatusCode, why: &str) -> Response {
@@ -28,18 +28,9 @@ fn refuse(code: Code, peer: Peer, reviewer: &str, status: StatusCode, why: &str)
     (status, Json(json!({ "error": why }))).into_response()
 }
 
-/// The named reviewer, if the policy in force lists them.
-fn reviewer_in_policy(app: &App, name: &str) -> Option<ReviewerName> {
-    let name = ReviewerName::new(name).ok()?;
-    app.shared.policy().reviewer(name.as_str()).map(|_| name)
-}
-
-/// The reviewer's enrolment code in the policy in force, if any.
-fn policy_code(app: &App, name: &ReviewerName) -> Option<EnrolmentCode> {
-    app.shared
-        .policy()
-        .reviewer(name.as_str())
-        .and_then(|r| r.enrolment.clone())
+/// The named reviewer's entry in the policy in force, if there is one.
+fn reviewer_in_policy(app: &App, name: &str) -> Option<PolicyReviewer> {
+    app.shared.policy().reviewer(name).cloned()
 }
 
 #[derive(Deserialize)]
@@ -63,13 +54,13 @@ pub async fn enrol_start(
             why,
         )
     };
-    let Some(name) = reviewer_in_policy(&app, &req.name) else {
+    let Some(entry) = reviewer_in_policy(&app, &req.name) else {
         return failed("not a reviewer in the policy");
     };
+    let name = entry.name;
     let reviewers = app.reviewers.lock().await;
     let now = app.shared.clock.now();
-    let from_policy = policy_code(&app, &name);
-    if let Err(e) = reviewers.check_code(&name, &req.code, now, false, from_policy.as_ref()) {
+    if let Err(e) = reviewers.check_code(&name, &req.code, now, false, entry.enrolment.as_ref()) {
         return failed(&e.to_string());
     }
     let (user_id, existing) = match (reviewers.user_id(&name), reviewers.enrolled(&name)) {
@@ -77,12 +68,7 @@ pub async fn enrol_start(
         (Err(e), _) | (_, Err(e)) => return failed(&e.to_string()),
     };
     let exclude = existing.map(|e| e.keys.iter().map(|k| k.cred_id().clone()).collect());
-    let display = app
-        .shared
-        .policy()
-        .reviewer(name.as_str())
-        .and_then(|r| r.full_name.clone())
-        .unwrap_or_else(|| name.to_string());
+    let display = entry.full_name.unwrap_or_else(|| name.to_string());
     let (mut options, state) =
         match app
             .webauthn
@@ -141,7 +127,7 @@ pub async fn enrol_finish(
     };
     let reviewers = app.reviewers.lock().await;
     let now = app.shared.clock.now();
-    let from_policy = policy_code(&app, &name);
+    let from_policy = reviewer_in_policy(&app, name.as_str()).and_then(|r| r.enrolment);
     if let Err(e) = reviewers.check_code(&name, &req.code, now, true, from_policy.as_ref()) {
         return failed(&e.to_string());
     }
@@ -176,7 +162,7 @@ pub async fn login_start(
             why,
         )
     };
-    let Some(name) = reviewer_in_policy(&app, &req.name) else {
+    let Some(name) = reviewer_in_policy(&app, &req.name).map(|r| r.name) else {
         return failed("not a reviewer in the policy, or no key enrolled");
     };
     let keys = match app.reviewers.lock().await.enrolled(&name) {

@@ -35,12 +35,16 @@ impl Row {
     /// `live`, `success` (exit 0), `failure` (another exit status) or `ended` (no exit status:
     /// ended by a reviewer, a revocation, a timeout or a lost connection).
     pub fn status(&self) -> &'static str {
-        match (self.live, self.meta.exit_status) {
-            (true, _) => "live",
-            (false, Some(0)) => "success",
-            (false, Some(_)) => "failure",
-            (false, None) => "ended",
-        }
+        status(self.live, self.meta.exit_status)
+    }
+}
+
+fn status(live: bool, exit_status: Option<u32>) -> &'static str {
+    match (live, exit_status) {
+        (true, _) => "live",
+        (false, Some(0)) => "success",
+        (false, Some(_)) => "failure",
+        (false, None) => "ended",
     }
 }
 
@@ -83,8 +87,17 @@ pub fn chain_report(shared: &Shared) -> ChainReport {
     verify_chain(&lines, shared.audit.verifier())
 }
 
-/// Every recorded session, newest first, with the filter applied.
-pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
+/// The sessions page: the rows the filter lets through, and every admin and target of all
+/// sessions for the filter lists.
+pub struct Listing {
+    pub rows: Vec<Row>,
+    pub admins: BTreeSet<String>,
+    pub targets: BTreeSet<String>,
+}
+
+/// Every session, newest first, with the filter applied. The cheap tests go first: the
+/// integrity verdict and the search each read the recording.
+pub fn rows(shared: &Shared, filter: &Filter) -> Result<Listing, FilterError> {
     let (from, to) = (
         local_time("from", &filter.from)?,
         local_time("to", &filter.to)?,
@@ -104,9 +117,13 @@ pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
     let mut metas: Vec<(Meta, bool)> = metas.into_iter().map(|m| (m, true)).collect();
     metas.extend(unrecorded(&report).into_iter().map(|m| (m, false)));
     metas.sort_by_key(|(m, _)| m.start);
+    let (admins, targets) = metas
+        .iter()
+        .map(|(m, _)| (m.admin.clone(), m.target.clone()))
+        .unzip();
     let needle = filter.q.trim().to_lowercase();
     let now = shared.clock.now();
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
     for (meta, recorded) in metas.into_iter().rev() {
         let text_ok = |f: &str, v: &str| f.is_empty() || v.contains(f.trim());
         if !text_ok(&filter.admin, &meta.admin)
@@ -116,17 +133,24 @@ pub fn rows(shared: &Shared, filter: &Filter) -> Result<Vec<Row>, FilterError> {
         {
             continue;
         }
-        let row = make_row(shared, &report, meta, recorded);
-        let integrity = if row.intact() { "ok" } else { "problem" };
-        if (!filter.status.is_empty() && row.status() != filter.status)
-            || (!filter.integrity.is_empty() && integrity != filter.integrity)
-            || (!needle.is_empty() && !output_contains(shared, &row.meta.id, &needle))
+        let live = shared.sessions.is_live(meta.id.as_str());
+        if (!filter.status.is_empty() && status(live, meta.exit_status) != filter.status)
+            || (!needle.is_empty() && !output_contains(shared, &meta.id, &needle))
         {
             continue;
         }
-        out.push(row);
+        let row = make_row(shared, &report, meta, recorded);
+        let integrity = if row.intact() { "ok" } else { "problem" };
+        if !filter.integrity.is_empty() && integrity != filter.integrity {
+            continue;
+        }
+        rows.push(row);
     }
-    Ok(out)
+    Ok(Listing {
+        rows,
+        admins,
+        targets,
+    })
 }
 
 /// `recorded`: the session had a terminal, so its recording is verified (and may be missing).
@@ -165,16 +189,12 @@ fn unrecorded(report: &ChainReport) -> Vec<Meta> {
 }
 
 /// One session's row: a recorded one, or one known from the audit chain only.
-pub fn row(shared: &Shared, id: &SessionId) -> Option<Row> {
-    let report = chain_report(shared);
+pub fn row(shared: &Shared, report: &ChainReport, id: &SessionId) -> Option<Row> {
     let (meta, recorded) = match shared.store.read_meta(id) {
         Ok(m) => (m, true),
-        Err(_) => (
-            unrecorded(&report).into_iter().find(|m| &m.id == id)?,
-            false,
-        ),
+        Err(_) => (unrecorded(report).into_iter().find(|m| &m.id == id)?, false),
     };
-    Some(make_row(shared, &report, meta, recorded))
+    Some(make_row(shared, report, meta, recorded))
 }
 
 /// The events of a recording: `(time, kind, data)`; lines that do not parse are skipped.
@@ -188,7 +208,7 @@ fn events(shared: &Shared, id: &SessionId) -> Vec<(f64, String, String)> {
 }
 
 /// What the terminal showed, without escape sequences.
-pub fn output_text(shared: &Shared, id: &SessionId) -> String {
+fn output_text(shared: &Shared, id: &SessionId) -> String {
     let raw: String = events(shared, id)
         .into_iter()
         .filter(|(_, kind, _)| kind == "o")
@@ -245,17 +265,6 @@ fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(f64, String
         out.push((*t, format!("end: {why}")));
     }
     out
-}
-
-/// Distinct admins and targets of all recordings, for the filter lists.
-pub fn names(shared: &Shared) -> (BTreeSet<String>, BTreeSet<String>) {
-    shared
-        .store
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| (m.admin, m.target))
-        .unzip()
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ pub async fn bundle(
 /// The bundle as a tar archive under the directory `ID/`.
 fn make_bundle(shared: &Shared, id: &SessionId, reviewer: &str) -> Result<Vec<u8>, String> {
     let report = catalog::chain_report(shared);
-    let Some(row) = catalog::row(shared, id) else {
+    let Some(row) = catalog::row(shared, &report, id) else {
         return Err("no such session".into());
     };
     let read = |p: std::path::PathBuf| std::fs::read(p).unwrap_or_default();

@@ -46,7 +46,7 @@ pub async fn stream(
         };
         loop {
             // Watching counts as activity; a logout or a removed reviewer ends the stream.
-            let watching = matches!(app.logins.check(&login), Check::Valid(ref r) if app.shared.policy().reviewer(r.as_str()).is_some());
+            let watching = matches!(app.check_login(&login), Check::Valid(_));
             let still_live = watching && app.shared.sessions.is_live(id.as_str());
             if file.read_to_end(&mut pending).await.is_err() || tx.is_closed() {
                 return;

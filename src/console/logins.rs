@@ -23,6 +23,8 @@ pub enum Check {
     Valid(ReviewerName),
     /// It was valid but sat idle too long; it is gone now.
     Expired(ReviewerName),
+    /// Its reviewer may no longer log in (no longer in the policy); it is gone now.
+    Removed(ReviewerName),
     Unknown,
 }
 
@@ -72,8 +74,9 @@ impl Logins {
         token
     }
 
-    /// Checks a token and, when valid, counts this request as activity.
-    pub fn check(&self, token: &str) -> Check {
+    /// Checks a token and, when valid, counts this request as activity. `allowed` says whether
+    /// its reviewer may still log in.
+    pub fn check(&self, token: &str, allowed: impl Fn(&ReviewerName) -> bool) -> Check {
         let now = self.clock.now();
         let key = hash(token);
         let mut logins = lock(&self.by_hash);
@@ -84,6 +87,11 @@ impl Logins {
             let gone = login.reviewer.clone();
             logins.remove(&key);
             return Check::Expired(gone);
+        }
+        if !allowed(&login.reviewer) {
+            let gone = login.reviewer.clone();
+            logins.remove(&key);
+            return Check::Removed(gone);
         }
         login.last = now;
         Check::Valid(login.reviewer.clone())
@@ -147,14 +155,31 @@ mod tests {
         let logins = Logins::new(clock.clone(), Duration::from_secs(15 * 60));
         let name = ReviewerName::new("c.visser").unwrap();
         let token = logins.create(name.clone());
+        let any = |_: &ReviewerName| true;
         clock.advance(Duration::from_secs(14 * 60));
-        assert_eq!(logins.check(token.expose()), Check::Valid(name.clone()));
+        assert_eq!(
+            logins.check(token.expose(), any),
+            Check::Valid(name.clone())
+        );
         clock.advance(Duration::from_secs(14 * 60));
-        assert_eq!(logins.check(token.expose()), Check::Valid(name.clone()));
+        assert_eq!(
+            logins.check(token.expose(), any),
+            Check::Valid(name.clone())
+        );
         clock.advance(Duration::from_secs(15 * 60 + 1));
-        assert_eq!(logins.check(token.expose()), Check::Expired(name));
-        assert_eq!(logins.check(token.expose()), Check::Unknown);
-        assert_eq!(logins.check("forged"), Check::Unknown);
+        assert_eq!(
+            logins.check(token.expose(), any),
+            Check::Expired(name.clone())
+        );
+        assert_eq!(logins.check(token.expose(), any), Check::Unknown);
+        assert_eq!(logins.check("forged", any), Check::Unknown);
+
+        let token = logins.create(name.clone());
+        assert_eq!(
+            logins.check(token.expose(), |_| false),
+            Check::Removed(name)
+        );
+        assert_eq!(logins.check(token.expose(), any), Check::Unknown);
     }
 
     #[test]

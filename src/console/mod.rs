@@ -40,7 +40,6 @@ use webauthn_rs::prelude::{PasskeyAuthentication, PasskeyRegistration, Url, Uuid
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::audit::{Code, Event};
-use crate::config::ConsoleConfig;
 use crate::frontdoor::Shared;
 use crate::policy::ReviewerName;
 use crate::recording::SessionId;
@@ -59,8 +58,6 @@ pub enum ConsoleError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot create {0}: {1}")]
-    Dir(String, std::io::Error),
 }
 
 /// Largest request body: WebAuthn answers and forms are a few KiB.
@@ -77,7 +74,6 @@ type Enrolling = (ReviewerName, Uuid, PasskeyRegistration);
 /// The console's state, shared by its handlers.
 pub struct Console {
     pub shared: Arc<Shared>,
-    pub config: ConsoleConfig,
     webauthn: Webauthn,
     logins: Logins,
     enrolling: Pending<Enrolling>,
@@ -88,6 +84,16 @@ pub struct Console {
 }
 
 type App = Arc<Console>;
+
+impl Console {
+    /// The login behind a cookie's token, counted as activity; a reviewer who is no longer in
+    /// the policy in force loses it.
+    fn check_login(&self, token: &str) -> Check {
+        let policy = self.shared.policy();
+        self.logins
+            .check(token, |r| policy.reviewer(r.as_str()).is_some())
+    }
+}
 
 /// The reviewer a request is logged in as; put there by [`require_login`].
 #[derive(Clone)]
@@ -113,15 +119,8 @@ pub async fn start(shared: Arc<Shared>) -> Result<Vec<tokio::task::JoinHandle<()
     let Some(config) = shared.config.console.clone() else {
         return Ok(Vec::new());
     };
+    // `serve` has made it, with the other state directories.
     let dir = shared.config.console_dir();
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| ConsoleError::Dir(dir.display().to_string(), e))?;
-    }
     let identity = tls::Identity::load(&config, &dir)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
     let rp_origin = Url::parse(&format!("https://{}", config.host))
@@ -159,7 +158,6 @@ pub async fn start(shared: Arc<Shared>) -> Result<Vec<tokio::task::JoinHandle<()
         reviewers: tokio::sync::Mutex::new(Reviewers::new(dir)),
         webauthn,
         origins,
-        config,
         shared,
     });
     let router = router(app.clone());
@@ -357,7 +355,7 @@ async fn require_login(
     let token = token(req.headers()).map(str::to_owned);
     let check = token
         .as_deref()
-        .map_or(Check::Unknown, |t| app.logins.check(t));
+        .map_or(Check::Unknown, |t| app.check_login(t));
     let event = |code: Code, why: &str| {
         Event::new(code).source(Some(peer)).reason(why).detail(
             "path",
@@ -365,14 +363,11 @@ async fn require_login(
         )
     };
     let why = match check {
-        Check::Valid(name) if app.shared.policy().reviewer(name.as_str()).is_some() => {
+        Check::Valid(name) => {
             req.extensions_mut().insert(Reviewer(name));
             return next.run(req).await;
         }
-        Check::Valid(name) => {
-            if let Some(t) = &token {
-                app.logins.end(t);
-            }
+        Check::Removed(name) => {
             event(Code::ConsoleExpired, "reviewer no longer in the policy")
                 .detail("reviewer", name.to_string())
                 .emit();

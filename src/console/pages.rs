@@ -105,11 +105,7 @@ pub async fn sessions(
 ) -> Response {
     let shared = app.shared.clone();
     let f = filter.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let names = catalog::names(&shared);
-        catalog::rows(&shared, &f).map(|rows| (rows, names))
-    })
-    .await;
+    let found = tokio::task::spawn_blocking(move || catalog::rows(&shared, &f)).await;
     let mut event = action(Code::ConsoleView, &reviewer, peer).detail("page", "sessions");
     for (k, v) in [
         ("admin", &filter.admin),
@@ -125,7 +121,11 @@ pub async fn sessions(
         }
     }
     event.emit();
-    let (rows, (admins, targets)) = match found {
+    let catalog::Listing {
+        rows,
+        admins,
+        targets,
+    } = match found {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -181,7 +181,7 @@ pub async fn session(
     let shared = app.shared.clone();
     let lookup = id.clone();
     let found = tokio::task::spawn_blocking(move || {
-        let row = catalog::row(&shared, &lookup)?;
+        let row = catalog::row(&shared, &catalog::chain_report(&shared), &lookup)?;
         let markers = catalog::markers(&shared, &row.meta);
         Some((row, markers))
     })
