@@ -59,6 +59,9 @@ pub async fn stream(
             let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
             if !header_sent {
                 let Some(header) = lines.next() else {
+                    if !still_live {
+                        return;
+                    }
                     tokio::time::sleep(POLL).await;
                     continue;
                 };
