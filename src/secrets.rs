@@ -103,8 +103,9 @@ pub fn load_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, SecretErr
     Ok(key)
 }
 
-/// Loads an unencrypted private key of any type in OpenSSH format.
-pub fn load_private_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, SecretError> {
+/// Reads a secret file: the systemd credential `name` if present, else `path`. A file that group
+/// or others may read is refused. Returns the path it came from, for messages.
+pub fn read_secret(name: &str, path: &Path) -> Result<(PathBuf, Secret<String>), SecretError> {
     let path = key_source(name, path);
     let read_err = |source| SecretError::Read {
         path: path.clone(),
@@ -117,7 +118,13 @@ pub fn load_private_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, S
             mode: meta.mode() & 0o777,
         });
     }
-    let bytes = Secret::new(std::fs::read(&path).map_err(read_err)?);
+    let text = Secret::new(std::fs::read_to_string(&path).map_err(read_err)?);
+    Ok((path, text))
+}
+
+/// Loads an unencrypted private key of any type in OpenSSH format.
+pub fn load_private_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, SecretError> {
+    let (path, bytes) = read_secret(name, path)?;
     let key = PrivateKey::from_openssh(bytes.expose()).map_err(|e| SecretError::Parse {
         path: path.clone(),
         reason: e.to_string(),

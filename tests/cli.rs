@@ -227,6 +227,11 @@ fn check_loads_the_console_certificate_and_refuses_a_key_that_does_not_match() {
     )
     .unwrap();
     std::fs::write(dir.path().join("other.key"), other.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["console.key", "other.key"] {
+        std::fs::set_permissions(dir.path().join(key), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
     let with_console = |key: &str| {
         let text = std::fs::read_to_string(&cfg).unwrap();
         let text = text.split("[console]").next().unwrap().to_owned();
@@ -244,4 +249,17 @@ fn check_loads_the_console_certificate_and_refuses_a_key_that_does_not_match() {
     assert!(text(&out).contains("console TLS"), "{}", text(&out));
     let out = with_console("missing.key");
     assert!(text(&out).contains("missing.key"), "{}", text(&out));
+    // Like every key file, one that group or others may read is refused.
+    std::fs::set_permissions(
+        dir.path().join("console.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = with_console("console.key");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("readable by group or others"),
+        "{}",
+        text(&out)
+    );
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::ConsoleError;
 use crate::config::ConsoleConfig;
-use crate::secrets::{Secret, key_source};
+use crate::secrets::{Secret, read_secret};
 
 /// A certificate chain, its key, and how operators and browsers recognise it.
 pub struct Identity {
@@ -33,7 +33,7 @@ impl Identity {
     /// The configured certificate, or the self-signed one in `dir` (made on first start).
     pub fn load(config: &ConsoleConfig, dir: &Path) -> Result<Self, ConsoleError> {
         let (cert, key) = match (&config.cert, &config.key) {
-            (Some(c), Some(k)) => (c.clone(), key_source("console_key", k)),
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
             _ => {
                 let (cert, key) = (dir.join(CERT), dir.join(KEY));
                 if !cert.exists() && !key.exists() {
@@ -50,7 +50,8 @@ impl Identity {
             CertificateDer::pem_slice_iter(read(&cert)?.as_bytes())
                 .collect::<Result<_, _>>()
                 .map_err(|e| ConsoleError::Tls(format!("{}: {e}", cert.display())))?;
-        let key_pem = Secret::new(read(&key)?);
+        let (key, key_pem) =
+            read_secret("console_key", &key).map_err(|e| ConsoleError::Tls(e.to_string()))?;
         let leaf = chain
             .first()
             .ok_or_else(|| ConsoleError::Tls(format!("{}: no certificate", cert.display())))?;

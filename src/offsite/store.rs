@@ -1,6 +1,5 @@
 //! The object store client, built from `[offsite]` in the config.
 
-use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -10,7 +9,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::config::OffsiteConfig;
 use crate::recording::SessionId;
-use crate::secrets::{Secret, SecretError, key_source};
+use crate::secrets::{SecretError, read_secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsiteError {
@@ -31,16 +30,7 @@ pub struct Offsite {
 
 impl Offsite {
     pub fn new(cfg: &OffsiteConfig) -> Result<Self, OffsiteError> {
-        let path = key_source("offsite_secret", &cfg.secret_access_key_file);
-        let read_err = |source| SecretError::Read {
-            path: path.clone(),
-            source,
-        };
-        let mode = std::fs::metadata(&path).map_err(read_err)?.mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(SecretError::Permissions { path, mode }.into());
-        }
-        let secret = Secret::new(std::fs::read_to_string(&path).map_err(read_err)?);
+        let (_, secret) = read_secret("offsite_secret", &cfg.secret_access_key_file)?;
         let http = cfg.endpoint.starts_with("http://");
         // The client keeps its own copy of the secret for request signing; ours is wiped here.
         let store = AmazonS3Builder::new()
