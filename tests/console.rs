@@ -339,7 +339,7 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
         "422"
     );
     let big = env.path("big.json");
-    std::fs::write(&big, format!("{{\"name\":\"{}\"}}", "a".repeat(1 << 20))).unwrap();
+    std::fs::write(&big, format!("{{\"name\":\"{}\"}}", "a".repeat(100 << 10))).unwrap();
     let at_big = format!("@{}", big.display());
     assert_eq!(
         post("/login/start", &["-H", "expect:", "--data-binary", &at_big]).1,
