@@ -11,6 +11,14 @@
       appliance = self.nixosConfigurations.appliance.config;
       # The review console's player, from its npm package; build.rs bundles it into the binary.
       # The hash is the npm registry's integrity value (src/console/web/package-lock.json).
+      # russh with stapsteen's patch (README, "The russh patch"): the pristine crate by the hash
+      # pinned in Cargo.toml, patched where [patch.crates-io] expects it, as tests/setup.sh does.
+      russh = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.metadata.patched.russh;
+      russhCrate = pkgs.fetchurl {
+        name = "russh-${russh.version}.tar.gz";
+        url = "https://static.crates.io/crates/russh/russh-${russh.version}.crate";
+        sha256 = russh.sha256;
+      };
       player = pkgs.fetchurl {
         url = "https://registry.npmjs.org/asciinema-player/-/asciinema-player-3.18.0.tgz";
         hash = "sha512-5gpt2ipFcy4NKmgkv+c/QXnJ9zMicxqWROCOuJqgwwtiYKM8Qe9hnDOvfqke5bW6M2DW/seO3uQYkQ0xeUUVtw==";
@@ -26,6 +34,12 @@
           # webauthn-rs links OpenSSL.
           nativeBuildInputs = [ pkgs.pkg-config ];
           buildInputs = [ pkgs.openssl ];
+          postPatch = ''
+            dest=target/run-tests-setup.sh/russh-${russh.version}
+            mkdir -p "$dest"
+            tar -xzf ${russhCrate} -C "$dest" --strip-components=1
+            patch -d "$dest" -p1 < ${./. + "/${russh.patch}"}
+          '';
           preBuild = ''
             mkdir -p "$TMPDIR/player"
             tar -xzf ${player} -C "$TMPDIR/player"

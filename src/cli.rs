@@ -91,15 +91,37 @@ enum Command {
         key: PathBuf,
         #[arg(long, default_value = "ssh:")]
         application: String,
-        /// FIDO flags byte of each signature (1 = user present, 5 = present and verified).
-        #[arg(long, default_value_t = crate::softkey::FLAG_USER_PRESENT)]
+        /// FIDO flags byte of each signature (1 = user present, 4 = user verified, 5 = both).
+        #[arg(long, default_value_t = crate::softkey::FLAG_USER_PRESENT | crate::softkey::FLAG_USER_VERIFIED)]
         flags: u8,
         #[arg(long, default_value_t = 1)]
         counter: u32,
+        /// How much the counter rises per signature (0: it stands still).
+        #[arg(long, default_value_t = 1)]
+        counter_step: u32,
         /// List the key but refuse every signature (a key offered without a signature).
         #[arg(long)]
         refuse_sign: bool,
         /// Create a P-256 key (sk-ecdsa-sha2-nistp256) instead of Ed25519 when the file is new.
+        #[arg(long)]
+        ecdsa: bool,
+    },
+    /// Software security key: write an enrolment attestation of KEY, as `ssh-keygen -O
+    /// write-attestation=FILE -O challenge=FILE` would, signed under the test root in ROOT_DIR
+    /// (created on first use). For the tests only.
+    #[command(hide = true)]
+    SoftkeyAttest {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "ssh:")]
+        application: String,
+        #[arg(long)]
+        root_dir: PathBuf,
+        /// The challenge file (read; made with 32 random bytes if it does not exist).
+        #[arg(long)]
+        challenge: PathBuf,
+        #[arg(long)]
+        write_attestation: PathBuf,
         #[arg(long)]
         ecdsa: bool,
     },
@@ -269,7 +291,10 @@ pub fn main() -> ExitCode {
         }
         Command::Check { config, policy } => match (config, policy) {
             (_, Some(policy)) => load_policy(&policy)
-                .map(|_| println!("{}: ok", policy.display()))
+                .map(|p| {
+                    print_warnings(&p);
+                    println!("{}: ok", policy.display());
+                })
                 .map_err(anyhow::Error::from),
             (Some(config), None) => check(&config),
             (None, None) => Err(anyhow::anyhow!("give --config FILE or --policy FILE")),
@@ -303,6 +328,7 @@ pub fn main() -> ExitCode {
             application,
             flags,
             counter,
+            counter_step,
             refuse_sign,
             ecdsa,
         } => runtime().and_then(|rt| {
@@ -310,10 +336,26 @@ pub fn main() -> ExitCode {
                 let mut k =
                     crate::softkey::SoftKey::open(&key, &application, flags, counter, ecdsa)?;
                 k.refuse_sign = refuse_sign;
+                k.counter_step = counter_step;
                 Arc::new(k).serve(&socket).await?;
                 Ok(())
             })
         }),
+        Command::SoftkeyAttest {
+            key,
+            application,
+            root_dir,
+            challenge,
+            write_attestation,
+            ecdsa,
+        } => softkey_attest(
+            &key,
+            &application,
+            &root_dir,
+            &challenge,
+            &write_attestation,
+            ecdsa,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -324,6 +366,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn softkey_attest(
+    key: &Path,
+    application: &str,
+    root_dir: &Path,
+    challenge: &Path,
+    out: &Path,
+    ecdsa: bool,
+) -> Result<()> {
+    let soft = crate::softkey::SoftKey::open(key, application, 0, 0, ecdsa)?;
+    if !challenge.exists() {
+        let c: [u8; 32] = rand::random();
+        std::fs::write(challenge, c)?;
+    }
+    let blob = soft.attest(root_dir, &std::fs::read(challenge)?)?;
+    std::fs::write(out, blob)?;
+    Ok(())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -331,10 +391,21 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Keys that log in without a touch or without their PIN: allowed, but never silently.
+fn print_warnings(policy: &crate::policy::Policy) {
+    for w in &policy.warnings {
+        eprintln!("{w}");
+    }
+}
+
 fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let mut problems = Vec::new();
-    match load_policy(&config.policy) {
+    let policy = load_policy(&config.policy);
+    if let Ok(p) = &policy {
+        print_warnings(p);
+    }
+    match policy {
         Ok(policy) if config.firewall.enabled => {
             if let Err(e) = Enforcer::for_config(&config).plan(&policy, jiff::Timestamp::now()) {
                 problems.push(format!("{}: {e}", config.policy.display()));

@@ -311,6 +311,11 @@ impl Config {
         self.state_dir.join("console")
     }
 
+    /// The last signature counter of each admin key.
+    pub fn counters_path(&self) -> PathBuf {
+        self.state_dir.join("key-counters.json")
+    }
+
     pub fn chain_path(&self) -> PathBuf {
         self.chain_dir().join("chain.jsonl")
     }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{AuditSink, Config};
 use crate::secrets::{generate_key, write_new_key};
-use crate::softkey::{FLAG_USER_PRESENT, SoftKey};
+use crate::softkey::{FLAG_USER_PRESENT, FLAG_USER_VERIFIED, SoftKey};
 
 /// Where `sshd` is, or how to get it.
 pub fn find_sshd() -> Result<PathBuf> {
@@ -95,7 +95,8 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
     let agent = Arc::new(SoftKey::open(
         &dir.join("alice_key"),
         "ssh:",
-        FLAG_USER_PRESENT,
+        // As a key that was touched and whose PIN was entered: the demo asks nothing of you.
+        FLAG_USER_PRESENT | FLAG_USER_VERIFIED,
         1,
         false,
     )?);

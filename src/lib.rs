@@ -14,6 +14,7 @@ pub mod offsite;
 pub mod policy;
 pub mod proxy;
 pub mod recording;
+pub mod seckey;
 pub mod secrets;
 pub mod serve;
 pub mod softkey;

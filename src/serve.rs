@@ -15,6 +15,7 @@ use crate::firewall::{Enforcer, FirewallError, Outcome, Plan};
 use crate::frontdoor::{Shared, accept_loop, server_config};
 use crate::offsite::{Offsite, run_uploader};
 use crate::policy::{Policy, load_policy};
+use crate::seckey::CounterStore;
 use crate::secrets::load_key;
 
 pub async fn serve(config_path: &Path) -> Result<()> {
@@ -42,6 +43,7 @@ pub async fn start(config: Config) -> Result<Running> {
             .reason(e.to_string())
             .emit();
     })?;
+    policy_warnings(&policy);
     let firewall = match config.firewall.enabled {
         true => Some(start_firewall(&config, &policy).await?),
         false => None,
@@ -78,7 +80,10 @@ pub async fn start(config: Config) -> Result<Running> {
         );
     }
     let fingerprint = host_key.expose().fingerprint(russh::keys::HashAlg::Sha256);
-    let shared = Arc::new(Shared::new(config, policy, ca_key, clock, firewall, audit));
+    let counters = CounterStore::open(&config.counters_path())?;
+    let shared = Arc::new(Shared::new(
+        config, policy, ca_key, clock, firewall, audit, counters,
+    ));
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     if shared.firewall.is_some() {
@@ -112,6 +117,13 @@ pub async fn start(config: Config) -> Result<Running> {
         addrs,
         tasks,
     })
+}
+
+/// Keys the policy lets in without a touch or without the PIN, as events for the SIEM.
+fn policy_warnings(policy: &Policy) {
+    for w in &policy.warnings {
+        Event::new(Code::PolicyWarning).reason(w.to_string()).emit();
+    }
 }
 
 /// Applies the ruleset for the first time; no firewall, no service.
@@ -209,6 +221,7 @@ impl Running {
                         }
                     }
                 }
+                policy_warnings(&p);
                 self.shared.set_policy(p);
                 Event::new(Code::PolicyLoaded)
                     .detail("file", path.display().to_string())

@@ -21,10 +21,7 @@ use tokio::net::UnixListener;
 
 use crate::secrets::Secret;
 
-/// FIDO flag: the user touched the key.
-pub const FLAG_USER_PRESENT: u8 = 0x01;
-/// FIDO flag: the user verified (PIN).
-pub const FLAG_USER_VERIFIED: u8 = 0x04;
+pub use crate::seckey::{USER_PRESENT as FLAG_USER_PRESENT, USER_VERIFIED as FLAG_USER_VERIFIED};
 
 const SSH_AGENT_FAILURE: u8 = 5;
 const SSH_AGENTC_REQUEST_IDENTITIES: u8 = 11;
@@ -48,6 +45,8 @@ pub struct SoftKey {
     counter: AtomicU32,
     /// Answers every sign request with failure, as a key the user never touches.
     pub refuse_sign: bool,
+    /// How much the counter rises per signature; 0 for a key whose counter stands still.
+    pub counter_step: u32,
 }
 
 impl SoftKey {
@@ -101,6 +100,7 @@ impl SoftKey {
             flags,
             counter: AtomicU32::new(counter),
             refuse_sign: false,
+            counter_step: 1,
         })
     }
 
@@ -117,7 +117,7 @@ impl SoftKey {
             KeyData::SkEcdsaSha2NistP256(k) => (k.application(), Algorithm::SkEcdsaSha2NistP256),
             _ => return Err(SoftKeyError::Key("not a security key".into())),
         };
-        let counter = self.counter.fetch_add(1, Ordering::SeqCst);
+        let counter = self.counter.fetch_add(self.counter_step, Ordering::SeqCst);
         let mut signed = Vec::with_capacity(69);
         signed.extend(Sha256::digest(application.as_bytes()));
         signed.push(self.flags);
@@ -135,6 +135,14 @@ impl SoftKey {
         data.push(self.flags);
         data.extend(counter.to_be_bytes());
         Signature::new(algorithm, data).map_err(|e| kerr(&e))
+    }
+
+    /// An attestation of this key in OpenSSH's `ssh-sk-attest-v01` form, as
+    /// `ssh-keygen -O write-attestation=FILE -O challenge=FILE` writes it: packed format, signed
+    /// by an attestation certificate that the test root in `root_dir` issues (root and its key
+    /// are created there on first use, `root.pem` and `root.key`).
+    pub fn attest(&self, root_dir: &Path, challenge: &[u8]) -> Result<Vec<u8>, SoftKeyError> {
+        attestation::attest(&self.public, root_dir, challenge)
     }
 
     fn answer(&self, request: &[u8]) -> Vec<u8> {
@@ -198,6 +206,139 @@ impl SoftKey {
                 }
             });
         }
+    }
+}
+
+/// The software key's attestation: a test root, an attestation certificate, a packed statement.
+mod attestation {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, Issuer, KeyPair,
+        SigningKey,
+    };
+    use russh::keys::PublicKey;
+    use russh::keys::ssh_key::encoding::Encode;
+    use russh::keys::ssh_key::public::KeyData;
+    use serde_cbor_2::Value;
+    use sha2::{Digest, Sha256};
+
+    use super::SoftKeyError;
+
+    /// The software key's model id (AAGUID), in the authenticator data and the certificate.
+    const AAGUID: [u8; 16] = *b"stapsteen-softky";
+
+    fn kerr(e: impl std::fmt::Display) -> SoftKeyError {
+        SoftKeyError::Key(e.to_string())
+    }
+
+    fn root_params() -> Result<CertificateParams, SoftKeyError> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(kerr)?;
+        p.distinguished_name
+            .push(DnType::CommonName, "stapsteen test attestation root");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ok(p)
+    }
+
+    /// The root in `dir`, made on first use.
+    fn root(dir: &Path) -> Result<Issuer<'static, KeyPair>, SoftKeyError> {
+        let key_path = dir.join("root.key");
+        if !key_path.exists() {
+            std::fs::create_dir_all(dir)?;
+            let key = KeyPair::generate().map_err(kerr)?;
+            let cert = root_params()?.self_signed(&key).map_err(kerr)?;
+            std::fs::write(dir.join("root.pem"), cert.pem())?;
+            std::fs::write(&key_path, key.serialize_pem())?;
+        }
+        let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path)?).map_err(kerr)?;
+        Ok(Issuer::new(root_params()?, key))
+    }
+
+    /// The credential public key as a COSE key (CBOR map).
+    fn cose_key(public: &PublicKey) -> Result<Value, SoftKeyError> {
+        let i = |n: i128| Value::Integer(n);
+        let entries: Vec<(Value, Value)> = match public.key_data() {
+            KeyData::SkEd25519(k) => vec![
+                (i(1), i(1)),
+                (i(3), i(-8)),
+                (i(-1), i(6)),
+                (i(-2), Value::Bytes(k.public_key().0.to_vec())),
+            ],
+            KeyData::SkEcdsaSha2NistP256(k) => {
+                let p = k.ec_point();
+                let (Some(x), Some(y)) = (p.x(), p.y()) else {
+                    return Err(kerr("compressed point"));
+                };
+                vec![
+                    (i(1), i(2)),
+                    (i(3), i(-7)),
+                    (i(-1), i(1)),
+                    (i(-2), Value::Bytes(x.to_vec())),
+                    (i(-3), Value::Bytes(y.to_vec())),
+                ]
+            }
+            _ => return Err(kerr("not a security key")),
+        };
+        Ok(Value::Map(entries.into_iter().collect::<BTreeMap<_, _>>()))
+    }
+
+    pub(super) fn attest(
+        public: &PublicKey,
+        root_dir: &Path,
+        challenge: &[u8],
+    ) -> Result<Vec<u8>, SoftKeyError> {
+        let application = match public.key_data() {
+            KeyData::SkEd25519(k) => k.application(),
+            KeyData::SkEcdsaSha2NistP256(k) => k.application(),
+            _ => return Err(kerr("not a security key")),
+        };
+        // Authenticator data: application hash, flags (UP, UV, AT), counter 0, then the
+        // attested credential: AAGUID, credential id, public key.
+        let mut auth_data = Sha256::digest(application.as_bytes()).to_vec();
+        auth_data.push(0x45);
+        auth_data.extend(0u32.to_be_bytes());
+        auth_data.extend(AAGUID);
+        let credential_id = Sha256::digest(public.key_data().encode_vec().map_err(kerr)?);
+        auth_data.extend(32u16.to_be_bytes());
+        auth_data.extend(credential_id);
+        auth_data.extend(serde_cbor_2::to_vec(&cose_key(public)?).map_err(kerr)?);
+
+        let issuer = root(root_dir)?;
+        let key = KeyPair::generate().map_err(kerr)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(kerr)?;
+        p.distinguished_name.push(DnType::CountryName, "NL");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "stapsteen test");
+        p.distinguished_name
+            .push(DnType::OrganizationalUnitName, "Authenticator Attestation");
+        p.distinguished_name
+            .push(DnType::CommonName, "stapsteen software key");
+        p.is_ca = IsCa::ExplicitNoCa;
+        let mut aaguid_der = vec![0x04, 16];
+        aaguid_der.extend(AAGUID);
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4],
+            aaguid_der,
+        ));
+        let cert = p.signed_by(&key, &issuer).map_err(kerr)?;
+
+        let mut signed = auth_data.clone();
+        signed.extend(Sha256::digest(challenge));
+        let signature = key.sign(&signed).map_err(kerr)?;
+
+        let mut out = Vec::new();
+        let e = |r: Result<(), russh::keys::ssh_key::encoding::Error>| r.map_err(kerr);
+        e("ssh-sk-attest-v01".encode(&mut out))?;
+        e(cert.der().as_ref().encode(&mut out))?;
+        e(signature.as_slice().encode(&mut out))?;
+        e(serde_cbor_2::to_vec(&Value::Bytes(auth_data))
+            .map_err(kerr)?
+            .as_slice()
+            .encode(&mut out))?;
+        e(0u32.encode(&mut out))?;
+        e("".encode(&mut out))?;
+        Ok(out)
     }
 }
 

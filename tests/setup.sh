@@ -24,6 +24,7 @@ have npm || missing+=(npm)
 have chromium || missing+=(chromium)
 have curl || missing+=(curl)
 have tar || missing+=(tar)
+have patch || missing+=(patch)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -47,3 +48,48 @@ for dir in src/console/web tests/e2e; do
     npm ci --prefix "$root/$dir" --ignore-scripts --no-audit --no-fund >&2
   fi
 done
+
+# russh with our patch (Cargo.toml [package.metadata.patched.russh]): the pristine crate from the
+# crates registry, fetched by cargo (which checks it against the index), checked against the pinned
+# SHA-256 and against the version Cargo.lock names, patched into the directory that
+# [patch.crates-io] points at. A stamp makes a second run instant.
+meta() { sed -n '/^\[package.metadata.patched.russh\]/,/^\[/p' "$root/Cargo.toml" | sed -n "s/^$1 = \"\(.*\)\"$/\1/p"; }
+russh_version=$(meta version)
+russh_sha256=$(meta sha256)
+russh_patch="$root/$(meta patch)"
+locked=$(sed -n '/^name = "russh"$/{n;s/^version = "\(.*\)"$/\1/p}' "$root/Cargo.lock")
+if [ "$locked" != "$russh_version" ]; then
+  echo "Cargo.lock names russh $locked, the patch is for $russh_version" >&2
+  exit 1
+fi
+dest="$root/target/run-tests-setup.sh/russh-$russh_version"
+stamp="$russh_sha256 $(sha256sum "$russh_patch" | cut -d' ' -f1)"
+if [ "$(cat "$dest/.stapsteen-patched" 2>/dev/null)" != "$stamp" ]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  mkdir -p "$work/fetch"
+  printf '[package]\nname = "fetch"\nversion = "0.0.0"\nedition = "2021"\n[lib]\npath = "lib.rs"\n[dependencies]\nrussh = { version = "=%s", default-features = false }\n' \
+    "$russh_version" > "$work/fetch/Cargo.toml"
+  touch "$work/fetch/lib.rs"
+  cargo fetch --quiet --manifest-path "$work/fetch/Cargo.toml"
+  crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"russh-$russh_version.crate" | head -n1)
+  echo "$russh_sha256  $crate" | sha256sum --check --quiet
+  mkdir -p "$work/crate"
+  tar -xzf "$crate" -C "$work/crate" --strip-components=1
+  patch --quiet --directory "$work/crate" --strip=1 < "$russh_patch"
+  echo "$stamp" > "$work/crate/.stapsteen-patched"
+  rm -rf "$dest"
+  mkdir -p "$(dirname "$dest")"
+  mv "$work/crate" "$dest"
+  echo "patched russh $russh_version into $dest" >&2
+fi
+
+# OpenSSH's own software security key (regress/misc/sk-dummy), for tests/seckey.rs: a second
+# authenticator implementation beside stapsteen's software key, built from Debian's openssh
+# source by the workplace's shared tool into /var/tmp/sk-dummy (once).
+sk_tool="$root/../shared/tools/build-sk-dummy.sh"
+if [ -f "$sk_tool" ]; then
+  bash "$sk_tool" >/dev/null
+else
+  echo "note: $sk_tool is not here; tests/seckey.rs needs sk-dummy.so (set SK_DUMMY to its path)" >&2
+fi

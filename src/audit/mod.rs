@@ -69,6 +69,9 @@ pub enum Code {
     ConsoleDownload,
     ConsoleKill,
     ConsoleRefused,
+    KeyCounterRegression,
+    KeyCounterZero,
+    PolicyWarning,
 }
 
 impl Code {
@@ -112,6 +115,9 @@ impl Code {
             Code::ConsoleDownload => "CONSOLE_DOWNLOAD",
             Code::ConsoleKill => "CONSOLE_KILL",
             Code::ConsoleRefused => "CONSOLE_REFUSED",
+            Code::KeyCounterRegression => "KEY_COUNTER_REGRESSION",
+            Code::KeyCounterZero => "KEY_COUNTER_ZERO",
+            Code::PolicyWarning => "POLICY_WARNING",
         }
     }
 }

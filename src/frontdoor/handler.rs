@@ -21,6 +21,7 @@ use crate::proxy::{
     open_target_channel, spawn_forward, spawn_pump,
 };
 use crate::recording::{Cadence, Meta, Recorder, SessionId};
+use crate::seckey::{Assertion, CounterVerdict};
 use crate::sync::lock;
 use crate::upstream::Dial;
 
@@ -45,6 +46,8 @@ struct Admin {
     name: AdminName,
     key: russh::keys::PublicKey,
     fingerprint: Fingerprint,
+    /// The flags and counter of the signature that logged in.
+    assertion: Assertion,
 }
 
 pub struct Connection {
@@ -56,6 +59,8 @@ pub struct Connection {
     channels: HashMap<ChannelId, ChannelState>,
     /// Port forwards this connection may hold at once.
     forwards: Arc<Semaphore>,
+    /// Why the last verified key was refused, for the admin's SSH banner.
+    rejection: Option<&'static str>,
 }
 
 type HResult<T = ()> = Result<T, russh::Error>;
@@ -82,6 +87,7 @@ impl Connection {
             admin: None,
             channels: HashMap::new(),
             forwards: Arc::new(Semaphore::new(MAX_CHANNELS)),
+            rejection: None,
         }
     }
 
@@ -110,6 +116,29 @@ impl Connection {
             return Some("key_not_listed");
         }
         None
+    }
+
+    /// A verified key refused for what its signature showed: `AUTH_DENIED` with the flags and
+    /// counter, and `banner` for the admin.
+    fn refused(
+        &mut self,
+        user: &str,
+        fingerprint: Fingerprint,
+        assertion: Assertion,
+        reason: &str,
+        message: &str,
+        banner: &'static str,
+    ) {
+        Event::new(Code::AuthDenied)
+            .admin(user)
+            .source(self.peer)
+            .fingerprint(fingerprint)
+            .reason(reason)
+            .detail("message", message)
+            .detail("flags", assertion.flag_names())
+            .detail("counter", assertion.counter)
+            .emit();
+        self.rejection = Some(banner);
     }
 
     fn request_denied(&self, what: &str) {
@@ -176,11 +205,12 @@ impl Connection {
         let Some(admin) = &self.admin else {
             return session.channel_failure(id);
         };
-        let (login, name, fingerprint, key) = (
+        let (login, name, fingerprint, key, assertion) = (
             admin.login.clone(),
             admin.name.clone(),
             admin.fingerprint,
             admin.key.clone(),
+            admin.assertion,
         );
         let state = self.channels.entry(id).or_default();
         if std::mem::replace(&mut state.started, true) {
@@ -295,6 +325,9 @@ impl Connection {
             ("target", allowed.target.name.to_string()),
             ("account", allowed.account.to_string()),
             ("grant", allowed.grant.to_string()),
+            ("key", fingerprint.to_string()),
+            ("key_flags", assertion.flag_names().to_owned()),
+            ("key_counter", assertion.counter.to_string()),
         ];
         let transcript = match Transcript::start(
             &session_id,
@@ -548,27 +581,114 @@ impl Handler for Connection {
             return Ok(Auth::reject());
         };
         let policy = self.shared.policy();
+        let Some(entry) = policy.key_entry(name.as_str(), key.public_key) else {
+            return Ok(Auth::reject());
+        };
+        let Some(assertion) = Assertion::from_signature(key.signature) else {
+            self.denied(user, Some(fingerprint), "not_security_key_signature");
+            return Ok(Auth::reject());
+        };
+        let (required, check) = (entry.required, entry.counter);
         let full_name = policy
             .admin(name.as_str())
             .and_then(|a| a.full_name.clone());
-        let comment = policy
-            .key_entry(name.as_str(), key.public_key)
-            .map(|k| k.comment.clone());
+        let comment = entry.comment.clone();
+        let attested = entry.attested.as_ref().map(|a| a.aaguid.clone());
+        drop(policy);
+
+        // The counter is stored for every verified signature, whatever the flags say: it is the
+        // key's own, and a clone that comes later must find it higher.
+        let counters = self.shared.counters.clone();
+        let fp = fingerprint.to_string();
+        let counted = tokio::task::spawn_blocking(move || {
+            counters.record(&fp, assertion.counter, check)
+        })
+        .await;
+        let verdict = match counted {
+            Ok(Ok(v)) => v,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => String::new(),
+                };
+                self.refused(
+                    user,
+                    fingerprint,
+                    assertion,
+                    "counter_store_failed",
+                    &why,
+                    "stapsteen: login refused: the bastion cannot store key counters now; try again later.\r\n",
+                );
+                return Ok(Auth::reject());
+            }
+        };
+        match verdict {
+            CounterVerdict::Rose => {}
+            CounterVerdict::Zero => Event::new(Code::KeyCounterZero)
+                .admin(&name)
+                .source(self.peer)
+                .fingerprint(fingerprint)
+                .reason("the key reports signature counter 0: it keeps no counter, so a copy of it would not show")
+                .emit(),
+            CounterVerdict::Regression { last, refuse } => {
+                Event::new(Code::KeyCounterRegression)
+                    .admin(&name)
+                    .source(self.peer)
+                    .fingerprint(fingerprint)
+                    .reason(if refuse {
+                        "the signature counter did not rise: possibly a copy of the key; login refused"
+                    } else {
+                        "the signature counter did not rise; allowed, the key is counter-unchecked in policy"
+                    })
+                    .detail("counter", assertion.counter)
+                    .detail("last_counter", last)
+                    .detail("refused", refuse)
+                    .emit();
+                if refuse {
+                    self.refused(user, fingerprint, assertion, "counter_regression",
+                        &format!("counter {} is not above {last}", assertion.counter),
+                        "stapsteen: login refused: this security key's signature counter went back, as a copy of the key would.\r\nReport this to the security team; the key stays refused until they act.\r\n");
+                    return Ok(Auth::reject());
+                }
+            }
+        }
+        if let Err(refusal) = required.check(assertion) {
+            self.refused(
+                user,
+                fingerprint,
+                assertion,
+                refusal.code(),
+                &refusal.to_string(),
+                refusal.advice(),
+            );
+            return Ok(Auth::reject());
+        }
         Event::new(Code::AuthOk)
             .admin(&name)
             .source(self.peer)
             .fingerprint(fingerprint)
             .detail("key_type", key.public_key.algorithm().as_str())
             .detail("full_name", full_name.unwrap_or_default())
-            .detail("key_comment", comment.unwrap_or_default())
+            .detail("key_comment", comment)
+            .detail("flags", assertion.flag_names())
+            .detail("user_present", assertion.user_present())
+            .detail("user_verified", assertion.user_verified())
+            .detail("counter", assertion.counter)
+            .detail("attested_aaguid", attested.unwrap_or_default())
             .emit();
         self.admin = Some(Admin {
             login,
             name,
             key: key.public_key.clone(),
             fingerprint,
+            assertion,
         });
         Ok(Auth::Accept)
+    }
+
+    async fn auth_publickey_rejection_banner(&mut self) -> HResult<Option<String>> {
+        Ok(self.rejection.take().map(str::to_owned))
     }
 
     async fn auth_openssh_certificate(&mut self, user: &str, cert: &Certificate) -> HResult<Auth> {

@@ -1,8 +1,12 @@
 //! The SSH front door: where admins connect with a stock OpenSSH client and a security key.
 //!
 //! Invariants: only `publickey` authentication with a security-key type listed for the named
-//! admin succeeds, and identity comes from the key whose signature russh verified; other methods,
-//! plain keys and certificates are refused. Unauthenticated connections are limited in number and
+//! admin succeeds, and identity comes from the key whose signature russh verified; that
+//! signature's flags must show what the key's policy entry demands (a touch, the PIN) and its
+//! counter must rise (see [`crate::seckey`]); other methods, plain keys and certificates are
+//! refused. The verified signature reaches `auth_publickey` through stapsteen's russh patch
+//! (`nix/russh-0.65.1-verified-signature.patch`): the README's "The russh patch" says why and how
+//! to drop it when upstream exposes the signature. Unauthenticated connections are limited in number and
 //! in time. Every accepted channel request is bound to the authenticated admin.
 
 #[cfg(debug_assertions)]
@@ -27,6 +31,7 @@ use crate::config::Config;
 use crate::firewall::Enforcer;
 use crate::policy::{GrantName, Policy};
 use crate::recording::RecordingStore;
+use crate::seckey::CounterStore;
 use crate::secrets::Secret;
 
 pub use handler::Connection;
@@ -44,6 +49,8 @@ pub struct Shared {
     pub sessions: Arc<LiveSessions>,
     /// Kernel enforcement, when the config enables it.
     pub firewall: Option<Arc<Enforcer>>,
+    /// The last signature counter of each admin key.
+    pub counters: Arc<CounterStore>,
     unauthenticated: Arc<Semaphore>,
 }
 
@@ -55,6 +62,7 @@ impl Shared {
         clock: Arc<dyn Clock>,
         firewall: Option<Arc<Enforcer>>,
         audit: Arc<AuditChain>,
+        counters: CounterStore,
     ) -> Self {
         let store = RecordingStore::new(config.recordings_dir());
         let unauthenticated = Arc::new(Semaphore::new(config.limits.max_unauthenticated));
@@ -70,6 +78,7 @@ impl Shared {
             audit,
             sessions,
             firewall,
+            counters: Arc::new(counters),
             unauthenticated,
         }
     }

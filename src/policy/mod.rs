@@ -11,7 +11,7 @@ mod types;
 mod window;
 
 pub use decide::{Allowed, AllowedForward, Denial, local, policy_zone};
-pub use parse::{PolicyError, load_policy, parse_policy, parse_time};
+pub use parse::{PolicyError, Problem, load_policy, parse_policy, parse_time};
 pub use types::{
     Account, Admin, AdminKey, AdminName, EnrolmentCode, Grant, GrantName, Policy, Reviewer,
     ReviewerName, Target, TargetName, TargetSpec,

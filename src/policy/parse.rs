@@ -17,6 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::decide::policy_zone;
+use crate::seckey::{CounterCheck, Required, Roots, verify_attestation};
+
 use super::types::{
     Account, Admin, AdminKey, AdminName, EnrolmentCode, Grant, GrantName, GroupName, NameError,
     Policy, Reviewer, ReviewerName, Target, TargetName,
@@ -59,6 +61,45 @@ struct RawPolicy {
     grants: Vec<Spanned<RawGrant>>,
     #[serde(default, rename = "reviewer")]
     reviewers: Vec<Spanned<RawReviewer>>,
+    security_keys: Option<Spanned<RawSecurityKeys>>,
+}
+
+/// `[security_keys]`: what every admin key must show, unless its own options say otherwise.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurityKeys {
+    #[serde(default)]
+    verification: Verification,
+    #[serde(default)]
+    attestation: AttestationRule,
+    #[serde(default)]
+    attestation_roots: Vec<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Verification {
+    /// The PIN on every login: with no password, it is the second factor.
+    #[default]
+    Required,
+    /// A touch is enough (`check` warns).
+    PresenceOnly,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum AttestationRule {
+    #[default]
+    Optional,
+    /// Every key must carry a verified attestation.
+    Required,
+}
+
+/// The `[security_keys]` settings, validated, with the attestation roots loaded.
+struct KeySettings {
+    verification: Verification,
+    attestation: AttestationRule,
+    roots: Option<Roots>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +177,7 @@ struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Ctx<'_> {
@@ -150,13 +192,22 @@ impl Ctx<'_> {
             + 1
     }
 
-    fn err<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        let line = self.line(at.span().start);
-        self.problems.push(Problem {
+    fn problem<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> Problem {
+        Problem {
             file: self.file.to_owned(),
-            line,
+            line: self.line(at.span().start),
             message: message.into(),
-        });
+        }
+    }
+
+    fn err<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let p = self.problem(at, message);
+        self.problems.push(p);
+    }
+
+    fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let p = self.problem(at, message);
+        self.warnings.push(p);
     }
 
     fn name<N>(
@@ -189,6 +240,7 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
         file,
         text,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let raw: RawPolicy = match toml::from_str(text) {
         Ok(r) => r,
@@ -201,12 +253,13 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
             }]));
         }
     };
+    let base = file.parent().unwrap_or(Path::new("."));
+    let settings = key_settings(&mut cx, raw.security_keys.as_ref(), base);
     let admins: Vec<Admin> = raw
         .admins
         .iter()
-        .filter_map(|a| admin(&mut cx, a))
+        .filter_map(|a| admin(&mut cx, a, &settings, base))
         .collect();
-    let base = file.parent().unwrap_or(Path::new("."));
     let targets: Vec<Target> = raw
         .targets
         .iter()
@@ -259,6 +312,7 @@ pub fn parse_policy(file: &Path, text: &str) -> Result<Policy, PolicyError> {
             targets,
             grants,
             reviewers,
+            warnings: cx.warnings,
         })
     } else {
         Err(PolicyError::Invalid(cx.problems))
@@ -308,7 +362,62 @@ fn unique<'a>(cx: &mut Ctx<'_>, names: impl Iterator<Item = &'a Spanned<String>>
     }
 }
 
-fn admin(cx: &mut Ctx<'_>, raw: &Spanned<RawAdmin>) -> Option<Admin> {
+fn key_settings(
+    cx: &mut Ctx<'_>,
+    raw: Option<&Spanned<RawSecurityKeys>>,
+    base: &Path,
+) -> KeySettings {
+    let default = RawSecurityKeys::default();
+    let r = raw.map_or(&default, Spanned::get_ref);
+    if let Some(at) = raw
+        && r.verification == Verification::PresenceOnly
+    {
+        cx.warn(
+            at,
+            "warning: security_keys.verification = \"presence-only\": admin keys log in without their PIN unless a key says verify-required; the PIN is the second factor",
+        );
+    }
+    let roots = if r.attestation_roots.is_empty() {
+        None
+    } else {
+        let paths: Vec<PathBuf> = r
+            .attestation_roots
+            .iter()
+            .map(|p| base.join(p.get_ref()))
+            .collect();
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        match Roots::load(&refs) {
+            Ok(roots) => Some(roots),
+            Err(e) => {
+                if let Some(first) = r.attestation_roots.first() {
+                    cx.err(first, e.to_string());
+                }
+                None
+            }
+        }
+    };
+    if let Some(at) = raw
+        && r.attestation == AttestationRule::Required
+        && r.attestation_roots.is_empty()
+    {
+        cx.err(
+            at,
+            "security_keys.attestation = \"required\" needs attestation_roots (the authenticator makers' root certificates, PEM)",
+        );
+    }
+    KeySettings {
+        verification: r.verification,
+        attestation: r.attestation,
+        roots,
+    }
+}
+
+fn admin(
+    cx: &mut Ctx<'_>,
+    raw: &Spanned<RawAdmin>,
+    settings: &KeySettings,
+    base: &Path,
+) -> Option<Admin> {
     let r = raw.get_ref();
     let name = cx.name(&r.name, AdminName::new);
     let groups: Vec<GroupName> = r
@@ -319,7 +428,11 @@ fn admin(cx: &mut Ctx<'_>, raw: &Spanned<RawAdmin>) -> Option<Admin> {
     if r.keys.is_empty() {
         cx.err(raw, "an admin needs at least one security key");
     }
-    let keys: Vec<AdminKey> = r.keys.iter().filter_map(|k| admin_key(cx, k)).collect();
+    let keys: Vec<AdminKey> = r
+        .keys
+        .iter()
+        .filter_map(|k| admin_key(cx, k, settings, base))
+        .collect();
     let complete = groups.len() == r.groups.len() && keys.len() == r.keys.len() && !keys.is_empty();
     Some(Admin {
         name: name?,
@@ -330,9 +443,15 @@ fn admin(cx: &mut Ctx<'_>, raw: &Spanned<RawAdmin>) -> Option<Admin> {
     .filter(|_| complete)
 }
 
-/// An `authorized_keys` line. The only option accepted is `application="..."`: touch and PIN
-/// options are refused until this build can enforce them, rather than silently ignored.
-fn admin_key(cx: &mut Ctx<'_>, line: &Spanned<String>) -> Option<AdminKey> {
+/// An `authorized_keys` line with its options: `application="..."`, the touch and PIN options
+/// (`no-touch-required`, `verify-required`, `presence-only`), `counter-unchecked`, and the
+/// enrolment attestation (`attestation="FILE"`, `challenge="FILE"`, relative to the policy).
+fn admin_key(
+    cx: &mut Ctx<'_>,
+    line: &Spanned<String>,
+    settings: &KeySettings,
+    base: &Path,
+) -> Option<AdminKey> {
     let entry = match Entry::from_str(line.get_ref().trim()) {
         Ok(e) => e,
         Err(e) => {
@@ -356,13 +475,24 @@ fn admin_key(cx: &mut Ctx<'_>, line: &Spanned<String>) -> Option<AdminKey> {
         }
     };
     let mut application = "ssh:".to_owned();
+    let (mut no_touch, mut verify, mut presence_only, mut unchecked) = (false, false, false, false);
+    let (mut attestation, mut challenge) = (None, None);
     for opt in entry.config_opts().iter() {
+        let value = |v: &str| v.trim_matches('"').to_owned();
         match opt.split_once('=') {
-            Some(("application", v)) => application = v.trim_matches('"').to_owned(),
+            Some(("application", v)) => application = value(v),
+            Some(("attestation", v)) => attestation = Some(value(v)),
+            Some(("challenge", v)) => challenge = Some(value(v)),
+            None if opt == "no-touch-required" => no_touch = true,
+            None if opt == "verify-required" => verify = true,
+            None if opt == "presence-only" => presence_only = true,
+            None if opt == "counter-unchecked" => unchecked = true,
             _ => {
                 cx.err(
                     line,
-                    format!("unsupported key option {opt:?} (supported: application=\"...\")"),
+                    format!(
+                        "unsupported key option {opt:?} (supported: application=\"...\", no-touch-required, verify-required, presence-only, counter-unchecked, attestation=\"FILE\", challenge=\"FILE\")"
+                    ),
                 );
                 return None;
             }
@@ -375,10 +505,75 @@ fn admin_key(cx: &mut Ctx<'_>, line: &Spanned<String>) -> Option<AdminKey> {
         );
         return None;
     }
+    if verify && presence_only {
+        cx.err(line, "verify-required and presence-only contradict each other");
+        return None;
+    }
+    let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256);
+    if no_touch {
+        cx.warn(
+            line,
+            format!("warning: key {fingerprint} is no-touch-required: it logs in without a touch, so malware on the admin's computer can use it unseen"),
+        );
+    }
+    if presence_only {
+        cx.warn(
+            line,
+            format!("warning: key {fingerprint} is presence-only: it logs in without its PIN"),
+        );
+    }
+    let required = Required {
+        presence: !no_touch,
+        verification: verify
+            || (!presence_only && settings.verification == Verification::Required),
+    };
+    let attested = match (attestation, challenge) {
+        (None, None) if settings.attestation == AttestationRule::Required => {
+            cx.err(
+                line,
+                format!("key {fingerprint} has no attestation, and security_keys.attestation is \"required\" (enrol with ssh-keygen -O write-attestation=FILE -O challenge=FILE, then add attestation=\"FILE\",challenge=\"FILE\")"),
+            );
+            return None;
+        }
+        (None, None) => None,
+        (Some(att), Some(chal)) => {
+            let Some(roots) = &settings.roots else {
+                cx.err(
+                    line,
+                    "an attestation needs security_keys.attestation_roots to be checked against",
+                );
+                return None;
+            };
+            let read = |name: &str| std::fs::read(base.join(name)).map_err(|e| format!("{name}: {e}"));
+            let checked = read(&att).and_then(|blob| {
+                read(&chal).and_then(|c| {
+                    verify_attestation(&blob, &c, &key, roots).map_err(|e| e.to_string())
+                })
+            });
+            match checked {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    cx.err(line, format!("attestation of key {fingerprint}: {e}"));
+                    return None;
+                }
+            }
+        }
+        _ => {
+            cx.err(line, "attestation=\"FILE\" and challenge=\"FILE\" go together: the challenge is needed to check the enrolment signature");
+            return None;
+        }
+    };
     Some(AdminKey {
         comment: key.comment().to_string(),
         key,
         application,
+        required,
+        counter: if unchecked {
+            CounterCheck::Unchecked
+        } else {
+            CounterCheck::Checked
+        },
+        attested,
     })
 }
 
@@ -786,7 +981,7 @@ valid_until = "yesterday"
             .trim()
             .trim_end_matches(',');
         let with_opt = format!(
-            "[[admin]]\nname = \"a\"\nkeys = ['verify-required {}']\n",
+            "[[admin]]\nname = \"a\"\nkeys = ['shell-access {}']\n",
             key.trim_matches('"')
         );
         let e = parse_policy(Path::new("p.toml"), &with_opt).unwrap_err();
@@ -800,5 +995,78 @@ valid_until = "yesterday"
             e.to_string().contains("made for application \"ssh:\""),
             "{e}"
         );
+    }
+
+    fn one_key(options: &str, settings: &str) -> Result<Policy, PolicyError> {
+        let key = EXAMPLE
+            .lines()
+            .find(|l| l.contains("sk-ssh-ed25519"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(',')
+            .trim_matches('"')
+            .to_owned();
+        parse_policy(
+            Path::new("p.toml"),
+            &format!("{settings}\n[[admin]]\nname = \"a\"\nkeys = ['{options} {key}']\n"),
+        )
+    }
+
+    #[test]
+    fn touch_and_pin_options() {
+        use crate::seckey::{CounterCheck, Required};
+        let required = |p: &Policy| p.admins[0].keys[0].required;
+        let both = Required {
+            presence: true,
+            verification: true,
+        };
+        // The default: touch and PIN, no warning.
+        let p = one_key("", "").unwrap();
+        assert_eq!(required(&p), both);
+        assert!(p.warnings.is_empty());
+        assert_eq!(p.admins[0].keys[0].counter, CounterCheck::Checked);
+        assert_eq!(one_key("verify-required", "").map(|p| required(&p)).unwrap(), both);
+        // Lowering either is allowed, and warned about with file and line.
+        let p = one_key("no-touch-required", "").unwrap();
+        assert_eq!(
+            required(&p),
+            Required {
+                presence: false,
+                verification: true
+            }
+        );
+        assert!(p.warnings[0].to_string().starts_with("p.toml:4: warning:"));
+        assert!(p.warnings[0].message.contains("no-touch-required"));
+        let p = one_key("presence-only", "").unwrap();
+        assert!(!required(&p).verification && required(&p).presence);
+        assert!(p.warnings[0].message.contains("presence-only"));
+        // Policy-wide presence-only, and a key that asks for its PIN all the same.
+        let wide = "[security_keys]\nverification = \"presence-only\"";
+        let p = one_key("", wide).unwrap();
+        assert!(!required(&p).verification);
+        assert!(p.warnings[0].to_string().starts_with("p.toml:1: warning:"));
+        assert_eq!(one_key("verify-required", wide).map(|p| required(&p)).unwrap(), both);
+        let e = one_key("verify-required,presence-only", "").unwrap_err();
+        assert!(e.to_string().contains("contradict"), "{e}");
+        let p = one_key("counter-unchecked", "").unwrap();
+        assert_eq!(p.admins[0].keys[0].counter, CounterCheck::Unchecked);
+        let e = one_key("", "[security_keys]\nverification = \"none\"").unwrap_err();
+        assert!(e.to_string().starts_with("p.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn attestation_settings() {
+        let e = one_key("", "[security_keys]\nattestation = \"required\"").unwrap_err();
+        assert!(e.to_string().contains("needs attestation_roots"), "{e}");
+        let e = one_key("attestation=\"a.att\"", "").unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
+        let e = one_key("attestation=\"a.att\",challenge=\"a.chal\"", "").unwrap_err();
+        assert!(e.to_string().contains("attestation_roots"), "{e}");
+        let e = one_key(
+            "",
+            "[security_keys]\nattestation_roots = [\"missing.pem\"]",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("missing.pem"), "{e}");
     }
 }

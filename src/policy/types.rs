@@ -97,6 +97,11 @@ pub struct AdminKey {
     /// FIDO application string the key was made for (`ssh:` unless policy says otherwise).
     pub application: String,
     pub comment: String,
+    /// What every login's signature must show (touch, PIN).
+    pub required: crate::seckey::Required,
+    pub counter: crate::seckey::CounterCheck,
+    /// The enrolment attestation, verified when the policy was loaded.
+    pub attested: Option<crate::seckey::Attested>,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +171,8 @@ pub struct Policy {
     pub targets: Vec<Target>,
     pub grants: Vec<Grant>,
     pub reviewers: Vec<Reviewer>,
+    /// What `check` warns about: keys that log in without a touch or without the PIN.
+    pub warnings: Vec<super::parse::Problem>,
 }
 
 impl Policy {
