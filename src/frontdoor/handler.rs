@@ -600,10 +600,9 @@ impl Handler for Connection {
         // key's own, and a clone that comes later must find it higher.
         let counters = self.shared.counters.clone();
         let fp = fingerprint.to_string();
-        let counted = tokio::task::spawn_blocking(move || {
-            counters.record(&fp, assertion.counter, check)
-        })
-        .await;
+        let counted =
+            tokio::task::spawn_blocking(move || counters.record(&fp, assertion.counter, check))
+                .await;
         let verdict = match counted {
             Ok(Ok(v)) => v,
             failed => {

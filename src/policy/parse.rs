@@ -506,7 +506,10 @@ fn admin_key(
         return None;
     }
     if verify && presence_only {
-        cx.err(line, "verify-required and presence-only contradict each other");
+        cx.err(
+            line,
+            "verify-required and presence-only contradict each other",
+        );
         return None;
     }
     let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256);
@@ -524,8 +527,7 @@ fn admin_key(
     }
     let required = Required {
         presence: !no_touch,
-        verification: verify
-            || (!presence_only && settings.verification == Verification::Required),
+        verification: verify || (!presence_only && settings.verification == Verification::Required),
     };
     let attested = match (attestation, challenge) {
         (None, None) if settings.attestation == AttestationRule::Required => {
@@ -544,7 +546,8 @@ fn admin_key(
                 );
                 return None;
             };
-            let read = |name: &str| std::fs::read(base.join(name)).map_err(|e| format!("{name}: {e}"));
+            let read =
+                |name: &str| std::fs::read(base.join(name)).map_err(|e| format!("{name}: {e}"));
             let checked = read(&att).and_then(|blob| {
                 read(&chal).and_then(|c| {
                     verify_attestation(&blob, &c, &key, roots).map_err(|e| e.to_string())
@@ -1025,7 +1028,12 @@ valid_until = "yesterday"
         assert_eq!(required(&p), both);
         assert!(p.warnings.is_empty());
         assert_eq!(p.admins[0].keys[0].counter, CounterCheck::Checked);
-        assert_eq!(one_key("verify-required", "").map(|p| required(&p)).unwrap(), both);
+        assert_eq!(
+            one_key("verify-required", "")
+                .map(|p| required(&p))
+                .unwrap(),
+            both
+        );
         // Lowering either is allowed, and warned about with file and line.
         let p = one_key("no-touch-required", "").unwrap();
         assert_eq!(
@@ -1045,7 +1053,12 @@ valid_until = "yesterday"
         let p = one_key("", wide).unwrap();
         assert!(!required(&p).verification);
         assert!(p.warnings[0].to_string().starts_with("p.toml:1: warning:"));
-        assert_eq!(one_key("verify-required", wide).map(|p| required(&p)).unwrap(), both);
+        assert_eq!(
+            one_key("verify-required", wide)
+                .map(|p| required(&p))
+                .unwrap(),
+            both
+        );
         let e = one_key("verify-required,presence-only", "").unwrap_err();
         assert!(e.to_string().contains("contradict"), "{e}");
         let p = one_key("counter-unchecked", "").unwrap();
@@ -1062,11 +1075,7 @@ valid_until = "yesterday"
         assert!(e.to_string().contains("go together"), "{e}");
         let e = one_key("attestation=\"a.att\",challenge=\"a.chal\"", "").unwrap_err();
         assert!(e.to_string().contains("attestation_roots"), "{e}");
-        let e = one_key(
-            "",
-            "[security_keys]\nattestation_roots = [\"missing.pem\"]",
-        )
-        .unwrap_err();
+        let e = one_key("", "[security_keys]\nattestation_roots = [\"missing.pem\"]").unwrap_err();
         assert!(e.to_string().contains("missing.pem"), "{e}");
     }
 }

@@ -20,7 +20,9 @@ use russh::keys::PublicKey;
 use russh::keys::ssh_key::encoding::Decode;
 use russh::keys::ssh_key::public::KeyData;
 use sha2::{Digest, Sha256};
-use webauthn_rs_core::attestation::{FidoGenCeAaguid, assert_packed_attest_req, validate_extension};
+use webauthn_rs_core::attestation::{
+    FidoGenCeAaguid, assert_packed_attest_req, validate_extension,
+};
 use webauthn_rs_core::crypto::verify_signature;
 use webauthn_rs_core::internals::AuthenticatorData;
 use webauthn_rs_core::proto::{COSEAlgorithm, COSEKey, COSEKeyType, Registration};
@@ -76,9 +78,7 @@ impl Roots {
                     .and_then(|k| cert.verify(&k))
                     .unwrap_or(false);
                 if self_signed {
-                    store
-                        .add_cert(cert)
-                        .map_err(|e| err(path, e.to_string()))?;
+                    store.add_cert(cert).map_err(|e| err(path, e.to_string()))?;
                     anchors += 1;
                 } else {
                     intermediates.push(cert);
@@ -158,7 +158,9 @@ fn ssh_key_parts(key: &PublicKey) -> Result<(&str, KeyParts), AttestationError> 
                     k.application(),
                     KeyParts::P256(x.to_vec(), y.to_vec(), point.as_bytes().to_vec()),
                 )),
-                _ => Err(AttestationError::OtherKey("the SSH key's point is compressed")),
+                _ => Err(AttestationError::OtherKey(
+                    "the SSH key's point is compressed",
+                )),
             }
         }
         _ => Err(AttestationError::OtherKey("not a security key")),
@@ -182,11 +184,13 @@ pub fn verify_attestation(
     let (application, parts) = ssh_key_parts(key)?;
     let rp_id_hash = Sha256::digest(application.as_bytes());
     if blob.auth_data.get(..32) != Some(rp_id_hash.as_slice()) {
-        return Err(AttestationError::OtherKey(
-            "made for another application",
-        ));
+        return Err(AttestationError::OtherKey("made for another application"));
     }
-    if blob.auth_data.get(32).is_none_or(|f| f & FLAG_ATTESTED == 0) {
+    if blob
+        .auth_data
+        .get(32)
+        .is_none_or(|f| f & FLAG_ATTESTED == 0)
+    {
         return Err(AttestationError::Format(
             "the authenticator data holds no credential".into(),
         ));
@@ -206,9 +210,7 @@ pub fn verify_attestation(
         _ => false,
     };
     if !same {
-        return Err(AttestationError::OtherKey(
-            "it holds another public key",
-        ));
+        return Err(AttestationError::OtherKey("it holds another public key"));
     }
     if blob.certificate.is_empty() {
         return Err(AttestationError::SelfAttested);
@@ -226,9 +228,8 @@ pub fn verify_attestation(
         }
     };
     let client_data_hash = Sha256::digest(challenge);
-    let verifies = |signed: &[u8]| {
-        verify_signature(alg, &cert, &blob.signature, signed).unwrap_or(false)
-    };
+    let verifies =
+        |signed: &[u8]| verify_signature(alg, &cert, &blob.signature, signed).unwrap_or(false);
     // Packed: over the authenticator data and the client data hash, by a certificate that
     // follows the packed rules (and names the same AAGUID, if it names one).
     let mut packed = blob.auth_data.clone();
