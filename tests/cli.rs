@@ -55,10 +55,10 @@ fn check_accepts_the_example_and_reports_every_problem() {
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
     assert!(
-        t.contains("policy.toml:43: address \"gateway.local\" is not an IPv4 or IPv6 address"),
+        t.contains("policy.toml:50: address \"gateway.local\" is not an IPv4 or IPv6 address"),
         "{t}"
     );
-    assert!(t.contains("policy.toml:64: unknown target pacs99"), "{t}");
+    assert!(t.contains("policy.toml:71: unknown target pacs99"), "{t}");
 }
 
 #[test]
@@ -118,6 +118,8 @@ fn every_command_has_help() {
         vec!["recordings", "list", "--help"],
         vec!["recordings", "cat", "--help"],
         vec!["console", "enrol", "--help"],
+        vec!["softkey-agent", "--help"],
+        vec!["softkey-attest", "--help"],
     ] {
         let out = stapsteen(&args);
         assert!(out.status.success(), "{args:?}");
@@ -259,6 +261,47 @@ fn check_loads_the_console_certificate_and_refuses_a_key_that_does_not_match() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("readable by group or others"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn check_warns_about_keys_without_touch_or_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/example-hospital.toml"
+    ))
+    .unwrap();
+    let lowered = example
+        .replacen("\"sk-ssh-ed25519", "\"no-touch-required sk-ssh-ed25519", 1)
+        .replacen("\"sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFAV", "\"presence-only sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFAV", 1);
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, &lowered).unwrap();
+    let out = stapsteen(&["check", "--policy", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let at = format!("{}:20: warning: key SHA256:", policy.display());
+    assert!(
+        err.contains(&at) && err.contains("no-touch-required"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":28: warning:") && err.contains("presence-only"),
+        "{err}"
+    );
+    // The unlowered example warns about nothing.
+    let out = stapsteen(&[
+        "check",
+        "--policy",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/example-hospital.toml"
+        ),
+    ]);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
         "{}",
         text(&out)
     );

@@ -196,13 +196,13 @@ fn counter_must_rise() {
     let still = public(&env, "still");
     let zero = public(&env, "zero");
     reload_policy(&env, &carol(&[k.clone(), still.clone(), zero.clone()]));
+    let fp = fingerprint(&env, "k.sk.pub");
 
     admitted(&login(&env, "k.sock"));
     admitted(&login(&env, "k.sock"));
     // A copy of the key, whose counter is behind: refused as a possible clone, with an alert.
     env.agent("clone.sock", "k", &["--counter", "50"]);
     refused(&login(&env, "clone.sock"), "counter went back");
-    let fp = fingerprint(&env, "k.sk.pub");
     assert_eq!(denial(&env, &fp, 1)["reason"], "counter_regression");
     let alert = env.wait_audit("KEY_COUNTER_REGRESSION", |e| {
         e["fingerprint"] == fp.as_str()
@@ -213,29 +213,40 @@ fn counter_must_rise() {
         (Some(50), Some(true))
     );
     assert!(d["last_counter"].as_u64().unwrap() >= 101);
-    // The counter is kept across a restart of the daemon.
+    // The key is quarantined: after a restart of the daemon too, neither the copy nor the
+    // original gets in, whatever counter they show.
     env.kill_bastion();
     env.restart_bastion();
     refused(&login(&env, "clone.sock"), "counter went back");
-    assert_eq!(denial(&env, &fp, 2)["reason"], "counter_regression");
-    admitted(&login(&env, "k.sock"));
+    assert_eq!(denial(&env, &fp, 2)["reason"], "key_quarantined");
+    refused(&login(&env, "k.sock"), "counter went back");
+    assert_eq!(denial(&env, &fp, 3)["reason"], "key_quarantined");
     let counters = std::fs::read_to_string(env.path("state/key-counters.json")).unwrap();
-    assert!(counters.contains(&fp), "{counters}");
+    assert!(
+        counters.contains(&fp) && counters.contains("\"quarantined\": true"),
+        "{counters}"
+    );
 
     // A counter that stands still: the first login sets it, the second is refused...
     let still_fp = fingerprint(&env, "still.sk.pub");
     admitted(&login(&env, "still.sock"));
     refused(&login(&env, "still.sock"), "counter went back");
     assert_eq!(denial(&env, &still_fp, 1)["reason"], "counter_regression");
-    // ...unless the policy marks the key: then it is only audited.
+    // ...unless the policy marks the key: then it is only audited. The same mark is how the
+    // security team lets a quarantined key in again.
     reload_policy(
         &env,
-        &carol(&[k, format!("counter-unchecked {still}"), zero]),
+        &carol(&[
+            format!("counter-unchecked {k}"),
+            format!("counter-unchecked {still}"),
+            zero,
+        ]),
     );
     admitted(&login(&env, "still.sock"));
     env.wait_audit("KEY_COUNTER_REGRESSION", |e| {
         e["fingerprint"] == still_fp.as_str() && Env::detail(e)["refused"] == false
     });
+    admitted(&login(&env, "k.sock"));
 
     // A key that always says 0 keeps no counter: admitted, and audited each time.
     let zero_fp = fingerprint(&env, "zero.sk.pub");

@@ -65,6 +65,9 @@ pub struct Connection {
 
 type HResult<T = ()> = Result<T, russh::Error>;
 
+/// Told to the admin whose key's counter went back, then and at every later try.
+const QUARANTINE_BANNER: &str = "stapsteen: login refused: this security key's signature counter went back, as a copy of the key would.\r\nReport this to the security team; the key stays refused until they replace it or mark it in the policy.\r\n";
+
 /// Session channels, and port forwards, one connection may hold at once; each one dials a target.
 const MAX_CHANNELS: usize = 8;
 
@@ -645,11 +648,27 @@ impl Handler for Connection {
                     .detail("refused", refuse)
                     .emit();
                 if refuse {
-                    self.refused(user, fingerprint, assertion, "counter_regression",
+                    self.refused(
+                        user,
+                        fingerprint,
+                        assertion,
+                        "counter_regression",
                         &format!("counter {} is not above {last}", assertion.counter),
-                        "stapsteen: login refused: this security key's signature counter went back, as a copy of the key would.\r\nReport this to the security team; the key stays refused until they act.\r\n");
+                        QUARANTINE_BANNER,
+                    );
                     return Ok(Auth::reject());
                 }
+            }
+            CounterVerdict::Quarantined { last } => {
+                self.refused(
+                    user,
+                    fingerprint,
+                    assertion,
+                    "key_quarantined",
+                    &format!("the key's counter went back before (highest seen {last}); it stays refused until the policy marks it counter-unchecked or it is replaced"),
+                    QUARANTINE_BANNER,
+                );
+                return Ok(Auth::reject());
             }
         }
         if let Err(refusal) = required.check(assertion) {

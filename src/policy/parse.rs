@@ -525,6 +525,12 @@ fn admin_key(
             format!("warning: key {fingerprint} is presence-only: it logs in without its PIN"),
         );
     }
+    if unchecked {
+        cx.warn(
+            line,
+            format!("warning: key {fingerprint} is counter-unchecked: a copy of it would not be noticed by its counter"),
+        );
+    }
     let required = Required {
         presence: !no_touch,
         verification: verify || (!presence_only && settings.verification == Verification::Required),

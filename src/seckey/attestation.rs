@@ -15,6 +15,7 @@ use openssl::nid::Nid;
 use openssl::pkey::Id;
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509, X509StoreContext};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::encoding::Decode;
@@ -50,7 +51,8 @@ pub enum AttestationError {
 }
 
 /// Trust anchors for attestation: the self-signed certificates of the policy's root files;
-/// other certificates in those files are intermediates that may complete a chain.
+/// other certificates in those files are intermediates that may complete a chain. Validity
+/// periods are not checked (see `load`).
 pub struct Roots {
     store: X509Store,
     intermediates: Vec<X509>,
@@ -85,6 +87,11 @@ impl Roots {
                 }
             }
         }
+        // An attestation speaks of the moment of enrolment: a certificate that has expired
+        // since must not make the policy, and with it every admin's access, fail.
+        store
+            .set_flags(X509VerifyFlags::NO_CHECK_TIME)
+            .map_err(|e| err(Path::new(""), e.to_string()))?;
         if anchors == 0 {
             return Err(err(
                 files.first().copied().unwrap_or(Path::new("")),
@@ -242,6 +249,8 @@ pub fn verify_attestation(
             .map_err(|e| AttestationError::Certificate(format!("AAGUID: {e:?}")))?;
     } else {
         // U2F registration: 0x00, application hash, client data hash, key handle, public key.
+        // That signature does not cover the authenticator data's AAGUID, so a U2F key must
+        // claim none, and its certificate must not be a CA's.
         let KeyParts::P256(_, _, point) = &parts else {
             return Err(AttestationError::Signature);
         };
@@ -252,6 +261,22 @@ pub fn verify_attestation(
         u2f.extend_from_slice(point);
         if alg != COSEAlgorithm::ES256 || !verifies(&u2f) {
             return Err(AttestationError::Signature);
+        }
+        if credential.aaguid != [0u8; 16] {
+            return Err(AttestationError::Certificate(
+                "a U2F attestation names an authenticator model (AAGUID) its signature does not cover".into(),
+            ));
+        }
+        let ca = x509_parser::parse_x509_certificate(&blob.certificate)
+            .map_err(|e| AttestationError::Certificate(e.to_string()))?
+            .1
+            .basic_constraints()
+            .map_err(|e| AttestationError::Certificate(e.to_string()))?
+            .is_some_and(|bc| bc.value.ca);
+        if ca {
+            return Err(AttestationError::Certificate(
+                "a CA certificate cannot attest a key".into(),
+            ));
         }
     }
     let root = chain(&cert, roots)?;

@@ -1,8 +1,11 @@
 //! The last signature counter of each security key, kept in the state directory so that a
 //! cloned key shows itself: its counter falls behind the original's.
 //!
-//! Invariant: a stored counter never goes down, and the file is replaced atomically (written
-//! aside, synced, renamed), so a crash leaves the old or the new file, never a torn one.
+//! Invariants: a stored counter never goes down, and the file is replaced atomically (written
+//! aside, synced, renamed), so a crash leaves the old or the new file, never a torn one. A key
+//! whose counter went back is quarantined: refused from then on, whatever counter it shows, so
+//! a copy that jumps ahead cannot keep the access; only marking the key `counter-unchecked` in
+//! the policy (visible, and warned about) lets it in again.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,20 +29,52 @@ pub enum CounterVerdict {
     Rose,
     /// The key reports 0 and never reported more: it keeps no counter. Audited only.
     Zero,
-    /// Not higher than the `last` one seen: a possible clone. Refused unless policy marks the
-    /// key `counter-unchecked`.
+    /// Not higher than the `last` one seen: a possible clone. Refused, and the key
+    /// quarantined, unless policy marks the key `counter-unchecked`.
     Regression { last: u32, refuse: bool },
+    /// The key's counter went back before: refused until the policy marks it
+    /// `counter-unchecked`.
+    Quarantined { last: u32 },
 }
 
-/// The decision on a login's `counter`, given the `last` one stored for the key.
-pub fn judge(last: Option<u32>, counter: u32, check: CounterCheck) -> CounterVerdict {
-    match last {
+/// What is kept of one key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyState {
+    /// The highest counter seen.
+    pub counter: u32,
+    /// The counter went back once: a possible copy of the key.
+    #[serde(default)]
+    pub quarantined: bool,
+}
+
+/// The decision on a login's `counter`, given what is stored for the key.
+pub fn judge(stored: Option<KeyState>, counter: u32, check: CounterCheck) -> CounterVerdict {
+    let last = stored.map(|s| s.counter);
+    match stored {
+        Some(s) if s.quarantined && check == CounterCheck::Checked => {
+            CounterVerdict::Quarantined { last: s.counter }
+        }
         _ if counter == 0 && last.unwrap_or(0) == 0 => CounterVerdict::Zero,
-        Some(last) if counter <= last => CounterVerdict::Regression {
-            last,
+        Some(s) if counter <= s.counter => CounterVerdict::Regression {
+            last: s.counter,
             refuse: check == CounterCheck::Checked,
         },
         _ => CounterVerdict::Rose,
+    }
+}
+
+/// What is stored after `verdict` on `counter`: never lower, quarantined after a refused
+/// regression, released once the policy marks the key `counter-unchecked`.
+fn next_state(stored: Option<KeyState>, counter: u32, verdict: CounterVerdict) -> KeyState {
+    let before = stored.unwrap_or_default();
+    KeyState {
+        counter: before.counter.max(counter),
+        quarantined: match verdict {
+            CounterVerdict::Regression { refuse, .. } => refuse,
+            CounterVerdict::Quarantined { .. } => true,
+            CounterVerdict::Rose | CounterVerdict::Zero => false,
+        },
     }
 }
 
@@ -65,7 +100,7 @@ pub enum CounterError {
 /// Counters by key fingerprint (`SHA256:...`), in one JSON file.
 pub struct CounterStore {
     path: PathBuf,
-    counters: Mutex<BTreeMap<String, u32>>,
+    counters: Mutex<BTreeMap<String, KeyState>>,
 }
 
 impl CounterStore {
@@ -100,11 +135,12 @@ impl CounterStore {
         check: CounterCheck,
     ) -> Result<CounterVerdict, CounterError> {
         let mut counters = crate::sync::lock(&self.counters);
-        let last = counters.get(fingerprint).copied();
-        let verdict = judge(last, counter, check);
-        if last.is_none_or(|l| counter > l) {
+        let stored = counters.get(fingerprint).copied();
+        let verdict = judge(stored, counter, check);
+        let state = next_state(stored, counter, verdict);
+        if stored != Some(state) {
             let mut next = counters.clone();
-            next.insert(fingerprint.to_owned(), counter);
+            next.insert(fingerprint.to_owned(), state);
             self.write(&next).map_err(|source| CounterError::Write {
                 path: self.path.clone(),
                 source,
@@ -114,7 +150,7 @@ impl CounterStore {
         Ok(verdict)
     }
 
-    fn write(&self, counters: &BTreeMap<String, u32>) -> std::io::Result<()> {
+    fn write(&self, counters: &BTreeMap<String, KeyState>) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         serde_json::to_writer_pretty(&mut tmp, counters)?;
@@ -129,28 +165,24 @@ impl CounterStore {
 mod tests {
     use super::*;
     use CounterCheck::{Checked, Unchecked};
-    use CounterVerdict::{Regression, Rose, Zero};
+    use CounterVerdict::{Quarantined, Regression, Rose, Zero};
+
+    fn at(counter: u32) -> Option<KeyState> {
+        Some(KeyState {
+            counter,
+            quarantined: false,
+        })
+    }
 
     #[test]
     fn counter_decisions() {
         assert_eq!(judge(None, 5, Checked), Rose);
-        assert_eq!(judge(Some(5), 6, Checked), Rose);
+        assert_eq!(judge(at(5), 6, Checked), Rose);
+        let refused = |last| Regression { last, refuse: true };
+        assert_eq!(judge(at(5), 5, Checked), refused(5));
+        assert_eq!(judge(at(5), 4, Checked), refused(5));
         assert_eq!(
-            judge(Some(5), 5, Checked),
-            Regression {
-                last: 5,
-                refuse: true
-            }
-        );
-        assert_eq!(
-            judge(Some(5), 4, Checked),
-            Regression {
-                last: 5,
-                refuse: true
-            }
-        );
-        assert_eq!(
-            judge(Some(5), 5, Unchecked),
+            judge(at(5), 5, Unchecked),
             Regression {
                 last: 5,
                 refuse: false
@@ -158,19 +190,30 @@ mod tests {
         );
         // A key that always says 0 keeps no counter; one that counted and says 0 went back.
         assert_eq!(judge(None, 0, Checked), Zero);
-        assert_eq!(judge(Some(0), 0, Checked), Zero);
+        assert_eq!(judge(at(0), 0, Checked), Zero);
+        assert_eq!(judge(at(9), 0, Checked), refused(9));
+        assert_eq!(judge(at(0), 1, Checked), Rose);
+        // Once quarantined, a higher counter does not help; the policy's mark does.
+        let q = Some(KeyState {
+            counter: 9,
+            quarantined: true,
+        });
+        assert_eq!(judge(q, 1000, Checked), Quarantined { last: 9 });
+        assert_eq!(judge(q, 1000, Unchecked), Rose);
+        assert!(next_state(at(9), 3, refused(9)).quarantined);
+        assert_eq!(next_state(at(9), 3, refused(9)).counter, 9);
+        assert!(next_state(q, 1000, Quarantined { last: 9 }).quarantined);
         assert_eq!(
-            judge(Some(9), 0, Checked),
-            Regression {
-                last: 9,
-                refuse: true
+            next_state(q, 1000, Rose),
+            KeyState {
+                counter: 1000,
+                quarantined: false
             }
         );
-        assert_eq!(judge(Some(0), 1, Checked), Rose);
     }
 
     #[test]
-    fn store_survives_reopen_and_never_goes_down() {
+    fn store_survives_reopen_and_quarantines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.json");
         let store = CounterStore::open(&path).unwrap();
@@ -192,9 +235,22 @@ mod tests {
             }
         );
         assert_eq!(store.record("SHA256:b", 1, Checked).unwrap(), Rose);
-        assert_eq!(store.record("SHA256:a", 11, Checked).unwrap(), Rose);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"SHA256:a\": 11"), "{text}");
+        // A copy that jumps ahead gets nothing: the key is quarantined, also after a restart.
+        assert_eq!(
+            store.record("SHA256:a", 4_000_000, Checked).unwrap(),
+            Quarantined { last: 10 }
+        );
+        drop(store);
+        let store = CounterStore::open(&path).unwrap();
+        assert_eq!(
+            store.record("SHA256:a", 4_000_001, Checked).unwrap(),
+            Quarantined { last: 4_000_000 }
+        );
+        assert_eq!(
+            store.record("SHA256:a", 4_000_002, Unchecked).unwrap(),
+            Rose
+        );
+        assert_eq!(store.record("SHA256:a", 4_000_003, Checked).unwrap(), Rose);
         std::fs::write(&path, "not json").unwrap();
         assert!(matches!(
             CounterStore::open(&path),
