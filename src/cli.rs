@@ -13,8 +13,9 @@ use crate::config::Config;
 use crate::firewall::Enforcer;
 use crate::offsite::{Comparison, Offsite, compare_chain, compare_recording};
 use crate::policy::load_policy;
-use crate::recording::{RecordingStore, SessionId, verify_recording};
-use crate::secrets::{generate_key, load_key, write_new_key};
+use crate::ids::SessionId;
+use crate::recording::{RecordingStore, verify_recording};
+use crate::secrets::load_key;
 
 #[derive(Parser)]
 #[command(
@@ -470,11 +471,6 @@ fn firewall(command: FirewallCommand) -> Result<()> {
     Ok(())
 }
 
-/// Creates `host_key`, `ca_key` and `signing_key` in `dir`.
-pub fn keys_in(dir: &Path) -> Result<()> {
-    keys_init(None, Some(dir))
-}
-
 fn keys_init(config: Option<&Path>, dir: Option<&Path>) -> Result<()> {
     let (host, ca, signing) = match (config, dir) {
         (Some(c), _) => {
@@ -486,29 +482,8 @@ fn keys_init(config: Option<&Path>, dir: Option<&Path>) -> Result<()> {
     };
     // Missing keys are created (an appliance from before the signing key gets one); existing
     // ones are kept.
-    if [&host, &ca, &signing].iter().all(|p| p.exists()) {
-        bail!("all keys exist already; refusing to overwrite them");
-    }
-    // The signing key's comment is its name in signed notes: no spaces.
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let audit_name = format!("stapsteen-audit@{}", hostname.trim());
-    for (path, comment) in [
-        (&host, "stapsteen host key"),
-        (&ca, "stapsteen user CA"),
-        (&signing, audit_name.as_str()),
-    ] {
-        if path.exists() {
-            println!("{}: exists, kept", path.display());
-            continue;
-        }
-        let key = generate_key(comment);
-        write_new_key(path, &key)?;
-        println!(
-            "{}: {} {}",
-            path.display(),
-            key.expose().fingerprint(russh::keys::HashAlg::Sha256),
-            comment
-        );
+    for line in crate::secrets::init_keys(&host, &ca, &signing)? {
+        println!("{line}");
     }
     println!(
         "Targets trust the CA with TrustedUserCAKeys pointing at {}.pub\n\

@@ -67,7 +67,11 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
 
     let target_key = dir.join("target_host_key");
     write_new_key(&target_key, &generate_key("demo target"))?;
-    crate::cli::keys_in(dir)?;
+    crate::secrets::init_keys(
+        &dir.join("host_key"),
+        &dir.join("ca_key"),
+        &dir.join("signing_key"),
+    )?;
     let target_port = free_port()?;
     let port = if port == 0 { free_port()? } else { port };
     let target_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, target_port));

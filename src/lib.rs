@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod algorithms;
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod clock;
@@ -10,6 +11,8 @@ pub mod console;
 pub mod demo;
 pub mod firewall;
 pub mod frontdoor;
+pub mod ids;
+pub mod net;
 pub mod offsite;
 pub mod policy;
 pub mod proxy;

@@ -78,6 +78,8 @@ pub enum SecretError {
     Exists { path: PathBuf },
     #[error("cannot write key {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("all keys exist already; refusing to overwrite them")]
+    AllExist,
 }
 
 /// Where a key is read from: the systemd credential `name` if present, else `path`.
@@ -136,6 +138,37 @@ pub fn load_private_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, S
         });
     }
     Ok(Secret::new(key))
+}
+
+/// Creates whichever of the bastion's own keys (host, user CA, audit signing) do not exist
+/// yet, never overwriting one; refuses when all exist. Returns one line per key for the
+/// operator: its path with fingerprint and name, or that it was kept.
+pub fn init_keys(host: &Path, ca: &Path, signing: &Path) -> Result<Vec<String>, SecretError> {
+    if [host, ca, signing].iter().all(|p| p.exists()) {
+        return Err(SecretError::AllExist);
+    }
+    // The signing key's comment is its name in signed notes: no spaces.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let audit_name = format!("stapsteen-audit@{}", hostname.trim());
+    let mut lines = Vec::new();
+    for (path, comment) in [
+        (host, "stapsteen host key"),
+        (ca, "stapsteen user CA"),
+        (signing, audit_name.as_str()),
+    ] {
+        if path.exists() {
+            lines.push(format!("{}: exists, kept", path.display()));
+            continue;
+        }
+        let key = generate_key(comment);
+        write_new_key(path, &key)?;
+        lines.push(format!(
+            "{}: {} {comment}",
+            path.display(),
+            key.expose().fingerprint(russh::keys::HashAlg::Sha256)
+        ));
+    }
+    Ok(lines)
 }
 
 /// A new random Ed25519 key.

@@ -12,6 +12,7 @@ use crate::audit::{AuditChain, Code, Event, NoteSigner};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::firewall::{Enforcer, FirewallError, Outcome, Plan};
+use crate::app::Bastion;
 use crate::frontdoor::{Shared, accept_loop, server_config};
 use crate::offsite::{Offsite, run_uploader};
 use crate::policy::{Policy, load_policy};
@@ -31,7 +32,7 @@ pub async fn serve(config_path: &Path) -> Result<()> {
 
 /// A started bastion: listeners bound, tasks running.
 pub struct Running {
-    pub shared: Arc<Shared>,
+    pub app: Arc<Bastion>,
     pub addrs: Vec<std::net::SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -81,22 +82,21 @@ pub async fn start(config: Config) -> Result<Running> {
     }
     let fingerprint = host_key.expose().fingerprint(russh::keys::HashAlg::Sha256);
     let counters = CounterStore::open(&config.counters_path())?;
-    let shared = Arc::new(Shared::new(
-        config, policy, ca_key, clock, firewall, audit, counters,
-    ));
+    let app = Arc::new(Bastion::new(config, policy, clock, firewall, audit));
+    let shared = Arc::new(Shared::new(app.clone(), ca_key, counters));
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
-    if shared.firewall.is_some() {
-        tasks.push(tokio::spawn(keep_firewall(shared.clone())));
+    if app.firewall.is_some() {
+        tasks.push(tokio::spawn(keep_firewall(app.clone())));
     }
     if let Some(o) = offsite {
         tasks.push(tokio::spawn(run_uploader(
             o,
-            shared.audit.clone(),
-            shared.store.clone(),
+            app.audit.clone(),
+            app.store.clone(),
         )));
     }
-    tasks.extend(crate::console::start(shared.clone()).await?);
+    tasks.extend(crate::console::start(app.clone()).await?);
     for l in listeners {
         addrs.push(l.local_addr()?);
         tasks.push(tokio::spawn(accept_loop(
@@ -112,11 +112,7 @@ pub async fn start(config: Config) -> Result<Running> {
             addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         )
         .emit();
-    Ok(Running {
-        shared,
-        addrs,
-        tasks,
-    })
+    Ok(Running { app, addrs, tasks })
 }
 
 /// Keys the policy lets in without a touch or without the PIN, as events for the SIEM.
@@ -162,15 +158,15 @@ fn firewall_applied(plan: &Plan, why: &str) {
 }
 
 /// Follows grant windows and validity, and puts the table back if it is changed from outside.
-async fn keep_firewall(shared: Arc<Shared>) {
-    let Some(enforcer) = shared.firewall.clone() else {
+async fn keep_firewall(app: Arc<Bastion>) {
+    let Some(enforcer) = app.firewall.clone() else {
         return;
     };
     let mut tick = tokio::time::interval(crate::firewall::CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (policy, now) = (shared.policy(), shared.clock.now());
+        let (policy, now) = (app.policy(), app.clock.now());
         match on_enforcer(&enforcer, move |e| e.check(&policy, now)).await {
             Ok(Outcome::Unchanged) => {}
             Ok(Outcome::Rescheduled) => Event::new(Code::FirewallApplied)
@@ -203,11 +199,11 @@ impl Running {
     }
 
     pub async fn reload(&self) {
-        let path = &self.shared.config.policy;
+        let path = &self.app.config.policy;
         match load_policy(path) {
             Ok(p) => {
-                if let Some(enforcer) = &self.shared.firewall {
-                    let (policy, now) = (p.clone(), self.shared.clock.now());
+                if let Some(enforcer) = &self.app.firewall {
+                    let (policy, now) = (p.clone(), self.app.clock.now());
                     match on_enforcer(enforcer, move |e| e.apply(&policy, now)).await {
                         Ok(plan) => firewall_applied(&plan, "policy reload"),
                         Err(e) => {
@@ -222,12 +218,12 @@ impl Running {
                     }
                 }
                 policy_warnings(&p);
-                self.shared.set_policy(p);
+                self.app.set_policy(p);
                 Event::new(Code::PolicyLoaded)
                     .detail("file", path.display().to_string())
                     .emit();
                 // Incident response: a revoked admin or key loses its running sessions at once.
-                for (session, admin) in self.shared.sessions.revoke(&self.shared.policy()) {
+                for (session, admin) in self.app.sessions.revoke(&self.app.policy()) {
                     Event::new(Code::SessionRevoked)
                         .admin(admin)
                         .session(session)

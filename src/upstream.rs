@@ -18,7 +18,7 @@ use russh::keys::{
 use zeroize::Zeroize;
 
 use crate::policy::{Account, AdminName, Target};
-use crate::recording::SessionId;
+use crate::ids::SessionId;
 use crate::secrets::Secret;
 
 /// Certificates are valid this long; clock skew allowance is added before.
@@ -136,7 +136,7 @@ pub async fn connect(
             target: name.clone(),
             reason,
         };
-        let stream = crate::firewall::connect((target.address, target.port).into(), mark)
+        let stream = crate::net::connect((target.address, target.port).into(), mark)
             .await
             .map_err(|e| conn_err(e.to_string()))?;
         let presented = Arc::new(Mutex::new(None));
@@ -146,7 +146,7 @@ pub async fn connect(
         };
         let mut handle = match client::connect_stream(
             Arc::new(client_config()),
-            tokio::io::BufReader::with_capacity(crate::frontdoor::READ_BUFFER, stream),
+            tokio::io::BufReader::with_capacity(crate::net::READ_BUFFER, stream),
             handler,
         )
         .await

@@ -6,10 +6,13 @@
 #[macro_use]
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+
 use common::{BASTION, Env, Options, bin, stderr, stdout};
+use stapsteen::seckey::{AttestationError, Roots, verify_attestation};
+use stapsteen::softkey::SoftKey;
 
 /// Writes the policy with `extra` and waits until the bastion has loaded it.
 fn reload_policy(env: &Env, extra: &str) {
@@ -495,4 +498,58 @@ fn stock_openssh_security_keys() {
         ]),
     );
     admitted(&ssh("notouch"));
+}
+
+// The attestation verifier on its own, with the software key's attestations.
+
+fn key(dir: &Path, name: &str, ecdsa: bool) -> SoftKey {
+    SoftKey::open(&dir.join(name), "ssh:", 5, 1, ecdsa).unwrap()
+}
+
+#[test]
+fn attestations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let roots = |name: &str| Roots::load(&[&d.join(name).join("root.pem")]).unwrap();
+    for ecdsa in [false, true] {
+        let k = key(d, &format!("k{ecdsa}"), ecdsa);
+        let blob = k.attest(&d.join("vendor"), b"challenge-1").unwrap();
+        let vendor = roots("vendor");
+        let ok = verify_attestation(&blob, b"challenge-1", k.public_key(), &vendor).unwrap();
+        assert_eq!(ok.root, "stapsteen test attestation root");
+        assert_eq!(ok.aaguid, hex::encode(b"stapsteen-softky"));
+        // Another challenge: the enrolment signature does not verify.
+        assert!(matches!(
+            verify_attestation(&blob, b"challenge-2", k.public_key(), &vendor),
+            Err(AttestationError::Signature)
+        ));
+        // Another key: the attestation is for the first one.
+        let other = key(d, &format!("o{ecdsa}"), ecdsa);
+        assert!(matches!(
+            verify_attestation(&blob, b"challenge-1", other.public_key(), &vendor),
+            Err(AttestationError::OtherKey(_))
+        ));
+        // A root the policy does not name.
+        let elsewhere = k.attest(&d.join("unknown"), b"challenge-1").unwrap();
+        roots("unknown");
+        assert!(matches!(
+            verify_attestation(&elsewhere, b"challenge-1", k.public_key(), &vendor),
+            Err(AttestationError::Untrusted(_))
+        ));
+        // Cut or garbled files.
+        for bad in [&blob[..blob.len() / 2], b"junk".as_slice(), &[]] {
+            assert!(matches!(
+                verify_attestation(bad, b"challenge-1", k.public_key(), &vendor),
+                Err(AttestationError::Format(_))
+            ));
+        }
+    }
+}
+
+#[test]
+fn roots_need_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("empty.pem");
+    std::fs::write(&f, "").unwrap();
+    assert!(Roots::load(&[&f]).is_err());
 }

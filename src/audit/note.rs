@@ -26,7 +26,7 @@ use russh::keys::{PrivateKey, PublicKey};
 use sha2::{Digest, Sha256};
 use signed_note::{Note, Signer, StandardVerifier, VerifierList};
 
-use crate::recording::SessionId;
+use crate::ids::SessionId;
 use crate::secrets::{Secret, Wipe};
 
 const MAGIC: &str = "stapsteen audit v1";

@@ -9,7 +9,7 @@ use std::fmt;
 
 use super::note::{Entry, NoteVerifier, note_hash, parse};
 use super::{Line, Seal};
-use crate::recording::SessionId;
+use crate::ids::SessionId;
 
 /// Something wrong at a line of the chain file.
 #[derive(Debug, Clone, PartialEq, Eq)]

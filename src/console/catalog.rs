@@ -7,8 +7,9 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
-use crate::frontdoor::Shared;
-use crate::recording::{Meta, SessionId, Verdict, verify_recording};
+use crate::app::Bastion;
+use crate::ids::SessionId;
+use crate::recording::{Meta, Verdict, verify_recording};
 
 /// One row of the sessions page.
 pub struct Row {
@@ -82,7 +83,7 @@ fn local_time(field: &str, text: &str) -> Result<Option<Timestamp>, FilterError>
 }
 
 /// The audit chain, verified; verdicts are taken against it.
-pub fn chain_report(shared: &Shared) -> ChainReport {
+pub fn chain_report(shared: &Bastion) -> ChainReport {
     let lines = read_lines(shared.audit.path()).unwrap_or_default();
     verify_chain(&lines, shared.audit.verifier())
 }
@@ -97,7 +98,7 @@ pub struct Listing {
 
 /// Every session, newest first, with the filter applied. The cheap tests go first: the
 /// integrity verdict and the search each read the recording.
-pub fn rows(shared: &Shared, filter: &Filter) -> Result<Listing, FilterError> {
+pub fn rows(shared: &Bastion, filter: &Filter) -> Result<Listing, FilterError> {
     let (from, to) = (
         local_time("from", &filter.from)?,
         local_time("to", &filter.to)?,
@@ -154,7 +155,7 @@ pub fn rows(shared: &Shared, filter: &Filter) -> Result<Listing, FilterError> {
 }
 
 /// `recorded`: the session had a terminal, so its recording is verified (and may be missing).
-fn make_row(shared: &Shared, report: &ChainReport, meta: Meta, recorded: bool) -> Row {
+fn make_row(shared: &Bastion, report: &ChainReport, meta: Meta, recorded: bool) -> Row {
     Row {
         live: shared.sessions.is_live(meta.id.as_str()),
         verdict: recorded.then(|| verify_recording(&shared.store, &meta.id, report)),
@@ -189,7 +190,7 @@ fn unrecorded(report: &ChainReport) -> Vec<Meta> {
 }
 
 /// One session's row: a recorded one, or one known from the audit chain only.
-pub fn row(shared: &Shared, report: &ChainReport, id: &SessionId) -> Option<Row> {
+pub fn row(shared: &Bastion, report: &ChainReport, id: &SessionId) -> Option<Row> {
     let (meta, recorded) = match shared.store.read_meta(id) {
         Ok(m) => (m, true),
         Err(_) => (unrecorded(report).into_iter().find(|m| &m.id == id)?, false),
@@ -198,7 +199,7 @@ pub fn row(shared: &Shared, report: &ChainReport, id: &SessionId) -> Option<Row>
 }
 
 /// The events of a recording: `(time, kind, data)`; lines that do not parse are skipped.
-fn events(shared: &Shared, id: &SessionId) -> Vec<(f64, String, String)> {
+fn events(shared: &Bastion, id: &SessionId) -> Vec<(f64, String, String)> {
     let text = std::fs::read(shared.store.cast_path(id)).unwrap_or_default();
     String::from_utf8_lossy(&text)
         .lines()
@@ -208,7 +209,7 @@ fn events(shared: &Shared, id: &SessionId) -> Vec<(f64, String, String)> {
 }
 
 /// What the terminal showed, without escape sequences.
-fn output_text(shared: &Shared, id: &SessionId) -> String {
+fn output_text(shared: &Bastion, id: &SessionId) -> String {
     let raw: String = events(shared, id)
         .into_iter()
         .filter(|(_, kind, _)| kind == "o")
@@ -217,13 +218,13 @@ fn output_text(shared: &Shared, id: &SessionId) -> String {
     String::from_utf8_lossy(&strip_ansi_escapes::strip(raw)).into_owned()
 }
 
-fn output_contains(shared: &Shared, id: &SessionId, needle: &str) -> bool {
+fn output_contains(shared: &Bastion, id: &SessionId, needle: &str) -> bool {
     output_text(shared, id).to_lowercase().contains(needle)
 }
 
 /// Player markers: the start, the target's first output, each command line typed (when input
 /// was recorded), the end.
-pub fn markers(shared: &Shared, meta: &Meta) -> Vec<(f64, String)> {
+pub fn markers(shared: &Bastion, meta: &Meta) -> Vec<(f64, String)> {
     markers_of(meta, &events(shared, &meta.id))
 }
 

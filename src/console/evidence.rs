@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use super::catalog::{self, Row};
 use super::{App, SessionRequest, action};
 use crate::audit::Code;
-use crate::frontdoor::Shared;
+use crate::app::Bastion;
 use crate::policy::local;
-use crate::recording::SessionId;
+use crate::ids::SessionId;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -92,7 +92,7 @@ pub async fn bundle(
 }
 
 /// The bundle as a tar archive under the directory `ID/`.
-fn make_bundle(shared: &Shared, id: &SessionId, reviewer: &str) -> Result<Vec<u8>, String> {
+fn make_bundle(shared: &Bastion, id: &SessionId, reviewer: &str) -> Result<Vec<u8>, String> {
     let report = catalog::chain_report(shared);
     let Some(row) = catalog::row(shared, &report, id) else {
         return Err("no such session".into());
@@ -134,7 +134,7 @@ fn make_bundle(shared: &Shared, id: &SessionId, reviewer: &str) -> Result<Vec<u8
 }
 
 fn report_text(
-    shared: &Shared,
+    shared: &Bastion,
     row: &Row,
     files: &[(&str, Vec<u8>)],
     chain_problems: usize,

@@ -40,9 +40,9 @@ use webauthn_rs::prelude::{PasskeyAuthentication, PasskeyRegistration, Url, Uuid
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::audit::{Code, Event};
-use crate::frontdoor::Shared;
+use crate::app::Bastion;
 use crate::policy::ReviewerName;
-use crate::recording::SessionId;
+use crate::ids::SessionId;
 
 pub use enrolment::{EnrolError, Reviewers, code_hash, new_code};
 use logins::{COOKIE, Check, Logins, Pending};
@@ -73,7 +73,7 @@ type Enrolling = (ReviewerName, Uuid, PasskeyRegistration);
 
 /// The console's state, shared by its handlers.
 pub struct Console {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Bastion>,
     webauthn: Webauthn,
     logins: Logins,
     enrolling: Pending<Enrolling>,
@@ -115,7 +115,7 @@ pub fn check(config: &crate::config::Config) -> Result<(), ConsoleError> {
 }
 
 /// Binds the console's listeners and starts serving; returns the tasks.
-pub async fn start(shared: Arc<Shared>) -> Result<Vec<tokio::task::JoinHandle<()>>, ConsoleError> {
+pub async fn start(shared: Arc<Bastion>) -> Result<Vec<tokio::task::JoinHandle<()>>, ConsoleError> {
     let Some(config) = shared.config.console.clone() else {
         return Ok(Vec::new());
     };

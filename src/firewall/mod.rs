@@ -26,11 +26,9 @@ mod backend;
 mod enforcer;
 mod plan;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpSocket, TcpStream};
 
 use crate::policy::GrantName;
 
@@ -60,16 +58,3 @@ pub fn mark(grant: &GrantName) -> u32 {
     0x5354_0000 | u32::from(u16::from_be_bytes([h[0], h[1]]))
 }
 
-/// Opens a TCP connection whose packets carry `mark` (when given), for the output rules.
-pub async fn connect(addr: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(m) = mark {
-        socket2::SockRef::from(&socket).set_mark(m)?;
-    }
-    socket.set_nodelay(true)?;
-    socket.connect(addr).await
-}

@@ -20,7 +20,8 @@ use crate::proxy::{
     ForwardContext, PtyRequest, PumpContext, Run, SessionStop, Transcript, deadline, env_allowed,
     open_target_channel, spawn_forward, spawn_pump,
 };
-use crate::recording::{Cadence, Meta, Recorder, SessionId};
+use crate::ids::SessionId;
+use crate::recording::{Cadence, Meta, Recorder};
 use crate::seckey::{Assertion, CounterVerdict};
 use crate::sync::lock;
 use crate::upstream::Dial;
@@ -111,7 +112,7 @@ impl Connection {
         let Some(login) = Login::parse(user) else {
             return Some("invalid_user");
         };
-        let policy = self.shared.policy();
+        let policy = self.shared.app.policy();
         if policy.admin(&login.admin).is_none() {
             return Some("unknown_admin");
         }
@@ -176,9 +177,9 @@ impl Connection {
     }
 
     fn list(&self, admin: &str, id: ChannelId, pty: bool, session: &mut Session) -> HResult {
-        let policy = self.shared.policy();
+        let policy = self.shared.app.policy();
         let nl = if pty { "\r\n" } else { "\n" };
-        let reachable = policy.reachable(admin, self.shared.clock.now());
+        let reachable = policy.reachable(admin, self.shared.app.clock.now());
         let mut text = if reachable.is_empty() {
             format!("stapsteen: {admin}, no target is open to you right now.{nl}")
         } else {
@@ -230,12 +231,12 @@ impl Connection {
             }
             Action::Open { spec, run } => (spec, run),
         };
-        let now = self.shared.clock.now();
+        let now = self.shared.app.clock.now();
         let allowed = match self.decide(name.as_str(), &spec, now) {
             Ok(a) => a,
             Err(denial) => return self.deny_target(id, is_pty, &spec, &denial, session),
         };
-        let mark = match self.shared.mark_for(&allowed.grant) {
+        let mark = match self.shared.app.mark_for(&allowed.grant) {
             Ok(m) => m,
             Err(msg) => {
                 self.event(Code::TargetFailed)
@@ -258,8 +259,8 @@ impl Connection {
 
         // The recording and the chain's start entry exist before the target is dialled: no
         // recording, no session (unless on_failure = "alert-and-continue").
-        let store = &self.shared.store;
-        let audit = &self.shared.audit;
+        let store = &self.shared.app.store;
+        let audit = &self.shared.app.audit;
         let mut meta = None;
         let mut recorder = None;
         if let Some(p) = &pty {
@@ -279,7 +280,7 @@ impl Connection {
                 "{name} → {}@{} ({session_id})",
                 allowed.account, allowed.target.name
             );
-            let rc = &self.shared.config.recording;
+            let rc = &self.shared.app.config.recording;
             let created = Recorder::create(
                 store,
                 &session_id,
@@ -356,10 +357,11 @@ impl Connection {
         let stop = SessionStop::default();
         let registration =
             self.shared
+                .app
                 .sessions
                 .register(session_id.as_str(), name.as_str(), &key, stop.clone());
 
-        let limits = &self.shared.config.limits;
+        let limits = &self.shared.app.config.limits;
         // A revocation while dialling ends the attempt at once, with its own reason.
         let connected = tokio::select! {
             c = crate::upstream::connect(
@@ -474,9 +476,9 @@ impl Connection {
     ) -> HResult {
         let _ = transcript.finish(&format!("end: {msg}"), msg);
         if let Some(mut m) = meta {
-            m.end = Some(self.shared.clock.now());
+            m.end = Some(self.shared.app.clock.now());
             m.end_reason = Some(msg.to_owned());
-            let _ = self.shared.store.write_meta(&m);
+            let _ = self.shared.app.store.write_meta(&m);
         }
         event.reason(msg).emit_as(Code::SessionEnd);
         self.refuse(id, pty, msg, session)
@@ -491,12 +493,12 @@ impl Connection {
         spec: &TargetSpec,
         now: jiff::Timestamp,
     ) -> Result<Allowed, Denial> {
-        let decided = self.shared.policy().decide(admin, spec, now);
+        let decided = self.shared.app.policy().decide(admin, spec, now);
         #[cfg(debug_assertions)]
         if let Err(denial) = &decided
             && std::env::var_os("STAPSTEEN_TEST_SKIP_GRANT_CHECK").is_some()
         {
-            return super::bypass::allowed_anyway(&self.shared.policy(), admin, spec, now)
+            return super::bypass::allowed_anyway(&self.shared.app.policy(), admin, spec, now)
                 .ok_or_else(|| denial.clone());
         }
         decided
@@ -583,7 +585,7 @@ impl Handler for Connection {
         let Ok(name) = AdminName::new(&login.admin) else {
             return Ok(Auth::reject());
         };
-        let policy = self.shared.policy();
+        let policy = self.shared.app.policy();
         let Some(entry) = policy.key_entry(name.as_str(), key.public_key) else {
             return Ok(Auth::reject());
         };
@@ -781,7 +783,7 @@ impl Handler for Connection {
             return Ok(());
         };
         let (name, key) = (admin.name.clone(), admin.key.clone());
-        let now = self.shared.clock.now();
+        let now = self.shared.app.clock.now();
         let event = self
             .event(Code::ForwardStart)
             .target(host)
@@ -795,6 +797,7 @@ impl Handler for Connection {
             })
             .and_then(|p| {
                 self.shared
+                    .app
                     .policy()
                     .decide_forward(name.as_str(), host, p, now)
             });
@@ -815,7 +818,7 @@ impl Handler for Connection {
             .target(&allowed.target.name)
             .detail("grant", allowed.grant.as_str());
         let (mark, permit) = match (
-            self.shared.mark_for(&allowed.grant),
+            self.shared.app.mark_for(&allowed.grant),
             self.forwards.clone().try_acquire_owned(),
         ) {
             (Ok(m), Ok(p)) => (m, p),
@@ -835,9 +838,9 @@ impl Handler for Connection {
             }
         };
         let addr = std::net::SocketAddr::from((allowed.target.address, allowed.port));
-        let timeout = self.shared.config.limits.connect_timeout;
+        let timeout = self.shared.app.config.limits.connect_timeout;
         let connected =
-            match tokio::time::timeout(timeout, crate::firewall::connect(addr, mark)).await {
+            match tokio::time::timeout(timeout, crate::net::connect(addr, mark)).await {
                 Ok(c) => c.map_err(|e| e.to_string()),
                 Err(_) => Err("connect timed out".to_owned()),
             };
@@ -855,6 +858,7 @@ impl Handler for Connection {
         let stop = SessionStop::default();
         let registration =
             self.shared
+                .app
                 .sessions
                 .register(session_id.as_str(), name.as_str(), &key, stop.clone());
         let (deadline, deadline_reason) =

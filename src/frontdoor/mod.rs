@@ -13,11 +13,10 @@
 mod bypass;
 mod handler;
 mod request;
-mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use russh::keys::PrivateKey;
 use russh::server::{self, Config as ServerConfig};
@@ -25,87 +24,33 @@ use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::audit::{AuditChain, Code, Event};
-use crate::clock::Clock;
+use crate::app::Bastion;
+use crate::audit::{Code, Event};
 use crate::config::Config;
-use crate::firewall::Enforcer;
-use crate::policy::{GrantName, Policy};
-use crate::recording::RecordingStore;
 use crate::seckey::CounterStore;
 use crate::secrets::Secret;
 
 pub use handler::Connection;
 pub use request::{Action, Login, action};
-pub use sessions::LiveSessions;
 
-/// State shared by all connections.
+/// What the front door adds to the application state: the CA that signs target
+/// certificates, the key counters, and the slots for unauthenticated connections.
 pub struct Shared {
-    pub config: Config,
-    pub policy: RwLock<Arc<Policy>>,
-    pub ca_key: Secret<PrivateKey>,
-    pub clock: Arc<dyn Clock>,
-    pub store: RecordingStore,
-    pub audit: Arc<AuditChain>,
-    pub sessions: Arc<LiveSessions>,
-    /// Kernel enforcement, when the config enables it.
-    pub firewall: Option<Arc<Enforcer>>,
+    pub app: Arc<Bastion>,
+    ca_key: Secret<PrivateKey>,
     /// The last signature counter of each admin key.
-    pub counters: Arc<CounterStore>,
+    counters: Arc<CounterStore>,
     unauthenticated: Arc<Semaphore>,
 }
 
 impl Shared {
-    pub fn new(
-        config: Config,
-        policy: Policy,
-        ca_key: Secret<PrivateKey>,
-        clock: Arc<dyn Clock>,
-        firewall: Option<Arc<Enforcer>>,
-        audit: Arc<AuditChain>,
-        counters: CounterStore,
-    ) -> Self {
-        let store = RecordingStore::new(config.recordings_dir());
-        let unauthenticated = Arc::new(Semaphore::new(config.limits.max_unauthenticated));
-        let sessions: Arc<LiveSessions> = Arc::default();
-        let live = sessions.clone();
-        audit.on_storage_failure(Box::new(move |reason| live.stop_all(reason)));
+    pub fn new(app: Arc<Bastion>, ca_key: Secret<PrivateKey>, counters: CounterStore) -> Self {
+        let unauthenticated = Arc::new(Semaphore::new(app.config.limits.max_unauthenticated));
         Self {
-            config,
-            policy: RwLock::new(Arc::new(policy)),
+            app,
             ca_key,
-            clock,
-            store,
-            audit,
-            sessions,
-            firewall,
             counters: Arc::new(counters),
             unauthenticated,
-        }
-    }
-
-    /// The policy in force now.
-    pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// The socket mark for connections under `grant`; `Err` with a reason while the kernel
-    /// rules are not in place, so that no session starts without them.
-    pub fn mark_for(&self, grant: &GrantName) -> Result<Option<u32>, &'static str> {
-        match &self.firewall {
-            None => Ok(None),
-            Some(fw) if fw.in_force() => Ok(Some(crate::firewall::mark(grant))),
-            Some(_) => Err("the bastion's firewall is not in place; try again shortly"),
-        }
-    }
-
-    /// Replaces the policy; running sessions keep the grant they started with.
-    pub fn set_policy(&self, policy: Policy) {
-        match self.policy.write() {
-            Ok(mut p) => *p = Arc::new(policy),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
         }
     }
 }
@@ -165,9 +110,6 @@ pub async fn accept_loop(
     }
 }
 
-/// Read buffer under each SSH connection, front door and upstream.
-pub const READ_BUFFER: usize = 128 * 1024;
-
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -176,12 +118,10 @@ async fn serve_connection(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let authenticated = Arc::new(AtomicBool::new(false));
-    let grace = shared.config.limits.login_grace;
+    let grace = shared.app.config.limits.login_grace;
     let handler = Connection::new(shared, Some(peer), permit, authenticated.clone());
     let run = async move {
-        // The SSH layer reads each packet in two exact reads; a buffer lets one system call
-        // bring in several packets.
-        let stream = tokio::io::BufReader::with_capacity(READ_BUFFER, stream);
+        let stream = tokio::io::BufReader::with_capacity(crate::net::READ_BUFFER, stream);
         match server::run_stream(config, stream, handler).await {
             Ok(session) => {
                 let _ = session.await;

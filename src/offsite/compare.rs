@@ -2,7 +2,8 @@
 
 use super::{Offsite, OffsiteError};
 use crate::audit::{ChainReport, NoteVerifier, parse_entry};
-use crate::recording::{RecordingStore, SessionId};
+use crate::ids::SessionId;
+use crate::recording::RecordingStore;
 
 /// What the comparison found: `findings` are tampering, `notes` are not (a backlog).
 #[derive(Debug, Default)]

@@ -8,7 +8,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::config::OffsiteConfig;
-use crate::recording::SessionId;
+use crate::ids::SessionId;
 use crate::secrets::{SecretError, read_secret};
 
 #[derive(Debug, thiserror::Error)]

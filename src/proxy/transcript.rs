@@ -12,7 +12,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditChain, ChainError, Code, Draft, Event, Kind};
-use crate::recording::{Recorder, RecordingError, SessionId};
+use crate::ids::SessionId;
+use crate::recording::{Recorder, RecordingError};
 
 pub struct Transcript {
     id: SessionId,
@@ -155,5 +156,164 @@ impl Transcript {
             result = result.and(Err(RecordingError::Chain(e)));
         }
         (result, sha_in, sha_out)
+    }
+}
+
+/// What a transcript leaves behind verifies as it should, and tampering is located.
+#[cfg(test)]
+mod verdicts {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Transcript;
+    use crate::audit::{AuditChain, read_lines, test_chain, verify_chain};
+    use crate::ids::SessionId;
+    use crate::recording::{Cadence, Recorder, RecordingStore, Verdict, verify_recording};
+
+    struct Bed {
+        /// Holds the directory for the test's lifetime.
+        _dir: tempfile::TempDir,
+        store: RecordingStore,
+        chain: Arc<AuditChain>,
+    }
+
+    impl Bed {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RecordingStore::new(dir.path().to_owned());
+            let chain = test_chain(dir.path());
+            Self {
+                _dir: dir,
+                store,
+                chain,
+            }
+        }
+
+        /// A session of 20 output lines, checkpointed every ~200 bytes; ended if `end`.
+        fn session(&self, end: bool) -> (SessionId, Transcript) {
+            let id = SessionId::generate(jiff::Timestamp::now());
+            let cadence = Cadence {
+                interval: Duration::from_secs(60),
+                bytes: 200,
+            };
+            let r = Recorder::create(
+                &self.store,
+                &id,
+                self.chain.clone(),
+                cadence,
+                (80, 24),
+                "xterm",
+                "t",
+            )
+            .unwrap();
+            let mut t =
+                Transcript::start(&id, self.chain.clone(), Some(r), true, true, &[]).unwrap();
+            for i in 0..20 {
+                t.output(format!("line {i} \x1b[1mbold\x1b[0m\r\n").as_bytes())
+                    .unwrap();
+            }
+            if end {
+                t.finish("end: exit status 0", "closed").0.unwrap();
+            }
+            (id, t)
+        }
+
+        fn verdict(&self, id: &SessionId) -> Verdict {
+            let lines = read_lines(self.chain.path()).unwrap();
+            verify_recording(
+                &self.store,
+                id,
+                &verify_chain(&lines, self.chain.verifier()),
+            )
+        }
+
+        fn edit(&self, id: &SessionId, f: impl FnOnce(&mut Vec<Vec<u8>>)) {
+            let path = self.store.cast_path(id);
+            let data = std::fs::read(&path).unwrap();
+            let mut lines: Vec<Vec<u8>> = data
+                .split_inclusive(|b| *b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect();
+            f(&mut lines);
+            std::fs::write(path, lines.concat()).unwrap();
+        }
+    }
+
+    #[test]
+    fn sealed_and_live() {
+        let bed = Bed::new();
+        let (id, _t) = bed.session(true);
+        assert_eq!(bed.verdict(&id), Verdict::Sealed { lines: 22 });
+        let (live, t) = bed.session(false);
+        assert!(
+            matches!(bed.verdict(&live), Verdict::Intact { lines, .. } if lines > 1),
+            "{}",
+            bed.verdict(&live)
+        );
+        drop(t);
+        assert!(matches!(bed.verdict(&live), Verdict::Unterminated { .. }));
+    }
+
+    #[test]
+    fn tampering_is_located() {
+        let bed = Bed::new();
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| l[7][5] ^= 1);
+        assert_eq!(
+            bed.verdict(&id),
+            Verdict::Modified {
+                at: 8,
+                how: "line changed"
+            }
+        );
+
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| {
+            l.remove(9);
+        });
+        assert_eq!(
+            bed.verdict(&id),
+            Verdict::Modified {
+                at: 10,
+                how: "line deleted"
+            }
+        );
+
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| l.truncate(15));
+        assert_eq!(
+            bed.verdict(&id),
+            Verdict::Truncated {
+                after: 15,
+                sealed: 22
+            }
+        );
+
+        // The index rewritten along with the change: the signed seals still catch it.
+        let (id, _) = bed.session(true);
+        bed.edit(&id, |l| l[12] = b"[1.0, \"o\", \"rm -rf /\"]\n".to_vec());
+        std::fs::remove_file(bed.store.index_path(&id)).unwrap();
+        assert!(
+            matches!(bed.verdict(&id), Verdict::ModifiedBetween { from, to } if from <= 13 && to >= 13),
+            "{}",
+            bed.verdict(&id)
+        );
+    }
+
+    #[test]
+    fn swapped_missing_unknown() {
+        let bed = Bed::new();
+        let (a, _) = bed.session(true);
+        let (b, _) = bed.session(true);
+        let (pa, pb) = (bed.store.cast_path(&a), bed.store.cast_path(&b));
+        let tmp = pa.with_extension("tmp");
+        std::fs::rename(&pa, &tmp).unwrap();
+        std::fs::rename(&pb, &pa).unwrap();
+        std::fs::rename(&tmp, &pb).unwrap();
+        assert_eq!(bed.verdict(&a), Verdict::Swapped { holds: b.clone() });
+        std::fs::remove_file(&pa).unwrap();
+        assert_eq!(bed.verdict(&a), Verdict::Missing);
+        let stranger = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(bed.verdict(&stranger), Verdict::Unknown);
     }
 }

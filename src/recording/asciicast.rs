@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::seal::{LineChain, index_entry};
-use super::{RecordingStore, SessionId};
+use super::RecordingStore;
+use crate::ids::SessionId;
 use crate::audit::{AuditChain, ChainError, Draft, Kind, Seal};
 
 #[derive(Debug, thiserror::Error)]

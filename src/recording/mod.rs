@@ -14,5 +14,5 @@ mod verify;
 
 pub use asciicast::{Cadence, Recorder, RecordingError};
 pub use sanitize::sanitize;
-pub use store::{Meta, RecordingStore, SessionId};
+pub use store::{Meta, RecordingStore};
 pub use verify::{Verdict, verify_recording};

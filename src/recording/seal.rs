@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::SessionId;
+use crate::ids::SessionId;
 use crate::audit::Seal;
 
 /// Bytes of each line hash kept in the `.idx` file.

@@ -1,45 +1,10 @@
 //! The recordings directory: `<id>.cast`, `<id>.idx` (line hashes) and `<id>.json` metadata.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// A session id: `YYYYMMDDTHHMMSSZ-xxxxxxxx`. Also names files, so it is validated on parse.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SessionId(String);
-
-impl SessionId {
-    pub fn generate(now: jiff::Timestamp) -> Self {
-        let suffix: u32 = rand::random();
-        Self(format!("{}-{suffix:08x}", now.strftime("%Y%m%dT%H%M%SZ")))
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        let (stamp, suffix) = s.split_once('-')?;
-        let stamp_ok = stamp.len() == 16
-            && stamp.char_indices().all(|(i, c)| match i {
-                8 => c == 'T',
-                15 => c == 'Z',
-                _ => c.is_ascii_digit(),
-            });
-        let suffix_ok = suffix.len() == 8
-            && suffix
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
-        (stamp_ok && suffix_ok).then(|| Self(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::ids::SessionId;
 
 /// Who, where and how a recorded session went.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,7 +70,7 @@ impl RecordingStore {
             };
             out.push(self.read_meta(&id)?);
         }
-        out.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.0.cmp(&b.id.0)));
+        out.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
@@ -122,7 +87,7 @@ impl RecordingStore {
                 out.push(id);
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort();
         Ok(out)
     }
 

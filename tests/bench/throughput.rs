@@ -69,7 +69,8 @@ fn machine_busy_seconds() -> f64 {
 fn pipeline(mib: u64) -> (f64, f64) {
     use stapsteen::audit::{AuditChain, NoteSigner};
     use stapsteen::proxy::Transcript;
-    use stapsteen::recording::{Cadence, Recorder, RecordingStore, SessionId};
+    use stapsteen::ids::SessionId;
+    use stapsteen::recording::{Cadence, Recorder, RecordingStore};
     let dir = tempfile::tempdir().unwrap();
     let signer = NoteSigner::new(&stapsteen::secrets::generate_key("bench")).unwrap();
     let chain = std::sync::Arc::new(
