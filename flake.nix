@@ -31,6 +31,8 @@
           version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.version;
           src = pkgs.lib.cleanSource ./.;
           cargoLock.lockFile = ./Cargo.lock;
+          # The appliance has no demo and no software security key (cargo feature `demo`).
+          buildNoDefaultFeatures = true;
           # webauthn-rs links OpenSSL.
           nativeBuildInputs = [ pkgs.pkg-config ];
           buildInputs = [ pkgs.openssl ];

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -11,9 +10,9 @@ use clap::{Parser, Subcommand};
 use crate::audit::{Code, Event, NoteVerifier, read_lines, verify_chain};
 use crate::config::Config;
 use crate::firewall::Enforcer;
+use crate::ids::SessionId;
 use crate::offsite::{Comparison, Offsite, compare_chain, compare_recording};
 use crate::policy::load_policy;
-use crate::ids::SessionId;
 use crate::recording::{RecordingStore, verify_recording};
 use crate::secrets::load_key;
 
@@ -58,6 +57,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    #[cfg(feature = "demo")]
     /// A self-contained demo on loopback: a real sshd target, the bastion, a software security key.
     Demo {
         /// Port of the bastion on 127.0.0.1 (0 picks a free one).
@@ -82,6 +82,7 @@ enum Command {
         #[command(subcommand)]
         command: ConsoleCommand,
     },
+    #[cfg(feature = "demo")]
     /// Software security key agent, for the demo and tests only.
     #[command(hide = true)]
     SoftkeyAgent {
@@ -107,6 +108,7 @@ enum Command {
         #[arg(long)]
         ecdsa: bool,
     },
+    #[cfg(feature = "demo")]
     /// Software security key: write an enrolment attestation of KEY, as `ssh-keygen -O
     /// write-attestation=FILE -O challenge=FILE` would, signed under the test root in ROOT_DIR
     /// (created on first use). For the tests only.
@@ -303,6 +305,7 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Init { config, dir },
         } => keys_init(config.as_deref(), dir.as_deref()),
+        #[cfg(feature = "demo")]
         Command::Demo { port, console_port } => {
             runtime().and_then(|rt| rt.block_on(crate::demo::run(port, console_port)))
         }
@@ -323,6 +326,7 @@ pub fn main() -> ExitCode {
             (Some(config), false) => console_enrol(&config, &name, valid),
             _ => console_enrol_for_policy(&name, valid),
         },
+        #[cfg(feature = "demo")]
         Command::SoftkeyAgent {
             socket,
             key,
@@ -338,10 +342,11 @@ pub fn main() -> ExitCode {
                     crate::softkey::SoftKey::open(&key, &application, flags, counter, ecdsa)?;
                 k.refuse_sign = refuse_sign;
                 k.counter_step = counter_step;
-                Arc::new(k).serve(&socket).await?;
+                std::sync::Arc::new(k).serve(&socket).await?;
                 Ok(())
             })
         }),
+        #[cfg(feature = "demo")]
         Command::SoftkeyAttest {
             key,
             application,
@@ -367,6 +372,7 @@ pub fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn softkey_attest(
     key: &Path,
     application: &str,

@@ -43,4 +43,3 @@ impl fmt::Display for SessionId {
         f.write_str(&self.0)
     }
 }
-

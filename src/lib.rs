@@ -1,25 +1,32 @@
 //! stapsteen: an SSH bastion for management networks.
+//!
+//! Layers, each using only those below it: `config`, `policy`, `secrets`, `seckey`, `ids`, `net`,
+//! `clock`, `sync`, `algorithms` at the bottom; `firewall`; `audit`, then `recording`; `upstream`,
+//! then `proxy`; `app` (the shared state); `frontdoor`, `console` and `offsite`; `serve`, `cli`
+//! and `demo` on top. The public modules are what the binary, the tests and the benchmark use.
 #![forbid(unsafe_code)]
 
-pub mod algorithms;
-pub mod app;
+pub(crate) mod algorithms;
+pub(crate) mod app;
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod console;
+pub(crate) mod console;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod firewall;
-pub mod frontdoor;
+pub(crate) mod firewall;
+pub(crate) mod frontdoor;
 pub mod ids;
-pub mod net;
-pub mod offsite;
-pub mod policy;
+pub(crate) mod net;
+pub(crate) mod offsite;
+pub(crate) mod policy;
 pub mod proxy;
 pub mod recording;
 pub mod seckey;
 pub mod secrets;
-pub mod serve;
+pub(crate) mod serve;
+#[cfg(feature = "demo")]
 pub mod softkey;
-pub mod sync;
-pub mod upstream;
+pub(crate) mod sync;
+pub(crate) mod upstream;

@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::app::Bastion;
 use crate::audit::{AuditChain, Code, Event, NoteSigner};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::firewall::{Enforcer, FirewallError, Outcome, Plan};
-use crate::app::Bastion;
 use crate::frontdoor::{Shared, accept_loop, server_config};
 use crate::offsite::{Offsite, run_uploader};
 use crate::policy::{Policy, load_policy};
@@ -33,7 +33,6 @@ pub async fn serve(config_path: &Path) -> Result<()> {
 /// A started bastion: listeners bound, tasks running.
 pub struct Running {
     pub app: Arc<Bastion>,
-    pub addrs: Vec<std::net::SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -112,7 +111,7 @@ pub async fn start(config: Config) -> Result<Running> {
             addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         )
         .emit();
-    Ok(Running { app, addrs, tasks })
+    Ok(Running { app, tasks })
 }
 
 /// Keys the policy lets in without a touch or without the PIN, as events for the SIEM.

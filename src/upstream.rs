@@ -17,8 +17,8 @@ use russh::keys::{
 };
 use zeroize::Zeroize;
 
-use crate::policy::{Account, AdminName, Target};
 use crate::ids::SessionId;
+use crate::policy::{Account, AdminName, Target};
 use crate::secrets::Secret;
 
 /// Certificates are valid this long; clock skew allowance is added before.

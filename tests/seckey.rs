@@ -9,7 +9,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-
 use common::{BASTION, Env, Options, bin, stderr, stdout};
 use stapsteen::seckey::{AttestationError, Roots, verify_attestation};
 use stapsteen::softkey::SoftKey;

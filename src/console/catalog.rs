@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
 use crate::app::Bastion;
+use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
 use crate::ids::SessionId;
 use crate::recording::{Meta, Verdict, verify_recording};
 

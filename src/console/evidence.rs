@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::{self, Row};
 use super::{App, SessionRequest, action};
-use crate::audit::Code;
 use crate::app::Bastion;
-use crate::policy::local;
+use crate::audit::Code;
 use crate::ids::SessionId;
+use crate::policy::local;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

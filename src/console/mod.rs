@@ -39,12 +39,12 @@ use tower::ServiceExt as _;
 use webauthn_rs::prelude::{PasskeyAuthentication, PasskeyRegistration, Url, Uuid};
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
-use crate::audit::{Code, Event};
 use crate::app::Bastion;
-use crate::policy::ReviewerName;
+use crate::audit::{Code, Event};
 use crate::ids::SessionId;
+use crate::policy::ReviewerName;
 
-pub use enrolment::{EnrolError, Reviewers, code_hash, new_code};
+pub use enrolment::{Reviewers, code_hash, new_code};
 use logins::{COOKIE, Check, Logins, Pending};
 
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,7 @@ use crate::policy::GrantName;
 
 pub use backend::{Backend, Nft};
 pub use enforcer::{Enforcer, Outcome};
-pub use plan::{Element, Plan, Ports, REFUSED};
+pub use plan::{Plan, Ports};
 
 /// The table stapsteen owns.
 pub const TABLE: &str = "stapsteen";
@@ -57,4 +57,3 @@ pub fn mark(grant: &GrantName) -> u32 {
     let h = Sha256::digest(grant.as_str().as_bytes());
     0x5354_0000 | u32::from(u16::from_be_bytes([h[0], h[1]]))
 }
-

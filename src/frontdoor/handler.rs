@@ -15,12 +15,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::Shared;
 use super::request::{Action, Login, action};
 use crate::audit::{Code, Event};
+use crate::ids::SessionId;
 use crate::policy::{AdminName, Allowed, Denial, TargetSpec};
 use crate::proxy::{
     ForwardContext, PtyRequest, PumpContext, Run, SessionStop, Transcript, deadline, env_allowed,
     open_target_channel, spawn_forward, spawn_pump,
 };
-use crate::ids::SessionId;
 use crate::recording::{Cadence, Meta, Recorder};
 use crate::seckey::{Assertion, CounterVerdict};
 use crate::sync::lock;
@@ -355,11 +355,12 @@ impl Connection {
         event.clone().emit();
         // Registered before dialling: a revocation from here on ends this session.
         let stop = SessionStop::default();
-        let registration =
-            self.shared
-                .app
-                .sessions
-                .register(session_id.as_str(), name.as_str(), &key, stop.clone());
+        let registration = self.shared.app.sessions.register(
+            session_id.as_str(),
+            name.as_str(),
+            &key,
+            stop.clone(),
+        );
 
         let limits = &self.shared.app.config.limits;
         // A revocation while dialling ends the attempt at once, with its own reason.
@@ -839,11 +840,10 @@ impl Handler for Connection {
         };
         let addr = std::net::SocketAddr::from((allowed.target.address, allowed.port));
         let timeout = self.shared.app.config.limits.connect_timeout;
-        let connected =
-            match tokio::time::timeout(timeout, crate::net::connect(addr, mark)).await {
-                Ok(c) => c.map_err(|e| e.to_string()),
-                Err(_) => Err("connect timed out".to_owned()),
-            };
+        let connected = match tokio::time::timeout(timeout, crate::net::connect(addr, mark)).await {
+            Ok(c) => c.map_err(|e| e.to_string()),
+            Err(_) => Err("connect timed out".to_owned()),
+        };
         let stream = match connected {
             Ok(s) => s,
             Err(reason) => {
@@ -856,11 +856,12 @@ impl Handler for Connection {
         let event = event.session(&session_id);
         event.clone().emit();
         let stop = SessionStop::default();
-        let registration =
-            self.shared
-                .app
-                .sessions
-                .register(session_id.as_str(), name.as_str(), &key, stop.clone());
+        let registration = self.shared.app.sessions.register(
+            session_id.as_str(),
+            name.as_str(),
+            &key,
+            stop.clone(),
+        );
         let (deadline, deadline_reason) =
             deadline(now, allowed.until, allowed.max_session, &allowed.grant);
         reply.accept().await;

@@ -15,8 +15,8 @@ mod handler;
 mod request;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use russh::keys::PrivateKey;
 use russh::server::{self, Config as ServerConfig};
@@ -31,7 +31,6 @@ use crate::seckey::CounterStore;
 use crate::secrets::Secret;
 
 pub use handler::Connection;
-pub use request::{Action, Login, action};
 
 /// What the front door adds to the application state: the CA that signs target
 /// certificates, the key counters, and the slots for unauthenticated connections.

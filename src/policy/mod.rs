@@ -10,10 +10,11 @@ mod parse;
 mod types;
 mod window;
 
-pub use decide::{Allowed, AllowedForward, Denial, local, policy_zone};
-pub use parse::{PolicyError, Problem, load_policy, parse_policy, parse_time};
+pub use decide::{Allowed, Denial, local, policy_zone};
+#[cfg(test)]
+pub use parse::parse_policy;
+pub use parse::{load_policy, parse_time};
 pub use types::{
-    Account, Admin, AdminKey, AdminName, EnrolmentCode, Grant, GrantName, Policy, Reviewer,
-    ReviewerName, Target, TargetName, TargetSpec,
+    Account, AdminName, EnrolmentCode, GrantName, Policy, Reviewer, ReviewerName, Target,
+    TargetSpec,
 };
-pub use window::WeeklyWindow;

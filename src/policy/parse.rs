@@ -575,7 +575,6 @@ fn admin_key(
     Some(AdminKey {
         comment: key.comment().to_string(),
         key,
-        application,
         required,
         counter: if unchecked {
             CounterCheck::Unchecked

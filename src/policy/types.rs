@@ -46,6 +46,8 @@ macro_rules! name_type {
             pub fn new(value: &str) -> Result<Self, NameError> {
                 check_name($kind, value).map(|()| Self(value.to_owned()))
             }
+            // One accessor for every name type; group names are only compared and shown.
+            #[allow(dead_code)]
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -94,8 +96,6 @@ name_type!(
 #[derive(Clone, Debug)]
 pub struct AdminKey {
     pub key: PublicKey,
-    /// FIDO application string the key was made for (`ssh:` unless policy says otherwise).
-    pub application: String,
     pub comment: String,
     /// What every login's signature must show (touch, PIN).
     pub required: crate::seckey::Required,

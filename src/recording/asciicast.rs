@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::seal::{LineChain, index_entry};
 use super::RecordingStore;
-use crate::ids::SessionId;
+use super::seal::{LineChain, index_entry};
 use crate::audit::{AuditChain, ChainError, Draft, Kind, Seal};
+use crate::ids::SessionId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {

@@ -9,8 +9,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::ids::SessionId;
 use crate::audit::Seal;
+use crate::ids::SessionId;
 
 /// Bytes of each line hash kept in the `.idx` file.
 pub const INDEX_BYTES: usize = 8;

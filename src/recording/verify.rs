@@ -7,10 +7,10 @@
 use std::fmt;
 use std::fs::TryLockError;
 
-use super::seal::{INDEX_BYTES, LineChain, index_entry};
 use super::RecordingStore;
-use crate::ids::SessionId;
+use super::seal::{INDEX_BYTES, LineChain, index_entry};
 use crate::audit::ChainReport;
+use crate::ids::SessionId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

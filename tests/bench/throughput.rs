@@ -68,8 +68,8 @@ fn machine_busy_seconds() -> f64 {
 /// transcript with a recorder sealing into an audit chain (on), and without one (off).
 fn pipeline(mib: u64) -> (f64, f64) {
     use stapsteen::audit::{AuditChain, NoteSigner};
-    use stapsteen::proxy::Transcript;
     use stapsteen::ids::SessionId;
+    use stapsteen::proxy::Transcript;
     use stapsteen::recording::{Cadence, Recorder, RecordingStore};
     let dir = tempfile::tempdir().unwrap();
     let signer = NoteSigner::new(&stapsteen::secrets::generate_key("bench")).unwrap();
