@@ -70,14 +70,27 @@ pub enum SecretError {
     },
     #[error("key {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
     Permissions { path: PathBuf, mode: u32 },
-    #[error("key {path} is not an OpenSSH private key: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error("key {path} is not an OpenSSH private key: {source}")]
+    Parse {
+        path: PathBuf,
+        source: russh::keys::ssh_key::Error,
+    },
+    #[error("key {path} is encrypted; the bastion needs it unencrypted (systemd keeps it safe)")]
+    Encrypted { path: PathBuf },
     #[error("key {path} is {algorithm}, only ssh-ed25519 is accepted here")]
     Algorithm { path: PathBuf, algorithm: String },
     #[error("key {path} exists already; refusing to overwrite it")]
     Exists { path: PathBuf },
-    #[error("cannot write key {path}: {reason}")]
-    Write { path: PathBuf, reason: String },
+    #[error("cannot write key {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode key {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        source: russh::keys::ssh_key::Error,
+    },
     #[error("all keys exist already; refusing to overwrite them")]
     AllExist,
 }
@@ -127,15 +140,12 @@ pub fn read_secret(name: &str, path: &Path) -> Result<(PathBuf, Secret<String>),
 /// Loads an unencrypted private key of any type in OpenSSH format.
 pub fn load_private_key(name: &str, path: &Path) -> Result<Secret<PrivateKey>, SecretError> {
     let (path, bytes) = read_secret(name, path)?;
-    let key = PrivateKey::from_openssh(bytes.expose()).map_err(|e| SecretError::Parse {
+    let key = PrivateKey::from_openssh(bytes.expose()).map_err(|source| SecretError::Parse {
         path: path.clone(),
-        reason: e.to_string(),
+        source,
     })?;
     if key.is_encrypted() {
-        return Err(SecretError::Parse {
-            path,
-            reason: "the key is encrypted".into(),
-        });
+        return Err(SecretError::Encrypted { path });
     }
     Ok(Secret::new(key))
 }
@@ -183,14 +193,15 @@ pub fn generate_key(comment: &str) -> Secret<PrivateKey> {
 
 /// Writes a new key (mode 0600) and its `.pub` next to it; never overwrites.
 pub fn write_new_key(path: &Path, key: &Secret<PrivateKey>) -> Result<(), SecretError> {
-    let werr = |e: &dyn fmt::Display| SecretError::Write {
+    let werr = |source: std::io::Error| SecretError::Write {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     };
-    let text = key
-        .expose()
-        .to_openssh(LineEnding::LF)
-        .map_err(|e| werr(&e))?;
+    let encode = |source| SecretError::Encode {
+        path: path.to_owned(),
+        source,
+    };
+    let text = key.expose().to_openssh(LineEnding::LF).map_err(encode)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -200,17 +211,13 @@ pub fn write_new_key(path: &Path, key: &Secret<PrivateKey>) -> Result<(), Secret
             std::io::ErrorKind::AlreadyExists => SecretError::Exists {
                 path: path.to_owned(),
             },
-            _ => werr(&e),
+            _ => werr(e),
         })?;
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| werr(&e))?;
-    let public = key
-        .expose()
-        .public_key()
-        .to_openssh()
-        .map_err(|e| werr(&e))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(werr)?;
+    let public = key.expose().public_key().to_openssh().map_err(encode)?;
     let mut pub_path = path.as_os_str().to_owned();
     pub_path.push(".pub");
-    std::fs::write(pub_path, format!("{public}\n")).map_err(|e| werr(&e))
+    std::fs::write(pub_path, format!("{public}\n")).map_err(werr)
 }
 
 #[cfg(test)]

@@ -27,14 +27,27 @@ const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot connect to {target}: {reason}")]
-    Connect { target: String, reason: String },
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("SSH with {target} failed: {source}")]
+    Ssh {
+        target: String,
+        source: russh::Error,
+    },
+    #[error("cannot load the static key for {target}: {source}")]
+    StaticKey {
+        target: String,
+        source: crate::secrets::SecretError,
+    },
     #[error("host key of {target} does not match the pinned key (it presented {presented})")]
     HostKeyMismatch { target: String, presented: String },
     #[error("{target} refused the bastion's certificate for account {account}")]
     AuthRefused { target: String, account: String },
     #[error("cannot sign certificate: {0}")]
-    Certificate(String),
+    Certificate(#[from] russh::keys::ssh_key::Error),
     #[error("timed out connecting to {target}")]
     Timeout { target: String },
 }
@@ -73,7 +86,6 @@ pub fn sign_certificate(
     account: &Account,
     pty: bool,
 ) -> Result<Certificate, UpstreamError> {
-    let cerr = |e: russh::keys::ssh_key::Error| UpstreamError::Certificate(e.to_string());
     let now = jiff::Timestamp::now().as_second().max(0).unsigned_abs();
     let nonce: [u8; 16] = rand::random();
     let mut b = Builder::new(
@@ -82,16 +94,17 @@ pub fn sign_certificate(
         now.saturating_sub(CLOCK_SKEW.as_secs()),
         now + CERT_LIFETIME.as_secs(),
     )
-    .map_err(cerr)?;
-    b.serial(rand::random()).map_err(cerr)?;
-    b.cert_type(CertType::User).map_err(cerr)?;
+    .map_err(UpstreamError::from)?;
+    b.serial(rand::random()).map_err(UpstreamError::from)?;
+    b.cert_type(CertType::User).map_err(UpstreamError::from)?;
     b.key_id(format!("stapsteen admin={admin} session={session}"))
-        .map_err(cerr)?;
-    b.valid_principal(account.as_str()).map_err(cerr)?;
+        .map_err(UpstreamError::from)?;
+    b.valid_principal(account.as_str())
+        .map_err(UpstreamError::from)?;
     if pty {
-        b.extension("permit-pty", "").map_err(cerr)?;
+        b.extension("permit-pty", "").map_err(UpstreamError::from)?;
     }
-    b.sign(ca.expose()).map_err(cerr)
+    b.sign(ca.expose()).map_err(UpstreamError::from)
 }
 
 fn client_config() -> client::Config {
@@ -106,6 +119,7 @@ fn client_config() -> client::Config {
 }
 
 /// Who logs in where, for which session.
+#[derive(Clone)]
 pub struct Dial<'a> {
     pub target: &'a Target,
     pub account: &'a Account,
@@ -132,13 +146,16 @@ pub async fn connect(
     } = dial;
     let name = target.name.to_string();
     let attempt = async {
-        let conn_err = |reason: String| UpstreamError::Connect {
+        let ssh_err = |source: russh::Error| UpstreamError::Ssh {
             target: name.clone(),
-            reason,
+            source,
         };
         let stream = crate::net::connect((target.address, target.port).into(), mark)
             .await
-            .map_err(|e| conn_err(e.to_string()))?;
+            .map_err(|source| UpstreamError::Connect {
+                target: name.clone(),
+                source,
+            })?;
         let presented = Arc::new(Mutex::new(None));
         let handler = PinnedHostKey {
             pinned: target.host_keys.clone(),
@@ -163,12 +180,16 @@ pub async fn connect(
                     presented,
                 });
             }
-            Err(e) => return Err(conn_err(e.to_string())),
+            Err(e) => return Err(ssh_err(e)),
         };
         let result = match &target.static_key {
             Some(path) => {
-                let key =
-                    crate::secrets::load_key("", path).map_err(|e| conn_err(e.to_string()))?;
+                let key = crate::secrets::load_key("", path).map_err(|source| {
+                    UpstreamError::StaticKey {
+                        target: name.clone(),
+                        source,
+                    }
+                })?;
                 let key = PrivateKeyWithHashAlg::new(Arc::new(key.expose().clone()), None);
                 handle.authenticate_publickey(account.as_str(), key).await
             }
@@ -182,7 +203,7 @@ pub async fn connect(
                     .await
             }
         }
-        .map_err(|e| conn_err(e.to_string()))?;
+        .map_err(ssh_err)?;
         match result {
             AuthResult::Success => Ok(handle),
             AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused {

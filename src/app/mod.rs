@@ -17,7 +17,7 @@ use crate::firewall::Enforcer;
 use crate::policy::{GrantName, Policy};
 use crate::recording::RecordingStore;
 
-pub use sessions::LiveSessions;
+pub use sessions::{LiveSessions, Registration};
 
 pub struct Bastion {
     pub config: Config,

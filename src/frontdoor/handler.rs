@@ -13,7 +13,9 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig, 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Shared;
+use super::refusal::AuthRefusal;
 use super::request::{Action, Login, action};
+use super::setup::{Dialer, Recorded};
 use crate::audit::{Code, Event};
 use crate::ids::SessionId;
 use crate::policy::{AdminName, Allowed, Denial, TargetSpec};
@@ -25,6 +27,40 @@ use crate::recording::{Cadence, Meta, Recorder};
 use crate::seckey::{Assertion, CounterVerdict};
 use crate::sync::lock;
 use crate::upstream::Dial;
+
+/// Dials a target over SSH and logs in with a certificate naming the admin.
+struct UpstreamDialer<'a> {
+    dial: Dial<'a>,
+    ca: &'a crate::secrets::Secret<russh::keys::PrivateKey>,
+    timeout: std::time::Duration,
+}
+
+impl Dialer for UpstreamDialer<'_> {
+    type Conn = crate::upstream::Connection;
+    async fn dial(&self) -> Result<Self::Conn, crate::upstream::UpstreamError> {
+        crate::upstream::connect(self.dial.clone(), self.ca, self.timeout).await
+    }
+}
+
+/// Opens a marked TCP connection for a port forward.
+struct TcpDialer {
+    target: String,
+    addr: std::net::SocketAddr,
+    mark: Option<u32>,
+    timeout: std::time::Duration,
+}
+
+impl Dialer for TcpDialer {
+    type Conn = tokio::net::TcpStream;
+    async fn dial(&self) -> Result<Self::Conn, crate::upstream::UpstreamError> {
+        let target = self.target.clone();
+        match tokio::time::timeout(self.timeout, crate::net::connect(self.addr, self.mark)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(source)) => Err(crate::upstream::UpstreamError::Connect { target, source }),
+            Err(_) => Err(crate::upstream::UpstreamError::Timeout { target }),
+        }
+    }
+}
 
 /// A live channel: input goes to `writer`, and is logged in `transcript`.
 struct Live {
@@ -95,29 +131,29 @@ impl Connection {
         }
     }
 
-    fn denied(&self, user: &str, fingerprint: Option<Fingerprint>, reason: &str) {
+    fn denied(&self, user: &str, fingerprint: Option<Fingerprint>, reason: AuthRefusal) {
         Event::new(Code::AuthDenied)
             .admin(user)
             .source(self.peer)
             .fingerprint(fingerprint.map(|f| f.to_string()).unwrap_or_default())
-            .reason(reason)
+            .reason(reason.code())
             .emit();
     }
 
     /// Why `key` may not log in as `user`, if it may not.
-    fn key_refusal(&self, user: &str, key: &russh::keys::PublicKey) -> Option<&'static str> {
+    fn key_refusal(&self, user: &str, key: &russh::keys::PublicKey) -> Option<AuthRefusal> {
         if !is_security_key(key.key_data()) {
-            return Some("not_security_key");
+            return Some(AuthRefusal::NotSecurityKey);
         }
         let Some(login) = Login::parse(user) else {
-            return Some("invalid_user");
+            return Some(AuthRefusal::InvalidUser);
         };
         let policy = self.shared.app.policy();
         if policy.admin(&login.admin).is_none() {
-            return Some("unknown_admin");
+            return Some(AuthRefusal::UnknownAdmin);
         }
         if policy.key_entry(&login.admin, key).is_none() {
-            return Some("key_not_listed");
+            return Some(AuthRefusal::KeyNotListed);
         }
         None
     }
@@ -129,7 +165,7 @@ impl Connection {
         user: &str,
         fingerprint: Fingerprint,
         assertion: Assertion,
-        reason: &str,
+        reason: AuthRefusal,
         message: &str,
         banner: &'static str,
     ) {
@@ -137,7 +173,7 @@ impl Connection {
             .admin(user)
             .source(self.peer)
             .fingerprint(fingerprint)
-            .reason(reason)
+            .reason(reason.code())
             .detail("message", message)
             .detail("flags", assertion.flag_names())
             .detail("counter", assertion.counter)
@@ -259,57 +295,11 @@ impl Connection {
 
         // The recording and the chain's start entry exist before the target is dialled: no
         // recording, no session (unless on_failure = "alert-and-continue").
-        let store = &self.shared.app.store;
         let audit = &self.shared.app.audit;
-        let mut meta = None;
-        let mut recorder = None;
-        if let Some(p) = &pty {
-            let m = Meta {
-                id: session_id.clone(),
-                admin: name.to_string(),
-                target: allowed.target.name.to_string(),
-                account: allowed.account.to_string(),
-                grant: allowed.grant.to_string(),
-                source: self.peer.map(|p| p.to_string()).unwrap_or_default(),
-                start: now,
-                end: None,
-                exit_status: None,
-                end_reason: None,
-            };
-            let title = format!(
-                "{name} → {}@{} ({session_id})",
-                allowed.account, allowed.target.name
-            );
-            let rc = &self.shared.app.config.recording;
-            let created = Recorder::create(
-                store,
-                &session_id,
-                audit.clone(),
-                Cadence {
-                    interval: rc.checkpoint_interval,
-                    bytes: rc.checkpoint_bytes,
-                },
-                (p.cols, p.rows),
-                &p.term,
-                &title,
-            )
-            .and_then(|mut r| {
-                r.marker(&format!(
-                    "start: {name} → {}@{}",
-                    allowed.account, allowed.target.name
-                ))?;
-                Ok(r)
-            })
-            .map_err(|e| e.to_string())
-            .and_then(|r| {
-                store.write_meta(&m).map_err(|e| e.to_string())?;
-                Ok(r)
-            });
-            match created {
-                Ok(r) => {
-                    recorder = Some(r);
-                    meta = Some(m);
-                }
+        let (recorder, meta) = match &pty {
+            None => (None, None),
+            Some(p) => match self.open_recording(&session_id, &name, &allowed, p, now) {
+                Ok((r, m)) => (Some(r), Some(m)),
                 Err(e) => {
                     audit.storage_failed(&format!("recording cannot be created: {e}"));
                     event.clone().reason(&e).emit_as(Code::RecordingFailed);
@@ -321,9 +311,10 @@ impl Connection {
                             session,
                         );
                     }
+                    (None, None)
                 }
-            }
-        }
+            },
+        };
         let fields = [
             ("admin", name.to_string()),
             ("target", allowed.target.name.to_string()),
@@ -354,99 +345,86 @@ impl Connection {
         };
         event.clone().emit();
         // Registered before dialling: a revocation from here on ends this session.
-        let stop = SessionStop::default();
-        let registration = self.shared.app.sessions.register(
-            session_id.as_str(),
+        let recorded = Recorded::new(
+            &self.shared.app,
+            &session_id,
+            transcript,
+            meta,
+            event,
             name.as_str(),
             &key,
-            stop.clone(),
         );
-
         let limits = &self.shared.app.config.limits;
-        // A revocation while dialling ends the attempt at once, with its own reason.
-        let connected = tokio::select! {
-            c = crate::upstream::connect(
-                Dial {
-                    target: &allowed.target,
-                    account: &allowed.account,
-                    admin: &name,
-                    session: &session_id,
-                    pty: is_pty,
-                    mark,
-                },
-                &self.shared.ca_key,
-                limits.connect_timeout,
-            ) => c,
-            reason = stop.wait() => {
-                let msg = reason.unwrap_or_else(|| "admin disconnected".into());
-                return self.abandon(transcript, meta, event, id, is_pty, &msg, session);
-            }
+        let dialer = UpstreamDialer {
+            dial: Dial {
+                target: &allowed.target,
+                account: &allowed.account,
+                admin: &name,
+                session: &session_id,
+                pty: is_pty,
+                mark,
+            },
+            ca: &self.shared.ca_key,
+            timeout: limits.connect_timeout,
         };
-        let mut transcript = transcript;
-        let conn = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                let code = match e {
-                    crate::upstream::UpstreamError::HostKeyMismatch { .. } => Code::HostKeyMismatch,
-                    _ => Code::TargetFailed,
-                };
-                event.clone().reason(e.to_string()).emit_as(code);
-                let msg = match code {
-                    Code::HostKeyMismatch => format!(
-                        "{}: host key changed or unknown; refused",
-                        allowed.target.name
-                    ),
-                    _ => e.to_string(),
-                };
-                return self.abandon(transcript, meta, event, id, is_pty, &msg, session);
-            }
+        let mut dialled = match recorded.dial(&dialer, allowed.target.name.as_str()).await {
+            Ok(d) => d,
+            Err(msg) => return self.refuse(id, is_pty, &msg, session),
         };
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| env_allowed(k)).collect();
         // Bounded too, and ended by a revocation: the kernel may already drop this grant's packets.
+        let stop = dialled.stop().clone();
         let opened = tokio::select! {
             o = tokio::time::timeout(
                 limits.connect_timeout,
-                open_target_channel(&conn, pty.as_ref(), &env, &run),
+                open_target_channel(&dialled.conn, pty.as_ref(), &env, &run),
             ) => o.unwrap_or_else(|_| Err(format!("{}: no answer from the target", allowed.target.name))),
             reason = stop.wait() => Err(reason.unwrap_or_else(|| "admin disconnected".into())),
         };
         let channel = match opened {
             Ok(c) => c,
-            Err(msg) => return self.abandon(transcript, meta, event, id, is_pty, &msg, session),
+            Err(msg) => return self.refuse(id, is_pty, &dialled.abandon(msg), session),
         };
         if let Some(msg) = stop.stopped() {
-            return self.abandon(transcript, meta, event, id, is_pty, &msg, session);
+            return self.refuse(id, is_pty, &dialled.abandon(msg), session);
         }
-        if let Err(e) = transcript.marker(&format!(
-            "target: connected to {} ({what})",
-            allowed.target.name
-        )) {
-            event
-                .clone()
+        let marked = dialled.transcript().map(|t| {
+            t.marker(&format!(
+                "target: connected to {} ({what})",
+                allowed.target.name
+            ))
+        });
+        if let Some(Err(e)) = marked {
+            self.event(Code::RecordingFailed)
+                .session(&session_id)
                 .reason(e.to_string())
-                .emit_as(Code::RecordingFailed);
+                .emit();
             let msg = "session ended: the recording cannot be written";
-            return self.abandon(transcript, meta, event, id, is_pty, msg, session);
+            return self.refuse(id, is_pty, &dialled.abandon(msg), session);
         }
-        let transcript = Arc::new(Mutex::new(transcript));
+        let Some(running) = dialled.into_running() else {
+            return self.refuse(id, is_pty, "session setup failed", session);
+        };
+        let transcript = Arc::new(Mutex::new(running.transcript));
         let (read, writer) = channel.split();
         let (deadline, deadline_reason) =
             deadline(now, allowed.until, allowed.max_session, &allowed.grant);
         session.channel_success(id)?;
+        let registration = running.registration;
         spawn_pump(
             PumpContext {
                 front: session.handle(),
                 front_channel: id,
-                conn,
+                conn: running.conn,
                 transcript: transcript.clone(),
-                stop: stop.clone(),
+                stop: running.stop.clone(),
                 deadline,
                 deadline_reason,
                 idle_timeout: limits.idle_timeout,
                 pty: is_pty,
-                event: event.with_code(Code::SessionEnd),
-                store: store.clone(),
-                meta,
+                event: running.event.with_code(Code::SessionEnd),
+                store: self.shared.app.store.clone(),
+                meta: running.meta,
                 source: self.peer,
                 fingerprint: Some(fingerprint),
                 on_end: Box::new(move || drop(registration)),
@@ -457,32 +435,60 @@ impl Connection {
             state.live = Some(Live {
                 writer,
                 transcript,
-                stop,
+                stop: running.stop,
             });
         }
         Ok(())
     }
 
-    /// Ends a session that never got going: closes its recording, audits the end, refuses.
-    #[allow(clippy::too_many_arguments)]
-    fn abandon(
+    /// The recording of a pty session and its metadata, both written before the target is
+    /// dialled.
+    fn open_recording(
         &self,
-        mut transcript: Transcript,
-        meta: Option<Meta>,
-        event: Event,
-        id: ChannelId,
-        pty: bool,
-        msg: &str,
-        session: &mut Session,
-    ) -> HResult {
-        let _ = transcript.finish(&format!("end: {msg}"), msg);
-        if let Some(mut m) = meta {
-            m.end = Some(self.shared.app.clock.now());
-            m.end_reason = Some(msg.to_owned());
-            let _ = self.shared.app.store.write_meta(&m);
-        }
-        event.reason(msg).emit_as(Code::SessionEnd);
-        self.refuse(id, pty, msg, session)
+        session_id: &SessionId,
+        name: &AdminName,
+        allowed: &Allowed,
+        p: &PtyRequest,
+        now: jiff::Timestamp,
+    ) -> Result<(Recorder, Meta), String> {
+        let store = &self.shared.app.store;
+        let m = Meta {
+            id: session_id.clone(),
+            admin: name.to_string(),
+            target: allowed.target.name.to_string(),
+            account: allowed.account.to_string(),
+            grant: allowed.grant.to_string(),
+            source: self.peer.map(|p| p.to_string()).unwrap_or_default(),
+            start: now,
+            end: None,
+            exit_status: None,
+            end_reason: None,
+        };
+        let title = format!(
+            "{name} → {}@{} ({session_id})",
+            allowed.account, allowed.target.name
+        );
+        let rc = &self.shared.app.config.recording;
+        let mut r = Recorder::create(
+            store,
+            session_id,
+            self.shared.app.audit.clone(),
+            Cadence {
+                interval: rc.checkpoint_interval,
+                bytes: rc.checkpoint_bytes,
+            },
+            (p.cols, p.rows),
+            &p.term,
+            &title,
+        )
+        .map_err(|e| e.to_string())?;
+        r.marker(&format!(
+            "start: {name} → {}@{}",
+            allowed.account, allowed.target.name
+        ))
+        .map_err(|e| e.to_string())?;
+        store.write_meta(&m).map_err(|e| e.to_string())?;
+        Ok((r, m))
     }
 
     /// The policy's decision; in debug builds only, the test switch
@@ -541,7 +547,7 @@ impl Handler for Connection {
     }
 
     async fn auth_password(&mut self, user: &str, _password: &str) -> HResult<Auth> {
-        self.denied(user, None, "method_password");
+        self.denied(user, None, AuthRefusal::MethodPassword);
         Ok(Auth::reject())
     }
 
@@ -551,7 +557,7 @@ impl Handler for Connection {
         _submethods: &str,
         _response: Option<russh::server::Response<'a>>,
     ) -> HResult<Auth> {
-        self.denied(user, None, "method_keyboard_interactive");
+        self.denied(user, None, AuthRefusal::MethodKeyboardInteractive);
         Ok(Auth::reject())
     }
 
@@ -591,7 +597,11 @@ impl Handler for Connection {
             return Ok(Auth::reject());
         };
         let Some(assertion) = Assertion::from_signature(key.signature) else {
-            self.denied(user, Some(fingerprint), "not_security_key_signature");
+            self.denied(
+                user,
+                Some(fingerprint),
+                AuthRefusal::NotSecurityKeySignature,
+            );
             return Ok(Auth::reject());
         };
         let (required, check) = (entry.required, entry.counter);
@@ -621,7 +631,7 @@ impl Handler for Connection {
                     user,
                     fingerprint,
                     assertion,
-                    "counter_store_failed",
+                    AuthRefusal::CounterStoreFailed,
                     &why,
                     "stapsteen: login refused: the bastion cannot store key counters now; try again later.\r\n",
                 );
@@ -655,7 +665,7 @@ impl Handler for Connection {
                         user,
                         fingerprint,
                         assertion,
-                        "counter_regression",
+                        AuthRefusal::CounterRegression,
                         &format!("counter {} is not above {last}", assertion.counter),
                         QUARANTINE_BANNER,
                     );
@@ -667,7 +677,7 @@ impl Handler for Connection {
                     user,
                     fingerprint,
                     assertion,
-                    "key_quarantined",
+                    AuthRefusal::KeyQuarantined,
                     &format!("the key's counter went back before (highest seen {last}); it stays refused until the policy marks it counter-unchecked or it is replaced"),
                     QUARANTINE_BANNER,
                 );
@@ -679,7 +689,7 @@ impl Handler for Connection {
                 user,
                 fingerprint,
                 assertion,
-                refusal.code(),
+                AuthRefusal::Flags(refusal),
                 &refusal.to_string(),
                 refusal.advice(),
             );
@@ -716,7 +726,7 @@ impl Handler for Connection {
         self.denied(
             user,
             Some(cert.public_key().fingerprint(HashAlg::Sha256)),
-            "certificate",
+            AuthRefusal::Certificate,
         );
         Ok(Auth::reject())
     }
@@ -838,16 +848,16 @@ impl Handler for Connection {
                 return Ok(());
             }
         };
-        let addr = std::net::SocketAddr::from((allowed.target.address, allowed.port));
-        let timeout = self.shared.app.config.limits.connect_timeout;
-        let connected = match tokio::time::timeout(timeout, crate::net::connect(addr, mark)).await {
-            Ok(c) => c.map_err(|e| e.to_string()),
-            Err(_) => Err("connect timed out".to_owned()),
+        let dialer = TcpDialer {
+            target: allowed.target.name.to_string(),
+            addr: std::net::SocketAddr::from((allowed.target.address, allowed.port)),
+            mark,
+            timeout: self.shared.app.config.limits.connect_timeout,
         };
-        let stream = match connected {
+        let stream = match dialer.dial().await {
             Ok(s) => s,
-            Err(reason) => {
-                event.reason(reason).emit_as(Code::TargetFailed);
+            Err(e) => {
+                event.reason(e.to_string()).emit_as(Code::TargetFailed);
                 reply.reject(ChannelOpenFailure::ConnectFailed).await;
                 return Ok(());
             }

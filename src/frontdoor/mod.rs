@@ -12,7 +12,9 @@
 #[cfg(debug_assertions)]
 mod bypass;
 mod handler;
+mod refusal;
 mod request;
+mod setup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

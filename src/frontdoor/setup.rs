@@ -1,0 +1,291 @@
+//! Opening a session, step by step. The request is authorized (policy and firewall mark), then
+//! recorded: the recording and the chain's start entry exist and the session is registered, so
+//! a revocation reaches it from here on ([`Recorded`]); then the target is dialled
+//! ([`Recorded::dial`], giving a [`Dialled`]); then the handler opens the target's channel and
+//! hands everything to the pump ([`Dialled::into_running`]).
+//!
+//! Invariant: each step's value owns what a failure must undo. A [`Recorded`] or [`Dialled`]
+//! that is dropped before it runs writes the chain's end entry, closes the recording's metadata
+//! and audits `SESSION_END` with the reason, and its registration goes with it: no path can
+//! leave a session half set up. Port forwards use the same [`Dialer`] seam for their target.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::app::{Bastion, Registration};
+use crate::audit::{Code, Event};
+use crate::clock::Clock;
+use crate::ids::SessionId;
+use crate::proxy::{SessionStop, Transcript};
+use crate::recording::{Meta, RecordingStore};
+use crate::upstream::UpstreamError;
+
+/// Dials a target; the real one logs in over SSH, the tests' one answers as told.
+pub(super) trait Dialer {
+    type Conn;
+    fn dial(&self) -> impl Future<Output = Result<Self::Conn, UpstreamError>> + Send;
+}
+
+/// A session whose recording and start entry exist and which is registered as live.
+pub(super) struct Recorded {
+    transcript: Option<Transcript>,
+    meta: Option<Meta>,
+    /// `SESSION_START` as audited, the template of `SESSION_END`.
+    event: Event,
+    stop: SessionStop,
+    registration: Option<Registration>,
+    store: RecordingStore,
+    clock: Arc<dyn Clock>,
+    /// Why the setup ended, if it ends before the pump takes over.
+    ending: String,
+}
+
+impl Recorded {
+    /// Registers the session of `transcript` for `admin` and `key`.
+    pub fn new(
+        bastion: &Bastion,
+        id: &SessionId,
+        transcript: Transcript,
+        meta: Option<Meta>,
+        event: Event,
+        admin: &str,
+        key: &russh::keys::PublicKey,
+    ) -> Self {
+        let stop = SessionStop::default();
+        let registration = bastion
+            .sessions
+            .register(id.as_str(), admin, key, stop.clone());
+        Self {
+            transcript: Some(transcript),
+            meta,
+            event,
+            stop,
+            registration: Some(registration),
+            store: bastion.store.clone(),
+            clock: bastion.clock.clone(),
+            ending: "setup abandoned".into(),
+        }
+    }
+
+    /// Ends the setup; returns `reason`, for the admin.
+    pub fn abandon(mut self, reason: impl Into<String>) -> String {
+        self.ending = reason.into();
+        self.ending.clone()
+    }
+
+    /// Dials with `dialer`. A revocation while dialling ends the attempt with its own reason;
+    /// a failure is audited (`HOSTKEY_MISMATCH` or `TARGET_FAILED`). On `Err` the setup is
+    /// over and the message is for the admin.
+    pub async fn dial<D: Dialer>(
+        self,
+        dialer: &D,
+        target: &str,
+    ) -> Result<Dialled<D::Conn>, String> {
+        let stop = self.stop.clone();
+        let dialled = tokio::select! {
+            c = dialer.dial() => c,
+            reason = stop.wait() => {
+                return Err(self.abandon(reason.unwrap_or_else(|| "admin disconnected".into())));
+            }
+        };
+        match dialled {
+            Ok(conn) => Ok(Dialled {
+                recorded: self,
+                conn,
+            }),
+            Err(e) => {
+                let (code, msg) = match &e {
+                    UpstreamError::HostKeyMismatch { .. } => (
+                        Code::HostKeyMismatch,
+                        format!("{target}: host key changed or unknown; refused"),
+                    ),
+                    _ => (Code::TargetFailed, e.to_string()),
+                };
+                self.event.clone().reason(e.to_string()).emit_as(code);
+                Err(self.abandon(msg))
+            }
+        }
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let Some(mut transcript) = self.transcript.take() else {
+            return;
+        };
+        let msg = &self.ending;
+        let _ = transcript.finish(&format!("end: {msg}"), msg);
+        if let Some(mut m) = self.meta.take() {
+            m.end = Some(self.clock.now());
+            m.end_reason = Some(msg.clone());
+            let _ = self.store.write_meta(&m);
+        }
+        self.event.clone().reason(msg).emit_as(Code::SessionEnd);
+    }
+}
+
+/// A recorded session whose target connection is up.
+pub(super) struct Dialled<C> {
+    recorded: Recorded,
+    pub conn: C,
+}
+
+/// What the pump takes over once the session runs.
+pub(super) struct Running<C> {
+    pub conn: C,
+    pub transcript: Transcript,
+    pub meta: Option<Meta>,
+    pub event: Event,
+    pub stop: SessionStop,
+    pub registration: Registration,
+}
+
+impl<C> Dialled<C> {
+    pub fn stop(&self) -> &SessionStop {
+        &self.recorded.stop
+    }
+
+    pub fn transcript(&mut self) -> Option<&mut Transcript> {
+        self.recorded.transcript.as_mut()
+    }
+
+    /// Ends the setup; returns `reason`, for the admin.
+    pub fn abandon(self, reason: impl Into<String>) -> String {
+        self.recorded.abandon(reason)
+    }
+
+    /// Hands everything to the pump; from here on, the pump ends the session.
+    pub fn into_running(mut self) -> Option<Running<C>> {
+        let r = &mut self.recorded;
+        let (transcript, registration) = (r.transcript.take()?, r.registration.take()?);
+        Some(Running {
+            conn: self.conn,
+            transcript,
+            meta: r.meta.take(),
+            event: r.event.clone(),
+            stop: r.stop.clone(),
+            registration,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Kind, read_lines, test_chain, verify_chain};
+
+    struct Fake(Result<(), &'static str>);
+
+    impl Dialer for Fake {
+        type Conn = ();
+        async fn dial(&self) -> Result<(), UpstreamError> {
+            match self.0 {
+                Ok(()) => Ok(()),
+                Err("hang") => std::future::pending().await,
+                Err(reason) => Err(UpstreamError::Connect {
+                    target: "pacs01".into(),
+                    source: std::io::Error::other(reason),
+                }),
+            }
+        }
+    }
+
+    struct Bed {
+        _dir: tempfile::TempDir,
+        bastion: Bastion,
+        key: russh::keys::PublicKey,
+    }
+
+    impl Bed {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let chain = test_chain(dir.path());
+            let config = crate::config::Config::parse(
+                &dir.path().join("stapsteen.toml"),
+                "listen = []\npolicy = \"p.toml\"\nstate_dir = \"state\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[firewall]\nenabled = false\n",
+            )
+            .unwrap();
+            let policy = crate::policy::parse_policy(std::path::Path::new("p.toml"), "").unwrap();
+            let bastion = Bastion::new(
+                config,
+                policy,
+                Arc::new(crate::clock::SystemClock),
+                None,
+                chain,
+            );
+            let key = crate::secrets::generate_key("k")
+                .expose()
+                .public_key()
+                .clone();
+            Self {
+                _dir: dir,
+                bastion,
+                key,
+            }
+        }
+
+        fn recorded(&self) -> (SessionId, Recorded) {
+            let id = SessionId::generate(jiff::Timestamp::now());
+            let t =
+                Transcript::start(&id, self.bastion.audit.clone(), None, true, false, &[]).unwrap();
+            let event = Event::new(Code::SessionStart).session(&id);
+            let r = Recorded::new(&self.bastion, &id, t, None, event, "alice", &self.key);
+            (id, r)
+        }
+
+        /// The `reason` of the chain's end entry for `id`, if there is one.
+        fn ended(&self, id: &SessionId) -> Option<String> {
+            let audit = &self.bastion.audit;
+            let report = verify_chain(&read_lines(audit.path()).unwrap(), audit.verifier());
+            report
+                .notes(id)
+                .into_iter()
+                .find(|(e, _)| e.kind == Kind::End)
+                .and_then(|(e, _)| e.field("reason").map(str::to_owned))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_dial_undoes_the_setup() {
+        let bed = Bed::new();
+        let (id, r) = bed.recorded();
+        assert!(bed.bastion.sessions.is_live(id.as_str()));
+        let msg = r.dial(&Fake(Err("refused")), "pacs01").await.err().unwrap();
+        assert!(msg.contains("refused"), "{msg}");
+        assert!(!bed.bastion.sessions.is_live(id.as_str()));
+        assert_eq!(bed.ended(&id).as_deref(), Some(msg.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_while_dialling_ends_it_with_its_reason() {
+        let bed = Bed::new();
+        let (id, r) = bed.recorded();
+        let stop = r.stop.clone();
+        let dialling = r.dial(&Fake(Err("hang")), "pacs01");
+        stop.stop("key revoked");
+        let msg = dialling.await.err().unwrap();
+        assert_eq!(msg, "key revoked");
+        assert!(!bed.bastion.sessions.is_live(id.as_str()));
+        assert_eq!(bed.ended(&id).as_deref(), Some("key revoked"));
+    }
+
+    #[tokio::test]
+    async fn a_dialled_session_is_undone_unless_it_runs() {
+        let bed = Bed::new();
+        let (id, r) = bed.recorded();
+        let dialled = r.dial(&Fake(Ok(())), "pacs01").await.ok().unwrap();
+        assert!(bed.bastion.sessions.is_live(id.as_str()));
+        assert_eq!(bed.ended(&id), None);
+        drop(dialled);
+        assert!(!bed.bastion.sessions.is_live(id.as_str()));
+        assert_eq!(bed.ended(&id).as_deref(), Some("setup abandoned"));
+
+        let (id, r) = bed.recorded();
+        let dialled = r.dial(&Fake(Ok(())), "pacs01").await.ok().unwrap();
+        let running = dialled.into_running().unwrap();
+        assert!(bed.bastion.sessions.is_live(id.as_str()));
+        assert_eq!(bed.ended(&id), None, "the pump ends a running session");
+        drop(running.registration);
+        assert!(!bed.bastion.sessions.is_live(id.as_str()));
+    }
+}
