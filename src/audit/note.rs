@@ -38,7 +38,7 @@ pub enum NoteError {
     #[error("the signing key is not Ed25519")]
     KeyType,
     #[error("cannot sign the entry: {0}")]
-    Sign(String),
+    Sign(#[source] signed_note::NoteError),
     #[error("not a signed note: {0}")]
     Malformed(String),
     #[error("signature does not verify with the signing key")]
@@ -94,10 +94,8 @@ impl NoteSigner {
 
     /// The signed note for `text`.
     pub fn sign(&self, text: &str) -> Result<Vec<u8>, NoteError> {
-        let mut note =
-            Note::new(text.as_bytes(), &[]).map_err(|e| NoteError::Sign(e.to_string()))?;
-        note.add_sigs(&[self])
-            .map_err(|e| NoteError::Sign(e.to_string()))?;
+        let mut note = Note::new(text.as_bytes(), &[]).map_err(NoteError::Sign)?;
+        note.add_sigs(&[self]).map_err(NoteError::Sign)?;
         Ok(note.to_bytes())
     }
 }
