@@ -14,16 +14,23 @@ use crate::config::{AuditSink, Config};
 use crate::secrets::{generate_key, write_new_key};
 use crate::softkey::{FLAG_USER_PRESENT, FLAG_USER_VERIFIED, SoftKey};
 
-/// Where `sshd` is, or how to get it.
+/// Where `sshd` is, or how to get it: on PATH (absolute entries only, as sshd re-executes itself
+/// by its path), then where distributions put it (sbin is often not on a user's PATH).
 pub fn find_sshd() -> Result<PathBuf> {
-    for p in [
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("sshd"));
+    let known = [
         "/usr/sbin/sshd",
         "/usr/bin/sshd",
         "/run/current-system/sw/bin/sshd",
-    ] {
-        if Path::new(p).exists() {
-            return Ok(p.into());
-        }
+    ]
+    .map(PathBuf::from);
+    if let Some(p) = on_path.chain(known).find(|p| p.is_file()) {
+        return Ok(p);
     }
     bail!("OpenSSH sshd not found; install it (Debian/Ubuntu: apt-get install openssh-server)")
 }

@@ -67,7 +67,7 @@ fn artifacts() -> PathBuf {
 
 #[test]
 fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
-    let env = testbed!(console_options(""));
+    let env = testbed!(console_options(""), [common::Extra::Browser]);
     let reviewer_ns = env.ns_reviewer.clone().unwrap();
     let start = env.wait_audit("CONSOLE_START", |_| true);
     let spki = Env::detail(&start)["spki_sha256"]

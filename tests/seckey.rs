@@ -6,7 +6,6 @@
 #[macro_use]
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::{BASTION, Env, Options, bin, stderr, stdout};
@@ -371,23 +370,10 @@ fn attestation_at_enrolment() {
     }
 }
 
-/// OpenSSH's own software security key (regress/misc/sk-dummy), built by tests/setup.sh.
-fn sk_dummy() -> PathBuf {
-    let path = std::env::var_os("SK_DUMMY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/sk-dummy/sk-dummy.so"));
-    assert!(
-        path.is_file(),
-        "missing prerequisite: OpenSSH's sk-dummy provider at {} (tests/setup.sh builds it)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn stock_openssh_security_keys() {
-    let env = testbed!();
-    let provider = sk_dummy();
+    let env = testbed!(Options::default(), [common::Extra::SkDummy]);
+    let provider = common::sk_dummy();
     // Keys made by the stock ssh-keygen, as an admin would (sk-dummy in place of the hardware).
     let keygen = |name: &str, opts: &[&str]| {
         let mut args = vec!["-q", "-t", "ed25519-sk", "-N", "", "-C", name];
