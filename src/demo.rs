@@ -161,7 +161,7 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
          \x20 {ssh} alice@127.0.0.1                 # what may alice reach now?\n\
          \x20 {ssh} -t alice@127.0.0.1 demo         # a recorded shell on the target\n\
          \x20 {ssh} alice@127.0.0.1 demo uptime     # one command\n\
-         \x20 sftp -o IdentityAgent={} -o UserKnownHostsFile={} -P {port} alice:demo@127.0.0.1\n\n\
+         \x20 sftp -o IdentityAgent={} -o UserKnownHostsFile={} -P {port} alice+demo@127.0.0.1\n\n\
          Recordings:  stapsteen recordings list --config {cfg}\n\
          \x20            stapsteen recordings cat --config {cfg} ID\n\
          \x20            stapsteen recordings verify --config {cfg} --all\n\

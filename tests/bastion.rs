@@ -129,6 +129,72 @@ fn listing_and_target_forms() {
         None,
     );
     assert_eq!(stdout(&out), "named\n");
+
+    // Each command the listing suggests works as printed, with the bastion's address for
+    // BASTION and a command for COMMAND.
+    let suggested: Vec<Vec<String>> = text
+        .lines()
+        .filter_map(|l| l.trim_start().split("    ").next())
+        .filter(|c| c.starts_with("ssh ") || c.starts_with("sftp "))
+        .map(|c| {
+            c.replace("BASTION", BASTION)
+                .split_whitespace()
+                .map(|w| w.replace("COMMAND", "echo listed-command"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(suggested.len(), 3, "{text}");
+    for cmd in suggested {
+        let (program, args) = (cmd[0].as_str(), &cmd[1..]);
+        let mut all = env.ssh_opts("agent.sock");
+        let out = if program == "sftp" {
+            all.extend(["-b".into(), "-".into()]);
+            all.extend(args.iter().cloned());
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            let out = env.client("sftp", &refs, Some(b"pwd\n"));
+            assert!(
+                stdout(&out).contains("Remote working directory: /"),
+                "{cmd:?}: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+            out
+        } else if args.first().is_some_and(|a| a == "-t") {
+            let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_drive.py");
+            let steps = json!([
+                ["expect", "# "],
+                ["send", "echo listed-$((6*7)); exit\r"],
+                ["expect", "listed-42"]
+            ]);
+            let mut drive = vec![
+                driver.to_owned(),
+                steps.to_string(),
+                "--".into(),
+                "ssh".into(),
+            ];
+            drive.extend(all);
+            drive.extend(args.iter().cloned());
+            let refs: Vec<&str> = drive.iter().map(String::as_str).collect();
+            env.client("python3", &refs, None)
+        } else {
+            all.extend(args.iter().cloned());
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            let out = env.client("ssh", &refs, None);
+            assert_eq!(
+                stdout(&out),
+                "listed-command\n",
+                "{cmd:?}: {}",
+                stderr(&out)
+            );
+            out
+        };
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
