@@ -12,26 +12,79 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-#[test]
-fn admin_cannot_reach_management_network_directly() {
-    let env = testbed!();
-    // The route exists (via the bastion), but the bastion does not forward.
-    let direct = env.client(
+/// A TCP connection from the admin namespace to pacs01's SSH port: "reached", or why not
+/// (`timeout` exits 124 when the connection attempt hangs, as it does when packets are dropped).
+fn direct_tcp(env: &Env) -> String {
+    let out = env.client(
         "bash",
         &[
             "-c",
-            &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{PACS01}/22' && echo reached"),
+            &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{PACS01}/22' 2>&1 && echo reached || echo rc=$?"),
         ],
         None,
     );
-    assert!(!stdout(&direct).contains("reached"));
-    let out = env.run(
+    stdout(&out)
+}
+
+/// `ssh root@pacs01` straight from the admin namespace, past the bastion.
+fn direct_ssh(env: &Env) -> std::process::Output {
+    env.run(
         "ssh",
         "agent.sock",
         &["-o", "ConnectTimeout=2", &format!("root@{PACS01}"), "true"],
         None,
+    )
+}
+
+#[test]
+fn admin_cannot_reach_management_network_directly() {
+    // Without stapsteen's table, so that the bastion's not forwarding is all that stands in the
+    // way (firewall.rs shows the table stopping the same packets with forwarding on).
+    let env = testbed!(Options {
+        firewall: false,
+        ..Default::default()
+    });
+    let forwarding = |on: bool| {
+        let set = format!("net.ipv4.ip_forward={}", u8::from(on));
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &env.ns_bastion, "sysctl", "-qw", &set])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    // The route exists (via the bastion), but the bastion does not forward: the packets are
+    // dropped, so the attempt times out (not refused, not unroutable).
+    assert!(
+        direct_tcp(&env).ends_with("rc=124\n"),
+        "{}",
+        direct_tcp(&env)
     );
-    assert!(!out.status.success());
+    let out = direct_ssh(&env);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains(&format!(
+            "connect to host {PACS01} port 22: Connection timed out"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // Control: with forwarding on, the same attempts get through, and ssh gets as far as the
+    // target's host key (unknown to it). So the checks above can fail.
+    forwarding(true);
+    assert_eq!(direct_tcp(&env), "reached\n");
+    let out = direct_ssh(&env);
+    // (StrictHostKeyChecking: ssh got the target's host key, so the network carried it there.)
+    assert!(
+        stderr(&out).contains("Host key verification failed."),
+        "{}",
+        stderr(&out)
+    );
+    forwarding(false);
+    assert!(
+        direct_tcp(&env).ends_with("rc=124\n"),
+        "{}",
+        direct_tcp(&env)
+    );
     // Through stapsteen it works.
     let out = env.ssh("alice", &["pacs01", "echo", "through"], None);
     assert_eq!(stdout(&out), "through\n", "{}", stderr(&out));
@@ -296,7 +349,12 @@ fn shell_with_pty_resize_and_recording() {
         ])
         .output()
         .unwrap();
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("\"../../etc/passwd\" is not a recording id"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
@@ -372,6 +430,13 @@ fn scp_and_sftp_up_and_down() {
         Some(b"ls\n"),
     );
     assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "stapsteen: subsystem sftp needs the target in the user name, e.g. sftp alice+TARGET@bastion"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn amsterdam_now() -> jiff::Zoned {
@@ -572,6 +637,11 @@ fn only_listed_security_keys_authenticate() {
         None,
     );
     assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied (publickey)"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         !env.audit().iter().any(|e| e["code"] == "SESSION_START"),
         "no session without a signature"
@@ -781,7 +851,12 @@ fn static_key_target_and_forwarding_refusals() {
         &["-W", &format!("{PACS01}:22"), &format!("alice@{BASTION}")],
         Some(b""),
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("administratively prohibited"),
+        "{}",
+        stderr(&out)
+    );
     env.wait_audit("FORWARD_DENIED", |e| {
         e["reason"] == "unrecorded_tunnel" && e["target_host"] == PACS01
     });
@@ -802,23 +877,25 @@ fn static_key_target_and_forwarding_refusals() {
     );
     env.wait_audit("REQUEST_DENIED", |e| e["reason"] == "agent_forwarding");
     // Remote forwarding: refused.
+    let out = env.run(
+        "ssh",
+        "agent.sock",
+        &[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "2222:127.0.0.1:22",
+            &format!("alice@{BASTION}"),
+            "pacs01",
+            "true",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(255));
     assert!(
-        !env.run(
-            "ssh",
-            "agent.sock",
-            &[
-                "-o",
-                "ExitOnForwardFailure=yes",
-                "-R",
-                "2222:127.0.0.1:22",
-                &format!("alice@{BASTION}"),
-                "pacs01",
-                "true"
-            ],
-            None
-        )
-        .status
-        .success()
+        stderr(&out).contains("remote port forwarding failed for listen port 2222"),
+        "{}",
+        stderr(&out)
     );
     env.wait_audit("REQUEST_DENIED", |e| e["reason"] == "remote_forwarding");
 }

@@ -68,7 +68,7 @@ fn keys_init_never_overwrites_and_loose_permissions_are_refused() {
     assert!(stapsteen(&["keys", "init", "--dir", d]).status.success());
     let before = std::fs::read(dir.path().join("ca_key")).unwrap();
     let again = stapsteen(&["keys", "init", "--dir", d]);
-    assert!(!again.status.success());
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(text(&again).contains("refusing to overwrite"));
     assert_eq!(std::fs::read(dir.path().join("ca_key")).unwrap(), before);
 
@@ -98,7 +98,12 @@ fn keys_come_from_the_credentials_directory_when_present() {
     let cfg = config(dir.path(), "");
     // The configured paths do not exist; the credentials do.
     let without = stapsteen(&["check", "--config", &cfg]);
-    assert!(!without.status.success());
+    assert_eq!(without.status.code(), Some(1));
+    assert!(
+        text(&without).contains("host_key: No such file or directory"),
+        "{}",
+        text(&without)
+    );
     let with = Command::new(env!("CARGO_BIN_EXE_stapsteen"))
         .args(["check", "--config", &cfg])
         .env("CREDENTIALS_DIRECTORY", &creds)
@@ -194,7 +199,12 @@ fn serve_does_not_start_when_the_firewall_cannot_be_applied() {
         "{err}"
     );
     let out = stapsteen(&["check", "--config", &cfg]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("pacs01 (10.20.0.11) is in no management network"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -209,6 +219,11 @@ fn check_policy_alone() {
     std::fs::write(&broken, "[[grant]]\nname = \"x\"\n").unwrap();
     let out = stapsteen(&["check", "--policy", broken.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("p.toml:1: missing field `targets`"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
