@@ -80,7 +80,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         "alice",
         &["pacs01"],
         json!([
-            ["sleep", 1],
+            ["expect", "# "],
             ["send", "echo FINDME-$((6*7))\r"],
             ["expect", "FINDME-42"],
             ["send", "exit\r"]
@@ -103,7 +103,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
             "pacs01",
             "for i in $(seq 1 300); do echo LIVE-MARK $i; sleep 1; done",
         ],
-        json!([["sleep", 1]]),
+        json!([["expect", "LIVE-MARK 1"]]),
     );
     let started = env.wait_audit("SESSION_START", |e| {
         e["session"] != done_id.as_str() && e["session"] != exec_id.as_str()
