@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{AuditSink, Config};
+use crate::config::Config;
 use crate::secrets::{generate_key, write_new_key};
 use crate::softkey::{FLAG_USER_PRESENT, FLAG_USER_VERIFIED, SoftKey};
 
@@ -137,7 +137,8 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
         ),
     )?;
     let config = Config::load(&config_path)?;
-    crate::audit::init(AuditSink::Stderr);
+    // Short lines for the person watching; production keeps JSON lines or journald.
+    crate::audit::init_human();
     wait_for_port(target_addr).await?;
     let code = crate::console::Reviewers::new(config.console_dir()).issue_code(
         &crate::policy::ReviewerName::new("sec.reviewer")?,
@@ -171,7 +172,7 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
          \x20 The certificate is self-signed; CONSOLE_START below has its fingerprint and SPKI hash.\n\
          \x20 Browsers refuse WebAuthn on certificate errors: trust it, or start Chromium with\n\
          \x20 --ignore-certificate-errors-spki-list=<spki_sha256 from CONSOLE_START>.\n\n\
-         Audit events follow below as JSON lines. Ctrl-C stops everything and removes {}.\n",
+         Audit events follow below, one line each. Ctrl-C stops everything and removes {}.\n",
         socket.display(),
         dir.join("known_hosts").display(),
         dir.display(),
