@@ -358,8 +358,13 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
         "413"
     );
     let huge_header = format!("x-filler: {}", "b".repeat(64 * 1024));
-    let (_, status, _) = curl(&env, &reviewer, &["-H", &huge_header, &url("/login")]);
-    assert_eq!(status, "431", "a 64 KiB header");
+    // 431, then the server closes; when curl is still sending, the reset of that close can
+    // overtake the answer (curl's 52 empty reply, 55 send error, 56 receive error).
+    let (rc, status, _) = curl(&env, &reviewer, &["-H", &huge_header, &url("/login")]);
+    assert!(
+        (rc, status.as_str()) == (0, "431") || (matches!(rc, 52 | 55 | 56) && status == "000"),
+        "a 64 KiB header: curl exit {rc}, status {status}"
+    );
     // Path traversal, sent as is: the public asset route and the login-guarded ones.
     for path in [
         "/assets/../../../../etc/passwd",
