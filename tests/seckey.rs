@@ -65,7 +65,7 @@ fn admitted(out: &Output) {
 }
 
 fn refused(out: &Output, banner: &str) {
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(out));
     assert!(
         stderr(out).contains(banner) && stderr(out).contains("Permission denied"),
         "{}",
@@ -345,7 +345,7 @@ fn attestation_at_enrolment() {
     for (settings, line, why) in cases {
         let keys = carol(&[with("a", "a.att", "a.chal"), line]);
         let out = check(&format!("{settings}{keys}"));
-        assert!(!out.status.success());
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         let at = format!("candidate.toml:{}:", settings.lines().count() + 4);
         assert!(
             stderr(&out).contains(&at) && stderr(&out).contains(why),
@@ -366,6 +366,11 @@ fn attestation_at_enrolment() {
             None,
         );
         assert_eq!(b.status.code(), Some(255), "{}", stderr(&b));
+        assert!(
+            stderr(&b).contains("Permission denied (publickey)"),
+            "{}",
+            stderr(&b)
+        );
         admitted(&login(&env, "a.sock"));
     }
 }
