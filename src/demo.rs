@@ -10,20 +10,27 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{AuditSink, Config};
+use crate::config::Config;
 use crate::secrets::{generate_key, write_new_key};
 use crate::softkey::{FLAG_USER_PRESENT, FLAG_USER_VERIFIED, SoftKey};
 
-/// Where `sshd` is, or how to get it.
+/// Where `sshd` is, or how to get it: on PATH (absolute entries only, as sshd re-executes itself
+/// by its path), then where distributions put it (sbin is often not on a user's PATH).
 pub fn find_sshd() -> Result<PathBuf> {
-    for p in [
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("sshd"));
+    let known = [
         "/usr/sbin/sshd",
         "/usr/bin/sshd",
         "/run/current-system/sw/bin/sshd",
-    ] {
-        if Path::new(p).exists() {
-            return Ok(p.into());
-        }
+    ]
+    .map(PathBuf::from);
+    if let Some(p) = on_path.chain(known).find(|p| p.is_file()) {
+        return Ok(p);
     }
     bail!("OpenSSH sshd not found; install it (Debian/Ubuntu: apt-get install openssh-server)")
 }
@@ -134,7 +141,8 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
         ),
     )?;
     let config = Config::load(&config_path)?;
-    crate::audit::init(AuditSink::Stderr);
+    // Short lines for the person watching; production keeps JSON lines or journald.
+    crate::audit::init_human();
     wait_for_port(target_addr).await?;
     let code = crate::console::Reviewers::new(config.console_dir()).issue_code(
         &crate::policy::ReviewerName::new("sec.reviewer")?,
@@ -158,7 +166,7 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
          \x20 {ssh} alice@127.0.0.1                 # what may alice reach now?\n\
          \x20 {ssh} -t alice@127.0.0.1 demo         # a recorded shell on the target\n\
          \x20 {ssh} alice@127.0.0.1 demo uptime     # one command\n\
-         \x20 sftp -o IdentityAgent={} -o UserKnownHostsFile={} -P {port} alice:demo@127.0.0.1\n\n\
+         \x20 sftp -o IdentityAgent={} -o UserKnownHostsFile={} -P {port} alice+demo@127.0.0.1\n\n\
          Recordings:  stapsteen recordings list --config {cfg}\n\
          \x20            stapsteen recordings cat --config {cfg} ID\n\
          \x20            stapsteen recordings verify --config {cfg} --all\n\
@@ -168,7 +176,7 @@ pub async fn run(port: u16, console_port: u16) -> Result<()> {
          \x20 The certificate is self-signed; CONSOLE_START below has its fingerprint and SPKI hash.\n\
          \x20 Browsers refuse WebAuthn on certificate errors: trust it, or start Chromium with\n\
          \x20 --ignore-certificate-errors-spki-list=<spki_sha256 from CONSOLE_START>.\n\n\
-         Audit events follow below as JSON lines. Ctrl-C stops everything and removes {}.\n",
+         Audit events follow below, one line each. Ctrl-C stops everything and removes {}.\n",
         socket.display(),
         dir.join("known_hosts").display(),
         dir.display(),

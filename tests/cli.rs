@@ -68,7 +68,7 @@ fn keys_init_never_overwrites_and_loose_permissions_are_refused() {
     assert!(stapsteen(&["keys", "init", "--dir", d]).status.success());
     let before = std::fs::read(dir.path().join("ca_key")).unwrap();
     let again = stapsteen(&["keys", "init", "--dir", d]);
-    assert!(!again.status.success());
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(text(&again).contains("refusing to overwrite"));
     assert_eq!(std::fs::read(dir.path().join("ca_key")).unwrap(), before);
 
@@ -98,7 +98,12 @@ fn keys_come_from_the_credentials_directory_when_present() {
     let cfg = config(dir.path(), "");
     // The configured paths do not exist; the credentials do.
     let without = stapsteen(&["check", "--config", &cfg]);
-    assert!(!without.status.success());
+    assert_eq!(without.status.code(), Some(1));
+    assert!(
+        text(&without).contains("host_key: No such file or directory"),
+        "{}",
+        text(&without)
+    );
     let with = Command::new(env!("CARGO_BIN_EXE_stapsteen"))
         .args(["check", "--config", &cfg])
         .env("CREDENTIALS_DIRECTORY", &creds)
@@ -107,25 +112,82 @@ fn keys_come_from_the_credentials_directory_when_present() {
     assert!(with.status.success(), "{}", text(&with));
 }
 
+/// The `Commands:` section of a help text: each subcommand with its one-line description.
+fn listed_commands(help: &str) -> Vec<(String, String)> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| {
+            let l = l.trim();
+            let (name, about) = l.split_once(' ').unwrap_or((l, ""));
+            (name.to_owned(), about.trim().to_owned())
+        })
+        .filter(|(name, _)| name != "help")
+        .collect()
+}
+
+/// Checks the help of `stapsteen PATH...` and of every subcommand it lists, recursively;
+/// returns every command path it visited.
+fn help_of(path: Vec<&str>) -> Vec<String> {
+    let mut args = path.clone();
+    args.push("--help");
+    let out = stapsteen(&args);
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    let usage = format!(
+        "Usage: {}",
+        ["stapsteen"]
+            .iter()
+            .chain(&path)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert!(help.contains(&usage), "{args:?}:\n{help}");
+    // A description before the usage line: the command says what it is for.
+    let about = help.lines().next().unwrap_or("");
+    assert!(
+        !about.trim().is_empty() && !about.starts_with("Usage:"),
+        "{args:?} has no description:\n{help}"
+    );
+    let mut seen = vec![path.join(" ")];
+    for (name, description) in listed_commands(&help) {
+        assert!(
+            !description.is_empty(),
+            "{path:?} lists {name} without a description:\n{help}"
+        );
+        let mut sub = path.clone();
+        sub.push(&name);
+        seen.extend(help_of(sub));
+    }
+    seen
+}
+
 #[test]
 fn every_command_has_help() {
-    for args in [
-        vec!["--help"],
-        vec!["serve", "--help"],
-        vec!["check", "--help"],
-        vec!["keys", "init", "--help"],
-        vec!["demo", "--help"],
-        vec!["recordings", "list", "--help"],
-        vec!["recordings", "cat", "--help"],
-        vec!["console", "enrol", "--help"],
-        vec!["softkey-agent", "--help"],
-        vec!["softkey-attest", "--help"],
+    // Every command `stapsteen --help` lists, recursively, so a new one is covered without
+    // being named here; and the hidden ones, which no listing shows.
+    let mut seen = help_of(vec![]);
+    for hidden in ["softkey-agent", "softkey-attest"] {
+        let top = String::from_utf8_lossy(&stapsteen(&["--help"]).stdout).into_owned();
+        assert!(!listed_commands(&top).iter().any(|(n, _)| n == hidden));
+        seen.extend(help_of(vec![hidden]));
+    }
+    // The walk found the commands it should (so the parsing above did not silently find none).
+    for expected in [
+        "serve",
+        "check",
+        "keys init",
+        "demo",
+        "firewall plan",
+        "recordings cat",
+        "audit verify",
+        "console enrol",
     ] {
-        let out = stapsteen(&args);
-        assert!(out.status.success(), "{args:?}");
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
-            "{args:?}"
+            seen.iter().any(|s| s == expected),
+            "{expected} not visited: {seen:?}"
         );
     }
 }
@@ -194,7 +256,12 @@ fn serve_does_not_start_when_the_firewall_cannot_be_applied() {
         "{err}"
     );
     let out = stapsteen(&["check", "--config", &cfg]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("pacs01 (10.20.0.11) is in no management network"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -209,6 +276,11 @@ fn check_policy_alone() {
     std::fs::write(&broken, "[[grant]]\nname = \"x\"\n").unwrap();
     let out = stapsteen(&["check", "--policy", broken.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("p.toml:1: missing field `targets`"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn artifacts() -> PathBuf {
 
 #[test]
 fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
-    let env = testbed!(console_options(""));
+    let env = testbed!(console_options(""), [common::Extra::Browser]);
     let reviewer_ns = env.ns_reviewer.clone().unwrap();
     let start = env.wait_audit("CONSOLE_START", |_| true);
     let spki = Env::detail(&start)["spki_sha256"]
@@ -80,7 +80,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         "alice",
         &["pacs01"],
         json!([
-            ["sleep", 1],
+            ["expect", "# "],
             ["send", "echo FINDME-$((6*7))\r"],
             ["expect", "FINDME-42"],
             ["send", "exit\r"]
@@ -103,7 +103,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
             "pacs01",
             "for i in $(seq 1 300); do echo LIVE-MARK $i; sleep 1; done",
         ],
-        json!([["sleep", 1]]),
+        json!([["expect", "LIVE-MARK 1"]]),
     );
     let started = env.wait_audit("SESSION_START", |e| {
         e["session"] != done_id.as_str() && e["session"] != exec_id.as_str()
@@ -285,10 +285,22 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     );
 
     // TLS 1.3 only; no plain HTTP.
-    let (rc, _, _) = curl(&env, &reviewer, &["--tls-max", "1.2", &url("/login")]);
-    assert_ne!(rc, 0, "TLS 1.2 was accepted");
-    let (rc, _, _) = curl(&env, &reviewer, &[&format!("http://{HOST}:8443/login")]);
-    assert_ne!(rc, 0, "plain HTTP was answered");
+    // curl's exit code 35: the TLS handshake failed.
+    let (rc, status, _) = curl(&env, &reviewer, &["--tls-max", "1.2", &url("/login")]);
+    assert_eq!((rc, status.as_str()), (35, "000"), "TLS 1.2");
+    // A plain request gets a TLS alert back, which is no HTTP answer.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &reviewer, "curl", "-sS", "--max-time", "5"])
+        .args(["--resolve", &format!("{HOST}:8443:{CONSOLE_IP}")])
+        .arg(format!("http://{HOST}:8443/login"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("Received HTTP/0.9 when not allowed"),
+        "{}",
+        common::stderr(&out)
+    );
 
     // Security headers on every answer.
     let out = Command::new("ip")
@@ -346,8 +358,13 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
         "413"
     );
     let huge_header = format!("x-filler: {}", "b".repeat(64 * 1024));
-    let (_, status, _) = curl(&env, &reviewer, &["-H", &huge_header, &url("/login")]);
-    assert_ne!(status, "200", "a 64 KiB header was served");
+    // 431, then the server closes; when curl is still sending, the reset of that close can
+    // overtake the answer (curl's 52 empty reply, 55 send error, 56 receive error).
+    let (rc, status, _) = curl(&env, &reviewer, &["-H", &huge_header, &url("/login")]);
+    assert!(
+        (rc, status.as_str()) == (0, "431") || (matches!(rc, 52 | 55 | 56) && status == "000"),
+        "a 64 KiB header: curl exit {rc}, status {status}"
+    );
     // Path traversal, sent as is: the public asset route and the login-guarded ones.
     for path in [
         "/assets/../../../../etc/passwd",
@@ -431,79 +448,4 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-}
-
-/// Deletes a network namespace and what runs in it.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let pids = Command::new("ip")
-            .args(["netns", "pids", &self.0])
-            .output()
-            .unwrap();
-        for pid in stdout(&pids).split_whitespace() {
-            let _ = Command::new("kill").args(["-9", pid]).status();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-#[test]
-fn the_demo_serves_the_console_and_prints_a_working_enrolment_code() {
-    if !common::prerequisites() {
-        return;
-    }
-    // In a namespace of its own, so its loopback ports are free.
-    let ns = Netns(format!("ssD{}", std::process::id()));
-    for args in [
-        vec!["netns", "add", &ns.0],
-        vec!["-n", &ns.0, "link", "set", "lo", "up"],
-    ] {
-        assert!(Command::new("ip").args(&args).status().unwrap().success());
-    }
-    let mut demo = Command::new("ip")
-        .args(["netns", "exec", &ns.0, common::bin(), "demo"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(demo.stdout.take().unwrap()));
-    let code = loop {
-        let line = lines.next().expect("the demo ended early").unwrap();
-        if let Some(rest) = line.trim().strip_prefix("code ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let in_ns = |args: &[&str]| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "curl", "-sk", "--max-time", "5"])
-            .args(args)
-            .output()
-            .unwrap();
-        stdout(&out)
-    };
-    let status = in_ns(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "https://localhost:8443/enrol",
-    ]);
-    assert_eq!(status, "200");
-    let body = in_ns(&[
-        "-H",
-        "origin: https://localhost:8443",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!(r#"{{"name":"sec.reviewer","code":"{code}"}}"#),
-        "https://localhost:8443/enrol/start",
-    ]);
-    assert!(body.contains("\"publicKey\""), "{body}");
-    // Ctrl-C: the demo stops and removes its directory.
-    let _ = Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
-        .status();
-    let _ = demo.wait();
 }

@@ -163,7 +163,7 @@ fn count(env: &Env, code: &str) -> usize {
 
 #[test]
 fn store_down_then_back_loses_nothing_and_verify_compares() {
-    if !common::prerequisites() {
+    if !common::prerequisites_with(&[common::Extra::Garage]) {
         return;
     }
     // The store is not running yet when the bastion starts: the first state is "down".

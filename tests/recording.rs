@@ -232,12 +232,18 @@ fn kill_9_leaves_an_unterminated_recording_that_plays_and_verifies() {
             "pacs01",
             "for i in $(seq 1 100000); do echo line $i; sleep 0.02; done",
         ],
-        json!([["sleep", 8]]),
+        json!([["expect", "line 1"]]),
     );
     let start = env.wait_audit("SESSION_START", |_| true);
     let id = start["session"].as_str().unwrap().to_owned();
     // Several checkpoints go by.
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    let checkpoints = || {
+        env.audit()
+            .iter()
+            .filter(|e| e["session"] == id.as_str() && Env::detail(e)["kind"] == "checkpoint")
+            .count()
+    };
+    env.wait_audit("CHECKPOINT", |_| checkpoints() >= 3);
     let (ok, text) = verify(&env, &["recordings", "verify", &id]);
     assert!(ok && text.contains("intact to line"), "live: {text}");
     env.kill_bastion();
@@ -346,7 +352,7 @@ fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
     let quiet = env.spawn_ssh_pty(
         "alice",
         &["pacs01", "echo quiet; sleep 60"],
-        json!([["sleep", 12]]),
+        json!([["expect", "quiet"]]),
     );
     env.wait_audit("SESSION_START", |_| true);
     let out = env.ssh_pty(
@@ -355,7 +361,7 @@ fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
             "pacs01",
             "for i in $(seq 1 200000); do echo line $i; done; echo finished",
         ],
-        json!([["sleep", 5]]),
+        json!([["expect", "recording failed"]]),
     );
     let text = stdout(&out);
     assert!(!text.contains("finished"));
@@ -379,7 +385,7 @@ fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
     let out = env.ssh_pty(
         "alice",
         &["pacs01", "echo should-not-run"],
-        json!([["sleep", 1]]),
+        json!([["expect", "recording cannot be written"]]),
     );
     assert!(!stdout(&out).contains("should-not-run"));
     assert!(

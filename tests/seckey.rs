@@ -6,7 +6,7 @@
 #[macro_use]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{BASTION, Env, Options, bin, stderr, stdout};
@@ -68,7 +68,7 @@ fn admitted(out: &Output) {
 }
 
 fn refused(out: &Output, banner: &str) {
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(out));
     assert!(
         stderr(out).contains(banner) && stderr(out).contains("Permission denied"),
         "{}",
@@ -348,7 +348,7 @@ fn attestation_at_enrolment() {
     for (settings, line, why) in cases {
         let keys = carol(&[with("a", "a.att", "a.chal"), line]);
         let out = check(&format!("{settings}{keys}"));
-        assert!(!out.status.success());
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         let at = format!("candidate.toml:{}:", settings.lines().count() + 4);
         assert!(
             stderr(&out).contains(&at) && stderr(&out).contains(why),
@@ -369,27 +369,19 @@ fn attestation_at_enrolment() {
             None,
         );
         assert_eq!(b.status.code(), Some(255), "{}", stderr(&b));
+        assert!(
+            stderr(&b).contains("Permission denied (publickey)"),
+            "{}",
+            stderr(&b)
+        );
         admitted(&login(&env, "a.sock"));
     }
 }
 
-/// OpenSSH's own software security key (regress/misc/sk-dummy), built by tests/setup.sh.
-fn sk_dummy() -> PathBuf {
-    let path = std::env::var_os("SK_DUMMY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/sk-dummy/sk-dummy.so"));
-    assert!(
-        path.is_file(),
-        "missing prerequisite: OpenSSH's sk-dummy provider at {} (tests/setup.sh builds it)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn stock_openssh_security_keys() {
-    let env = testbed!();
-    let provider = sk_dummy();
+    let env = testbed!(Options::default(), [common::Extra::SkDummy]);
+    let provider = common::sk_dummy();
     // Keys made by the stock ssh-keygen, as an admin would (sk-dummy in place of the hardware).
     let keygen = |name: &str, opts: &[&str]| {
         let mut args = vec!["-q", "-t", "ed25519-sk", "-N", "", "-C", name];

@@ -7,7 +7,7 @@
 set -euo pipefail
 missing=()
 have() { command -v "$1" >/dev/null 2>&1; }
-[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+{ have sshd || [ -x /usr/sbin/sshd ]; } || missing+=(openssh-server)
 have ssh && have scp && have sftp || missing+=(openssh-client)
 have ip || missing+=(iproute2)
 have nft || missing+=(nftables)

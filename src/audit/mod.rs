@@ -5,12 +5,14 @@
 //! them; codes never change meaning. Secrets never appear here.
 
 mod chain;
+mod human;
 mod note;
 mod verify;
 
 #[cfg(test)]
 pub use chain::test_chain;
 pub use chain::{AuditChain, ChainError, Line, read_lines};
+pub use human::init_human;
 pub use note::{
     Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal, parse as parse_entry,
 };
@@ -218,14 +220,18 @@ impl Event {
     }
 }
 
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn"))
+        .add_directive(
+            format!("{TARGET}=info").parse().unwrap_or_else(|_| {
+                tracing_subscriber::filter::Directive::from(tracing::Level::INFO)
+            }),
+        )
+}
+
 /// Installs the global subscriber. `RUST_LOG` may add diagnostics; audit events are always on.
 pub fn init(sink: AuditSink) {
-    let filter =
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("warn"))
-            .add_directive(format!("{TARGET}=info").parse().unwrap_or_else(|_| {
-                tracing_subscriber::filter::Directive::from(tracing::Level::INFO)
-            }));
     let journald = match sink {
         AuditSink::Stderr => None,
         AuditSink::Journald | AuditSink::Auto => tracing_journald::layer()
@@ -243,7 +249,7 @@ pub fn init(sink: AuditSink) {
             .with_writer(std::io::stderr)
     });
     let _ = tracing_subscriber::registry()
-        .with(filter)
+        .with(filter())
         .with(journald)
         .with(stderr)
         .try_init();

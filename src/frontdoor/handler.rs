@@ -230,7 +230,7 @@ impl Connection {
         }
         if let Some(first) = reachable.first() {
             text.push_str(&format!(
-                "{nl}  ssh -t {admin}@BASTION {}    shell{nl}  ssh {admin}@BASTION {} COMMAND    command{nl}  sftp {admin}:{}@BASTION    file transfer{nl}",
+                "{nl}  ssh -t {admin}@BASTION {}    shell{nl}  ssh {admin}@BASTION {} COMMAND    command{nl}  sftp {admin}+{}@BASTION    file transfer{nl}",
                 first.target.name, first.target.name, first.target.name
             ));
         }

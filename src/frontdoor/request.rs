@@ -52,7 +52,7 @@ pub fn action(login: &Login, request: Run) -> Action {
     match request {
         Run::Shell => Action::List,
         Run::Subsystem(name) => Action::Refuse(format!(
-            "subsystem {name} needs the target in the user name, e.g. sftp {}:TARGET@bastion",
+            "subsystem {name} needs the target in the user name, e.g. sftp {}+TARGET@bastion",
             login.admin
         )),
         Run::Exec(cmd) => {

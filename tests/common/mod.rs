@@ -20,9 +20,34 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stapsteen")
 }
 
-/// True when the prerequisites are there. A missing one fails the test, unless the caller asked
-/// to skip with `STAPSTEEN_ALLOW_SKIP=1` (never in CI: with `CI=true` it always fails).
+/// What only some tests need, on top of the base test bed.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Extra {
+    /// Debian's chromium and playwright-core: the console's browser tests.
+    Browser,
+    /// Garage, an S3 store: the off-site copy.
+    Garage,
+    /// OpenSSH's sk-dummy provider: the stock-OpenSSH security-key test.
+    SkDummy,
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True when the base prerequisites are there (root, the network and OpenSSH tools).
 pub fn prerequisites() -> bool {
+    prerequisites_with(&[])
+}
+
+/// True when the base prerequisites and `extra` are there. A missing one fails the test, unless
+/// the caller asked to skip with `STAPSTEEN_ALLOW_SKIP=1` (never in CI: with `CI=true` it always
+/// fails).
+pub fn prerequisites_with(extra: &[Extra]) -> bool {
     let mut missing = Vec::new();
     let is_root = Command::new("id")
         .arg("-u")
@@ -32,7 +57,7 @@ pub fn prerequisites() -> bool {
     if !is_root {
         missing.push("root (for ip netns)".to_owned());
     }
-    for tool in [
+    let mut tools = vec![
         "ip",
         "ssh",
         "scp",
@@ -44,32 +69,31 @@ pub fn prerequisites() -> bool {
         "nft",
         "ping",
         "curl",
-        "node",
-        "chromium",
-    ] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| !s.success())
-            .unwrap_or(true)
-        {
-            missing.push(tool.to_owned());
-        }
+    ];
+    if extra.contains(&Extra::Browser) {
+        tools.extend(["node", "chromium"]);
     }
-    if garage().is_none() {
-        missing.push("garage (S3 store)".to_owned());
+    missing.extend(tools.into_iter().filter(|t| !on_path(t)).map(str::to_owned));
+    if let Err(e) = stapsteen::demo::find_sshd() {
+        missing.push(e.to_string());
     }
-    if !Path::new("/usr/sbin/sshd").exists() {
-        missing.push("/usr/sbin/sshd (openssh-server)".to_owned());
-    }
-    if !Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/e2e/node_modules/playwright-core"
-    ))
-    .exists()
+    if extra.contains(&Extra::Browser)
+        && !Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/node_modules/playwright-core"
+        ))
+        .exists()
     {
         missing.push("playwright-core (npm ci --prefix tests/e2e)".to_owned());
+    }
+    if extra.contains(&Extra::Garage) && garage().is_none() {
+        missing.push("garage (S3 store)".to_owned());
+    }
+    if extra.contains(&Extra::SkDummy) && !sk_dummy().is_file() {
+        missing.push(format!(
+            "OpenSSH's sk-dummy provider at {} (SK_DUMMY names another path)",
+            sk_dummy().display()
+        ));
     }
     if missing.is_empty() {
         return true;
@@ -86,6 +110,18 @@ pub fn prerequisites() -> bool {
     false
 }
 
+/// OpenSSH's own software security key (regress/misc/sk-dummy), built by tests/setup.sh.
+pub fn sk_dummy() -> PathBuf {
+    std::env::var_os("SK_DUMMY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/sk-dummy/sk-dummy.so"))
+}
+
+/// The `sshd` the tests start, found as the demo finds it.
+pub fn sshd() -> PathBuf {
+    stapsteen::demo::find_sshd().unwrap()
+}
+
 /// The Garage binary (an S3-compatible store), from PATH or `cargo install`.
 pub fn garage() -> Option<PathBuf> {
     let cargo_home = std::env::var_os("CARGO_HOME")
@@ -100,14 +136,18 @@ pub fn garage() -> Option<PathBuf> {
 }
 
 /// An [`Env`] with `opts` (default ones without an argument), or an early return when the
-/// prerequisites are missing and skipping was asked for.
+/// prerequisites (the base ones and the [`Extra`]s listed after `opts`) are missing and skipping
+/// was asked for.
 #[allow(unused_macros)]
 macro_rules! testbed {
     () => {
         testbed!(Options::default())
     };
-    ($opts:expr) => {{
-        if !common::prerequisites() {
+    ($opts:expr) => {
+        testbed!($opts, [])
+    };
+    ($opts:expr, [$($extra:expr),*]) => {{
+        if !common::prerequisites_with(&[$($extra),*]) {
             return;
         }
         Env::new($opts)
@@ -328,15 +368,9 @@ impl Env {
             .unwrap();
             let log = std::fs::File::create(self.path(&format!("{name}_sshd.log"))).unwrap();
             let child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.ns_mgmt,
-                    "/usr/sbin/sshd",
-                    "-D",
-                    "-e",
-                    "-f",
-                ])
+                .args(["netns", "exec", &self.ns_mgmt])
+                .arg(sshd())
+                .args(["-D", "-e", "-f"])
                 .arg(&cfg)
                 .stderr(log)
                 .spawn()

@@ -184,7 +184,8 @@ try {
   check(true, "the live view follows the running session");
   await shot(page, "07-live");
   await page.click("#kill button");
-  await page.waitForTimeout(500);
+  // The browser does not submit a form whose required field is empty.
+  check(await page.locator("#reason").evaluate((el) => el.validity.valueMissing), "the reason field is required");
   check(/^live/.test((await page.locator("#status").textContent()).trim()), "the kill button needs a reason (the form did not submit)");
   const noReason = await fetchIn(page, `/sessions/${liveId}/kill`, { method: "POST", body: new URLSearchParams({ reason: " " }).toString(), headers: { "content-type": "application/x-www-form-urlencoded" } });
   check(noReason.status === 400, "the server refuses a kill without a reason");
