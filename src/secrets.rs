@@ -95,8 +95,12 @@ pub enum SecretError {
     AllExist,
 }
 
-/// Where a key is read from: the systemd credential `name` if present, else `path`.
+/// Where a key is read from: the systemd credential `name` if present, else `path`. An empty
+/// `name` (a key that is no credential, such as a target's static key) is always `path`.
 pub fn key_source(name: &str, path: &Path) -> PathBuf {
+    if name.is_empty() {
+        return path.to_owned();
+    }
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let cred = Path::new(&dir).join(name);
         if cred.exists() {

@@ -871,8 +871,19 @@ fn static_key_target_and_forwarding_refusals() {
          [[grant]]\nname = \"legacy\"\nadmins = [\"alice\"]\ntargets = [\"legacy01\"]\naccounts = [\"root\"]\n",
         common::IMPORT01
     );
+    // As under the shipped unit: a credentials directory (here holding none of the keys), which
+    // must not capture a key file that has no credential name.
+    let credentials: &'static str = Box::leak(
+        tempfile::tempdir()
+            .unwrap()
+            .keep()
+            .display()
+            .to_string()
+            .into_boxed_str(),
+    );
     let env = testbed!(Options {
         extra_policy: String::new(),
+        bastion_env: vec![("CREDENTIALS_DIRECTORY", credentials)],
         ..Default::default()
     });
     env.write_policy(&extra.replace("{import}", &env.import01_hostkey));

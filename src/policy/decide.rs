@@ -35,12 +35,35 @@ pub struct AllowedForward {
 pub enum Denial {
     UnknownTarget(String),
     NoGrant(String),
-    AccountNotAllowed { target: String, account: String },
-    NotYetValid { target: String, from: Timestamp },
-    Expired { target: String, until: Timestamp },
-    OutsideWindow { target: String, windows: String },
-    PortNotAllowed { target: String, port: u16 },
-    UnrecordedTunnel { target: String, port: u16 },
+    AccountNotAllowed {
+        target: String,
+        account: String,
+    },
+    /// Open grants give different default accounts: the admin must name one.
+    AmbiguousAccount {
+        target: String,
+        accounts: Vec<String>,
+    },
+    NotYetValid {
+        target: String,
+        from: Timestamp,
+    },
+    Expired {
+        target: String,
+        until: Timestamp,
+    },
+    OutsideWindow {
+        target: String,
+        windows: String,
+    },
+    PortNotAllowed {
+        target: String,
+        port: u16,
+    },
+    UnrecordedTunnel {
+        target: String,
+        port: u16,
+    },
 }
 
 impl Denial {
@@ -49,6 +72,7 @@ impl Denial {
             Denial::UnknownTarget(_) => "unknown_target",
             Denial::NoGrant(_) => "no_grant",
             Denial::AccountNotAllowed { .. } => "account_not_allowed",
+            Denial::AmbiguousAccount { .. } => "ambiguous_account",
             Denial::NotYetValid { .. } => "not_yet_valid",
             Denial::Expired { .. } => "expired",
             Denial::OutsideWindow { .. } => "outside_window",
@@ -65,6 +89,15 @@ impl fmt::Display for Denial {
             Denial::NoGrant(t) => write!(f, "no grant for target {t}"),
             Denial::AccountNotAllowed { target, account } => {
                 write!(f, "account {account} on {target} is not in your grants")
+            }
+            Denial::AmbiguousAccount { target, accounts } => {
+                let choices: Vec<String> =
+                    accounts.iter().map(|a| format!("{a}@{target}")).collect();
+                write!(
+                    f,
+                    "your grants for {target} give different accounts; name one: {}",
+                    choices.join(" or ")
+                )
             }
             Denial::NotYetValid { target, from } => {
                 write!(f, "grant for {target} is not valid before {}", local(*from))
@@ -91,8 +124,9 @@ impl fmt::Display for Denial {
 
 /// The time zone of all policy times.
 pub fn policy_zone() -> TimeZone {
-    // The zone is bundled into the binary (jiff's tzdb-bundle-always); UTC only if that fails.
-    TimeZone::get("Europe/Amsterdam").unwrap_or(TimeZone::UTC)
+    // Compiled into the binary from jiff's bundled tz database: it cannot be missing from a
+    // minimal image, and there is no fallback that would shift every window.
+    jiff::tz::get!("Europe/Amsterdam")
 }
 
 /// A timestamp shown to people, in the policy zone.
@@ -208,12 +242,18 @@ impl Policy {
             });
         }
         let mut best: Option<Allowed> = None;
+        // Without a named account, each open grant's default: they must agree, so that the
+        // account used is never silently the more privileged one.
+        let mut defaults: Vec<String> = Vec::new();
         let mut not_yet: Option<Timestamp> = None;
         let mut expired: Option<Timestamp> = None;
         let mut windows: Vec<String> = Vec::new();
         for (g, account) in with_account {
             match g.state(now) {
                 GrantState::Open(until) => {
+                    if spec.account.is_none() && !defaults.contains(&account.to_string()) {
+                        defaults.push(account.to_string());
+                    }
                     if outlasts(best.as_ref().map(|b| b.until), until) {
                         best = Some(Allowed {
                             grant: g.name.clone(),
@@ -231,6 +271,13 @@ impl Policy {
             }
         }
         let target_name = spec.target.clone();
+        if defaults.len() > 1 {
+            defaults.sort();
+            return Err(Denial::AmbiguousAccount {
+                target: target_name,
+                accounts: defaults,
+            });
+        }
         match (best, windows.is_empty(), not_yet, expired) {
             (Some(a), ..) => Ok(a),
             (None, false, ..) => Err(Denial::OutsideWindow {

@@ -892,6 +892,40 @@ mod tests {
     }
 
     #[test]
+    fn two_grants_with_different_default_accounts_need_a_named_one() {
+        let key = EXAMPLE
+            .lines()
+            .find(|l| l.contains("sk-ssh-ed25519"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(',');
+        let host = EXAMPLE
+            .lines()
+            .find(|l| l.trim_start().starts_with("host_keys"))
+            .unwrap();
+        let text = format!(
+            "[[admin]]\nname = \"a\"\nkeys = [{key}]\n[[target]]\nname = \"t\"\naddress = \"10.20.0.9\"\n{host}\naccounts = [\"beheer\", \"root\"]\n[[grant]]\nname = \"g1\"\nadmins = [\"a\"]\ntargets = [\"t\"]\naccounts = [\"beheer\"]\n[[grant]]\nname = \"g2\"\nadmins = [\"a\"]\ntargets = [\"t\"]\naccounts = [\"root\", \"beheer\"]\nvalid_until = \"2030-01-01\"\n"
+        );
+        let p = parse_policy(Path::new("x"), &text).unwrap();
+        let now = at("2026-11-24T10:00");
+        let e = p.decide("a", &spec("t"), now).unwrap_err();
+        assert_eq!(e.code(), "ambiguous_account");
+        assert!(
+            e.to_string().ends_with("name one: beheer@t or root@t"),
+            "{e}"
+        );
+        assert_eq!(
+            p.decide("a", &spec("root@t"), now)
+                .unwrap()
+                .account
+                .as_str(),
+            "root"
+        );
+        let b = p.decide("a", &spec("beheer@t"), now).unwrap();
+        assert_eq!(b.grant.as_str(), "g1", "the grant that stays open longest");
+    }
+
+    #[test]
     fn forwards_follow_ports_windows_and_the_tunnel_rule() {
         let p = parse_policy(Path::new("example-hospital.toml"), EXAMPLE).unwrap();
         let at = |s: &str| parse_time(s).unwrap();

@@ -4,7 +4,8 @@
 use std::fmt;
 
 use jiff::Zoned;
-use jiff::civil::{Time, Weekday};
+use jiff::civil::{DateTime, Time, Weekday};
+use jiff::tz::AmbiguousOffset;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WeeklyWindow {
@@ -93,19 +94,42 @@ impl WeeklyWindow {
         if !open || t < self.start || t >= self.end {
             return None;
         }
-        if self.end == Time::MAX {
-            return now
-                .date()
-                .tomorrow()
-                .ok()?
-                .to_zoned(now.time_zone().clone())
-                .ok();
-        }
-        now.date()
-            .to_datetime(self.end)
-            .to_zoned(now.time_zone().clone())
-            .ok()
+        let end = if self.end == Time::MAX {
+            now.date().tomorrow().ok()?.to_datetime(Time::midnight())
+        } else {
+            now.date().to_datetime(self.end)
+        };
+        closing(now, end)
     }
+}
+
+/// The first moment after `now` at which the wall clock reaches `end`: in an hour that repeats
+/// (October) the occurrence still ahead of `now`, in an hour that is skipped (March) the moment
+/// of the jump, when the clock passes `end` without showing it.
+fn closing(now: &Zoned, end: DateTime) -> Option<Zoned> {
+    let tz = now.time_zone();
+    let at = match tz.to_ambiguous_timestamp(end).offset() {
+        AmbiguousOffset::Unambiguous { offset } => offset.to_timestamp(end).ok()?,
+        AmbiguousOffset::Fold { before, after } => {
+            let (a, b) = (
+                before.to_timestamp(end).ok()?,
+                after.to_timestamp(end).ok()?,
+            );
+            let (first, second) = (a.min(b), a.max(b));
+            if first > now.timestamp() {
+                first
+            } else {
+                second
+            }
+        }
+        AmbiguousOffset::Gap { before, .. } => {
+            // Read with the offset from before the jump, `end` lies after it: the jump is the
+            // last transition before that.
+            let past = before.to_timestamp(end).ok()?;
+            tz.preceding(past).next()?.timestamp()
+        }
+    };
+    Some(at.to_zoned(tz.clone()))
 }
 
 impl fmt::Display for WeeklyWindow {
@@ -142,6 +166,42 @@ mod tests {
         assert!(w.open_until(&at("2026-11-28T10:00")).is_none()); // Saturday
         let w = WeeklyWindow::parse("Mon,Sun 00:00-01:00").unwrap();
         assert!(w.open_until(&at("2026-11-29T00:30")).is_some()); // Sunday
+    }
+
+    #[test]
+    fn the_policy_zone_is_compiled_in() {
+        let tz = crate::policy::policy_zone();
+        assert_eq!(tz.iana_name(), Some("Europe/Amsterdam"));
+        let summer = "2026-07-01T12:00Z".parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(tz.to_offset(summer).seconds(), 7200);
+    }
+
+    #[test]
+    fn daylight_saving_transitions_end_windows_exactly() {
+        // 2026-10-25 (Sunday): 03:00 CEST becomes 02:00 CET, so 02:00-03:00 happens twice.
+        let w = WeeklyWindow::parse("Sun 01:00-02:30").unwrap();
+        let first: Zoned = "2026-10-25T02:10+02:00[Europe/Amsterdam]".parse().unwrap();
+        let second: Zoned = "2026-10-25T02:10+01:00[Europe/Amsterdam]".parse().unwrap();
+        let end = |z: &Zoned| w.open_until(z).unwrap().timestamp().to_string();
+        // In the first 02:xx the window ends at the first 02:30 (00:30 UTC)...
+        assert_eq!(end(&first), "2026-10-25T00:30:00Z");
+        // ...and in the repeated hour at the second 02:30 (01:30 UTC), never in the past.
+        assert_eq!(end(&second), "2026-10-25T01:30:00Z");
+        assert!(w.open_until(&second).unwrap() > second);
+        // 2026-03-29 (Sunday): 02:00 CET jumps to 03:00 CEST; 02:30 never happens, and the
+        // window ends at the jump (01:00 UTC), not half an hour later.
+        let w = WeeklyWindow::parse("Sun 01:00-02:30").unwrap();
+        let before: Zoned = "2026-03-29T01:45+01:00[Europe/Amsterdam]".parse().unwrap();
+        assert_eq!(
+            w.open_until(&before).unwrap().timestamp().to_string(),
+            "2026-03-29T01:00:00Z"
+        );
+        // A window ending on the hour of an ordinary day is unchanged.
+        let w = WeeklyWindow::parse("Sun 01:00-04:00").unwrap();
+        assert_eq!(
+            w.open_until(&before).unwrap().timestamp().to_string(),
+            "2026-03-29T02:00:00Z"
+        );
     }
 
     #[test]

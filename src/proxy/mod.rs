@@ -33,7 +33,9 @@ pub fn deadline(
     );
     match until {
         Some(until) => {
-            let grant_end = start + until.duration_since(now).unsigned_abs();
+            // A grant that has already ended ends the session now, not as far in the future.
+            let left = until.duration_since(now).max(jiff::SignedDuration::ZERO);
+            let grant_end = start + left.unsigned_abs();
             if grant_end < max_end.0 {
                 (grant_end, format!("grant {grant} ended, session closed"))
             } else {
@@ -148,5 +150,27 @@ mod tests {
         assert!(env_allowed("TERM"));
         assert!(!env_allowed("LD_PRELOAD"));
         assert!(!env_allowed("PATH"));
+    }
+
+    #[tokio::test]
+    async fn a_grant_that_has_ended_ends_the_session_now() {
+        let grant = crate::policy::GrantName::new("g").unwrap();
+        let now = jiff::Timestamp::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let before = tokio::time::Instant::now();
+        let past = now
+            .checked_sub(jiff::SignedDuration::from_mins(30))
+            .unwrap();
+        let (at, why) = deadline(now, Some(past), hour, &grant);
+        assert!(at <= tokio::time::Instant::now(), "{why}");
+        assert!(why.contains("grant g ended"));
+        let soon = now
+            .checked_add(jiff::SignedDuration::from_mins(10))
+            .unwrap();
+        let (at, _) = deadline(now, Some(soon), hour, &grant);
+        assert!(at >= before + std::time::Duration::from_secs(599));
+        assert!(at <= tokio::time::Instant::now() + std::time::Duration::from_secs(600));
+        let (at, why) = deadline(now, None, hour, &grant);
+        assert!(at >= before + hour && why.contains("maximum session length"));
     }
 }
