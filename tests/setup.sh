@@ -2,8 +2,9 @@
 # Installs what the demo and the tests need, if it is missing: OpenSSH server and client,
 # iproute2 (network namespaces), nftables, ping, python3 (terminal driver), asciinema (replay check),
 # Garage (an S3-compatible store, for the off-site copy tests) and cargo-fuzz (the fuzz targets),
-# built from crates.io; for the review console: OpenSSL headers (webauthn-rs), Node.js and npm (the player is bundled from its
-# npm package at build time; playwright-core drives the browser tests), chromium and curl.
+# built from crates.io; for the review console: OpenSSL headers (webauthn-rs), Node.js and npm
+# (the player is bundled from its npm package at build time; playwright-core drives the browser
+# tests), chromium and curl.
 set -euo pipefail
 missing=()
 have() { command -v "$1" >/dev/null 2>&1; }
