@@ -8,7 +8,7 @@
 //!
 //! - printable text, UTF-8 included, and the controls LF, CR, HT and BS;
 //! - CSI cursor movement and positioning (`A`-`G`, `H`, `f`, `d`, `` ` ``, `a`, `e`, `I`, `Z`,
-//!   `s`, `u` without parameters), scrolling and editing (`@`, `L`, `M`, `P`, `X`, `S`, `T`, `r`),
+//!   `s`, `u` without parameters), scrolling and editing (`@`, `L`, `M`, `P`, `X`, `S`, `T`),
 //!   erase in display and line (`J`, `K` with 0, 1 or 2; not `CSI 3 J`, which clears the
 //!   scrollback), cursor visibility (`CSI ? 25 h/l`), and SGR (`m`: colours and attributes)
 //!   without conceal (8), fonts and other rare codes; an SGR sequence loses only its forbidden
@@ -18,7 +18,8 @@
 //! `ESC c`, charset designations, keypad modes, `ESC 7`), every query and report request, every
 //! mode change but cursor visibility (alternate screen included: a full-screen program's output
 //! then stays on the reviewer's main screen and in its scrollback instead of vanishing when the
-//! program exits), C1 controls (U+0080-U+009F), other C0 controls, and bidirectional-override
+//! program exits), scroll margins (`CSI r`: lines scrolled out of a margin are lost, not kept in
+//! the scrollback), C1 controls (U+0080-U+009F), other C0 controls, and bidirectional-override
 //! characters (they reorder what the reviewer reads).
 //!
 //! Where something was removed, a marker says what: `⟦removed: OSC 52⟧`, `⟦removed: CSI 6n⟧`,
@@ -28,8 +29,9 @@
 //! still open at the end of the recording is removed as `unterminated`, and its content is
 //! shown after the marker as text, so an unterminated OSC cannot hide the rest of a session.
 //!
-//! Cursor movement, CR and BS are kept, so text can still be overwritten as it was on the admin's
-//! screen; the `.cast` file holds every byte.
+//! Cursor movement, CR, BS and erasing are kept, so text can still be overwritten as it was on the
+//! admin's screen, and colours can still make text hard to read (black on black); the `.cast`
+//! file holds every byte.
 
 use std::fmt::Write as _;
 
@@ -413,7 +415,7 @@ fn csi_verdict(params: &Params, intermediates: &[u8], action: char) -> Csi {
         ([], 'A' | 'B' | 'C' | 'D' | 'E' | 'F' | 'G' | 'd' | '`' | 'a' | 'e' | 'I' | 'Z') => {
             at_most(1)
         }
-        ([], 'H' | 'f' | 'r') => at_most(2),
+        ([], 'H' | 'f') => at_most(2),
         // Insert or delete characters and lines, erase characters, scroll. `CSI T` with five
         // parameters is xterm's mouse tracking: one at most.
         ([], '@' | 'L' | 'M' | 'P' | 'X' | 'S' | 'T') => at_most(1),
@@ -623,7 +625,7 @@ mod tests {
             "\x1b[1;31mred\x1b[0m \x1b[38;5;208morange\x1b[m \x1b[38;2;1;2;3mrgb\x1b[39m",
             "\x1b[4:3mcurly\x1b[24m \x1b[7mreverse\x1b[27m \x1b[9mstruck\x1b[29m \x1b[28mreveal",
             "\x1b[H\x1b[2J\x1b[10;20Hhere\x1b[3A\x1b[2B\x1b[C\x1b[4D\x1b[K\x1b[1K\x1b[0J",
-            "\x1b[5G\x1b[3d\x1b[2E\x1b[F\x1b[?25l\x1b[?25h\x1b[s\x1b[u\x1b[1;24r\x1b[2L\x1b[M",
+            "\x1b[5G\x1b[3d\x1b[2E\x1b[F\x1b[?25l\x1b[?25h\x1b[s\x1b[u\x1b[2L\x1b[M",
             "\x1b[3P\x1b[4@\x1b[5X\x1b[S\x1b[2T\x1b[10`",
             "UTF-8: ĳzer, 日本語, emoji 🦀, combining e\u{301}\n",
             "progress 50%\r progress 100%\n",
@@ -711,6 +713,8 @@ mod tests {
         assert_eq!(s("\x1b[48;2;8;8;8mx"), "\x1b[48;2;8;8;8mx");
         // A malformed extended colour goes whole.
         assert_eq!(s("\x1b[38;9;8mx"), "⟦removed: SGR 38;9;8⟧x");
+        // A scroll margin: what scrolls out of it is lost.
+        assert_eq!(s("\x1b[10;11r"), "⟦removed: CSI 10;11r⟧");
         // Alternate screen, autowrap off, insert mode, bracketed paste, mouse, keypad.
         assert_eq!(
             s("\x1b[?1049h\x1b[?47h\x1b[?7l\x1b[4h\x1b[?2004h\x1b[?1000h\x1b[?1h"),
