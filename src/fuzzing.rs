@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::audit::{AuditChain, Draft, Kind, NoteSigner, NoteVerifier, read_lines, verify_chain};
+use crate::audit::{AuditChain, Draft, Kind, NoteSigner, read_lines, verify_chain};
 use crate::config::OnFailure;
 use crate::ids::SessionId;
 use crate::proxy::Run;
@@ -43,20 +43,46 @@ pub fn login(user: &str, command: &[u8]) {
     }
 }
 
-/// A signed note and the entry text in it, and a chain of such lines, against `verifier`.
-pub fn audit(data: &[u8], verifier: &NoteVerifier) {
-    let text = String::from_utf8_lossy(data);
-    let _ = crate::audit::parse_entry(&text);
-    let _ = verifier.open(data);
-    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let _ = verify_chain(&lines, verifier);
+/// The audit chain's parsers, with a signing key of its own.
+pub struct AuditFixture {
+    signer: NoteSigner,
 }
 
-/// A verifier for a fresh key: nothing fuzzed verifies under it, but every parser before the
-/// signature check runs.
-pub fn audit_verifier() -> anyhow::Result<NoteVerifier> {
-    let key = crate::secrets::generate_key("stapsteen-fuzz");
-    Ok(NoteVerifier::from_public(key.expose().public_key())?)
+impl AuditFixture {
+    pub fn new() -> anyhow::Result<Self> {
+        let key = crate::secrets::generate_key("stapsteen-fuzz");
+        Ok(Self {
+            signer: NoteSigner::new(&key)?,
+        })
+    }
+
+    /// `data` as a signed note, as entry text, and as chain lines (none of which verify); then
+    /// its NUL-separated parts as entry texts signed with this key, so that the chain checks
+    /// after the signature (sequence, links, seals) run on them too.
+    pub fn check(&self, data: &[u8]) {
+        let verifier = self.signer.verifier();
+        let text = String::from_utf8_lossy(data);
+        let _ = crate::audit::parse_entry(&text);
+        let _ = verifier.open(data);
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let _ = verify_chain(&lines, verifier);
+        let signed: Vec<String> = text
+            .split('\0')
+            .filter_map(|entry| {
+                let entry = if entry.ends_with('\n') {
+                    entry.to_owned()
+                } else {
+                    format!("{entry}\n")
+                };
+                let note = self.signer.sign(&entry).ok()?;
+                serde_json::to_string(&crate::audit::Line {
+                    note: String::from_utf8(note).ok()?,
+                })
+                .ok()
+            })
+            .collect();
+        let _ = verify_chain(&signed, verifier);
+    }
 }
 
 /// Console requests: the sessions page's query string (with its time fields read in the policy's
@@ -286,9 +312,9 @@ mod tests {
         for s in seeds("recording") {
             f.check(&s).unwrap();
         }
-        let v = audit_verifier().unwrap();
+        let a = AuditFixture::new().unwrap();
         for s in seeds("audit") {
-            audit(&s, &v);
+            a.check(&s);
         }
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fixtures");
         let key = std::fs::read_to_string(fixtures.join("attestation-key.pub")).unwrap();

@@ -1,17 +1,17 @@
-//! The audit chain: signed-note parsing, the entry text parser, and chain verification over
-//! fuzzed lines.
+//! The audit chain: signed-note parsing, the entry text parser, and chain verification, over
+//! fuzzed lines and over fuzzed entry texts signed with the fixture's key (NUL separates them).
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use stapsteen::audit::NoteVerifier;
+use stapsteen::fuzzing::AuditFixture;
 
-fn verifier() -> &'static NoteVerifier {
-    static V: OnceLock<NoteVerifier> = OnceLock::new();
-    V.get_or_init(|| stapsteen::fuzzing::audit_verifier().expect("a verifier for a fresh key"))
+fn fixture() -> &'static AuditFixture {
+    static F: OnceLock<AuditFixture> = OnceLock::new();
+    F.get_or_init(|| AuditFixture::new().expect("a signing key"))
 }
 
 fuzz_target!(|data: &[u8]| {
-    stapsteen::fuzzing::audit(data, verifier());
+    fixture().check(data);
 });
