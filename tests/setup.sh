@@ -16,6 +16,7 @@ have python3 || missing+=(python3)
 have asciinema || missing+=(asciinema)
 have setsid && have nsenter || missing+=(util-linux)
 have cc || missing+=(gcc)
+have c++ || missing+=(g++)  # libFuzzer, for the fuzz targets
 have systemd-analyze || missing+=(systemd)
 have ping || missing+=(iputils-ping)
 have pkg-config || missing+=(pkg-config)
