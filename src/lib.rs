@@ -17,6 +17,8 @@ pub(crate) mod console;
 pub mod demo;
 pub(crate) mod firewall;
 pub(crate) mod frontdoor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub(crate) mod net;
 pub(crate) mod offsite;

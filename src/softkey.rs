@@ -145,7 +145,7 @@ impl SoftKey {
         attestation::attest(&self.public, root_dir, challenge)
     }
 
-    fn answer(&self, request: &[u8]) -> Vec<u8> {
+    pub(crate) fn answer(&self, request: &[u8]) -> Vec<u8> {
         self.try_answer(request)
             .unwrap_or_else(|| vec![SSH_AGENT_FAILURE])
     }

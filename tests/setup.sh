@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, if it is missing: OpenSSH server and client,
 # iproute2 (network namespaces), nftables, ping, python3 (terminal driver), asciinema (replay check),
-# Garage (an S3-compatible store, for the off-site copy tests), built from crates.io; for the
-# review console: OpenSSL headers (webauthn-rs), Node.js and npm (the player is bundled from its
-# npm package at build time; playwright-core drives the browser tests), chromium and curl.
+# Garage (an S3-compatible store, for the off-site copy tests) and cargo-fuzz (the fuzz targets),
+# built from crates.io; for the review console: OpenSSL headers (webauthn-rs), Node.js and npm
+# (the player is bundled from its npm package at build time; playwright-core drives the browser
+# tests), chromium and curl.
 set -euo pipefail
 missing=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -15,6 +16,7 @@ have python3 || missing+=(python3)
 have asciinema || missing+=(asciinema)
 have setsid && have nsenter || missing+=(util-linux)
 have cc || missing+=(gcc)
+have c++ || missing+=(g++)  # libFuzzer, for the fuzz targets
 have systemd-analyze || missing+=(systemd)
 have ping || missing+=(iputils-ping)
 have pkg-config || missing+=(pkg-config)
@@ -38,6 +40,12 @@ if ! have garage && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
   echo "building Garage (S3 store for the tests) from crates.io; this takes several minutes" >&2
   cargo install garage --version 2.5.0 --locked --debug \
     --no-default-features --features bundled-libs,sqlite >&2
+fi
+
+# cargo-fuzz, for the fuzz targets in fuzz/ (fuzz/run, .ci/run).
+if ! have cargo-fuzz && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz" ]; then
+  echo "building cargo-fuzz from crates.io" >&2
+  cargo install cargo-fuzz --version 0.13.2 --locked >&2
 fi
 
 # npm packages, exactly as the lock files pin them (integrity-checked): the console's player,

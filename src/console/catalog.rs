@@ -71,7 +71,7 @@ pub struct Filter {
 #[error("{0}")]
 pub struct FilterError(String);
 
-fn local_time(field: &str, text: &str) -> Result<Option<Timestamp>, FilterError> {
+pub(crate) fn local_time(field: &str, text: &str) -> Result<Option<Timestamp>, FilterError> {
     if text.is_empty() {
         return Ok(None);
     }
@@ -228,7 +228,7 @@ pub fn markers(shared: &Bastion, meta: &Meta) -> Vec<(f64, String)> {
     markers_of(meta, &events(shared, &meta.id))
 }
 
-fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(f64, String)> {
+pub(crate) fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(f64, String)> {
     let mut out = vec![(0.0, format!("start: {} to {}", meta.admin, meta.target))];
     if let Some((t, _, _)) = events.iter().find(|(_, k, _)| k == "o") {
         out.push((*t, format!("target: {}@{}", meta.account, meta.target)));

@@ -14,7 +14,7 @@
 
 mod assets;
 mod auth;
-mod catalog;
+pub(crate) mod catalog;
 mod enrolment;
 mod evidence;
 mod live;

@@ -13,7 +13,7 @@
 mod bypass;
 mod handler;
 mod refusal;
-mod request;
+pub(crate) mod request;
 mod setup;
 
 use std::net::SocketAddr;

@@ -11,9 +11,7 @@ mod types;
 mod window;
 
 pub use decide::{Allowed, Denial, local, policy_zone};
-#[cfg(test)]
-pub use parse::parse_policy;
-pub use parse::{load_policy, parse_time};
+pub use parse::{load_policy, parse_policy, parse_time};
 pub use types::{
     Account, AdminName, EnrolmentCode, GrantName, Policy, Reviewer, ReviewerName, Target,
     TargetSpec,

@@ -13,6 +13,6 @@ mod store;
 mod verify;
 
 pub use asciicast::{Cadence, Recorder, RecordingError};
-pub use sanitize::sanitize;
+pub use sanitize::{check_sanitized, sanitize};
 pub use store::{Meta, RecordingStore};
 pub use verify::{Verdict, verify_recording};
