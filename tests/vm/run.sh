@@ -70,7 +70,7 @@ dump() {
   if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
     log "--- guest journal (last 300 lines) ---"
     python3 "$here/qga.py" "$work/qga.sock" exec --timeout 20 \
-      "journalctl -b --no-pager -n 300; systemctl --no-pager status stapsteen stapsteen-keygen" \
+      "journalctl -b --no-pager | grep -v qemu-ga | tail -n 300; systemctl --no-pager status stapsteen stapsteen-keygen" \
       </dev/null >&2 || true
   fi
   log "--- target sshd log (last 40 lines) ---"
@@ -132,9 +132,13 @@ for unit in stapsteen.service stapsteen-keygen.service; do
   dpkg-deb --fsys-tarfile "$deb" | tar -xO --wildcards "*/systemd/system/$unit" |
     cmp -s - "nix/$unit" || fail "$unit in the package differs from nix/$unit"
 done
-dpkg-deb --fsys-tarfile "$deb" | tar -t | grep -qx './etc/stapsteen/stapsteen.toml' ||
-  fail "the package has no /etc/stapsteen/stapsteen.toml"
-dpkg-deb -f "$deb" Depends | grep -q nftables || fail "the package does not depend on nftables"
+contents=$(dpkg-deb --fsys-tarfile "$deb" | tar -t)
+for f in ./usr/bin/stapsteen ./etc/stapsteen/stapsteen.toml ./etc/stapsteen/policy.toml; do
+  grep -qx "$f" <<<"$contents" || fail "the package has no ${f#.}"
+done
+grep -qx /etc/stapsteen/stapsteen.toml <<<"$(dpkg-deb -f "$deb" Conffiles 2>/dev/null; dpkg-deb -I "$deb" conffiles)" ||
+  fail "/etc/stapsteen/stapsteen.toml is not a conffile"
+grep -q nftables <<<"$(dpkg-deb -f "$deb" Depends)" || fail "the package does not depend on nftables"
 log "package: $(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version), $(du -h "$deb" | cut -f1)"
 
 # --- root file system (cached by suite and package list) ------------------------------------
@@ -363,6 +367,8 @@ grep -qx $'CapEff:\t0000000000001400' <<<"$status" || fail "unexpected capabilit
 grep -qx $'NoNewPrivs:\t1' <<<"$status" || fail "NoNewPrivs is off"
 grep -q $'^Seccomp:\t2' <<<"$status" || fail "no system call filter"
 uid=$(awk '/^Uid:/ {print $2}' <<<"$status")
+# What an operator runs after editing the config: the daemon's own check, as root in the guest.
+vm "stapsteen check --config $CONFIG" >/dev/null || fail "stapsteen check refuses the guest's config"
 [ "$uid" -ge 61184 ] || fail "the daemon does not run as a dynamic user (uid $uid)"
 exposure=$(vm "systemd-analyze security --no-pager stapsteen.service | tail -n 1")
 log "ok: stapsteen.service active, shipped unit unchanged, uid $uid, CapEff 0x1400, seccomp; $exposure"
@@ -451,7 +457,9 @@ EOF
 read -r guest_idle svc_idle <<<"$(meminfo)"
 sess=()
 for i in $(seq 1 10); do
-  ssh_admin -tt "alice@$ADMIN_VM" pacs01 "echo session-$i-ready; sleep 600" </dev/null >"$work/s$i.out" 2>&1 &
+  # Not through a shell function: $! must be ssh itself (ip netns exec execs it).
+  ip netns exec "$NH" ssh "${ssh_opts[@]}" -tt "alice@$ADMIN_VM" pacs01 "echo session-$i-ready; sleep 600" \
+    </dev/null >"$work/s$i.out" 2>&1 &
   sess+=($!)
 done
 all_ready() { for i in $(seq 1 10); do grep -q "session-$i-ready" "$work/s$i.out" || return 1; done; }
@@ -465,7 +473,8 @@ log "memory: guest in use (MemTotal - MemAvailable) idle ${guest_idle} MiB, with
 
 # 7. SIGKILL mid-session: systemd restarts it; the recording shows unterminated; the audit chain
 #    verifies; a new session works.
-ssh_admin -tt "alice@$ADMIN_VM" pacs01 'echo crash-session-started; sleep 600' </dev/null >"$work/crash.out" 2>&1 &
+ip netns exec "$NH" ssh "${ssh_opts[@]}" -tt "alice@$ADMIN_VM" pacs01 'echo crash-session-started; sleep 600' \
+  </dev/null >"$work/crash.out" 2>&1 &
 crash_ssh=$!
 wait_for "the session to be killed" 30 grep -q crash-session-started "$work/crash.out"
 starts() { vm "journalctl -b -u stapsteen.service -o cat MESSAGE=SERVICE_START" | grep -c SERVICE_START; }
