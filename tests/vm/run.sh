@@ -329,7 +329,9 @@ boot() {
 }
 ssh_port_open() { in_admin timeout 2 bash -c "exec 3<>/dev/tcp/$ADMIN_VM/22"; }
 # The guest-side monotonic time (seconds since the kernel started) of this boot's SERVICE_START.
+service_started() { vm "journalctl -b -u stapsteen.service -o cat MESSAGE=SERVICE_START" | grep -q SERVICE_START; }
 ready_monotonic() {
+  wait_for "SERVICE_START in this boot's journal" 30 service_started
   vm "journalctl -b -u stapsteen.service -o json MESSAGE=SERVICE_START | head -n 1" |
     python3 -c 'import json,sys; print("%.1f" % (int(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"]) / 1e6))'
 }
