@@ -8,7 +8,6 @@ service and is untouched by the bastion's nftables table.
   qga.py SOCKET ping [--timeout S]          wait until the agent answers
   qga.py SOCKET exec [--timeout S] CMD      run CMD with /bin/sh -c; its stdout, stderr and exit
                                             status become ours (stdin is passed in)
-  qga.py SOCKET reboot                      ask the guest to reboot
 """
 
 import base64
@@ -61,13 +60,11 @@ class Agent:
             if msg.get("return") == ident:
                 return
 
-    def call(self, command, arguments=None, answer=True):
+    def call(self, command, arguments=None):
         req = {"execute": command}
         if arguments is not None:
             req["arguments"] = arguments
         self.sock.sendall(json.dumps(req).encode() + b"\n")
-        if not answer:
-            return None
         msg = self._read_json()
         if "error" in msg:
             raise RuntimeError(f"{command}: {msg['error']}")
@@ -100,9 +97,6 @@ def main():
     deadline = time.monotonic() + timeout
     agent = connect(path, deadline)
     if verb == "ping":
-        return 0
-    if verb == "reboot":
-        agent.call("guest-shutdown", {"mode": "reboot"}, answer=False)
         return 0
     if verb != "exec" or len(rest) != 1:
         sys.exit(__doc__)
