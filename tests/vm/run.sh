@@ -454,10 +454,12 @@ meminfo() {
   vm_in sh <<'EOF'
 used=$(awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print int((t-a)/1024)}' /proc/meminfo)
 svc=$(( $(systemctl show -p MemoryCurrent --value stapsteen.service) / 1048576 ))
-echo "$used $svc"
+tasks=$(systemctl show -p TasksCurrent --value stapsteen.service)
+fds=$(ls /proc/$(systemctl show -p MainPID --value stapsteen.service)/fd | wc -l)
+echo "$used $svc $tasks $fds"
 EOF
 }
-read -r guest_idle svc_idle <<<"$(meminfo)"
+read -r guest_idle svc_idle tasks_idle fds_idle <<<"$(meminfo)"
 sess=()
 for i in $(seq 1 10); do
   # Not through a shell function: $! must be ssh itself (ip netns exec execs it).
@@ -467,12 +469,12 @@ for i in $(seq 1 10); do
 done
 all_ready() { for i in $(seq 1 10); do grep -q "session-$i-ready" "$work/s$i.out" || return 1; done; }
 wait_for "10 concurrent sessions" 60 all_ready
-read -r guest_10 svc_10 <<<"$(meminfo)"
+read -r guest_10 svc_10 tasks_10 fds_10 <<<"$(meminfo)"
 kill "${sess[@]}" 2>/dev/null || true
 wait "${sess[@]}" 2>/dev/null || true
 ended() { [ "$(vm "journalctl -b -u stapsteen.service -o cat MESSAGE=SESSION_END" | grep -c SESSION_END)" -ge 12 ]; }
 wait_for "the 10 sessions to end" 30 ended
-log "memory: guest in use (MemTotal - MemAvailable) idle ${guest_idle} MiB, with 10 sessions ${guest_10} MiB; stapsteen.service cgroup idle ${svc_idle} MiB, with 10 sessions ${svc_10} MiB"
+log "memory: guest in use (MemTotal - MemAvailable) idle ${guest_idle} MiB, with 10 sessions ${guest_10} MiB; stapsteen.service cgroup idle ${svc_idle} MiB, with 10 sessions ${svc_10} MiB; tasks ${tasks_idle} -> ${tasks_10}; open files ${fds_idle} -> ${fds_10}"
 
 # 7. SIGKILL mid-session: systemd restarts it; the recording shows unterminated; the audit chain
 #    verifies; a new session works.
@@ -511,8 +513,8 @@ len_before=$(chain_len)
 head_before=$(vm "head -n $len_before /var/lib/stapsteen/audit/chain.jsonl | sha256sum")
 boot_id=$(vm "cat /proc/sys/kernel/random/boot_id")
 t0=$(date +%s.%N)
-# systemctl returns once the reboot job is queued, so the agent still answers.
-vm "systemctl reboot"
+# A timer starts the reboot a second later, so the agent has answered before it stops.
+vm "systemd-run --quiet --on-active=1s /bin/systemctl reboot"
 new_boot() { [ "$(vm "cat /proc/sys/kernel/random/boot_id")" != "$boot_id" ]; }
 wait_for "the guest to come back" 120 new_boot
 wait_for "stapsteen after the reboot" 120 ssh_port_open
