@@ -19,6 +19,9 @@ import sys
 import time
 
 
+CALL_TIMEOUT = 30.0
+
+
 class Agent:
     def __init__(self, path, deadline):
         self.deadline = deadline
@@ -65,7 +68,13 @@ class Agent:
         if arguments is not None:
             req["arguments"] = arguments
         self.sock.sendall(json.dumps(req).encode() + b"\n")
-        msg = self._read_json()
+        # A live agent answers at once; an agent that went away (the guest is rebooting) never
+        # will, so give up after CALL_TIMEOUT and let the caller retry.
+        overall, self.deadline = self.deadline, min(self.deadline, time.monotonic() + CALL_TIMEOUT)
+        try:
+            msg = self._read_json()
+        finally:
+            self.deadline = overall
         if "error" in msg:
             raise RuntimeError(f"{command}: {msg['error']}")
         return msg.get("return")

@@ -515,13 +515,22 @@ boot_id=$(vm "cat /proc/sys/kernel/random/boot_id")
 t0=$(date +%s.%N)
 # A timer starts the reboot a second later, so the agent has answered before it stops.
 vm "systemd-run --quiet --on-active=1s /bin/systemctl reboot"
-new_boot() { [ "$(vm "cat /proc/sys/kernel/random/boot_id")" != "$boot_id" ]; }
-wait_for "the guest to come back" 120 new_boot
+# Timed from outside: the port goes away with the old boot and answers again in the new one.
+port_closed() { ! ssh_port_open; }
+wait_for "the port to close for the reboot" 60 port_closed
 wait_for "stapsteen after the reboot" 120 ssh_port_open
 t1=$(date +%s.%N)
+new_boot() {
+  local b
+  b=$(vm "cat /proc/sys/kernel/random/boot_id") || return 1
+  [ -n "$b" ] && [ "$b" != "$boot_id" ]
+}
+wait_for "the guest agent in the new boot" 60 new_boot
 boot2=$(python3 -c "print(round($t1 - $t0, 1))")
 guest2=$(ready_monotonic)
 [ "$(state)" = "$state_before" ] || fail "keys, policy or recordings changed across the reboot"
+boots=$(vm "journalctl --list-boots --no-pager" | grep -cE '^ *-?[0-9]+ [0-9a-f]{32} ' || true)
+[ "$boots" = 2 ] || fail "the journal does not hold both boots ($boots)"
 [ "$(vm "systemctl show -p ConditionResult --value stapsteen-keygen.service")" = no ] ||
   fail "the keygen unit ran again on the second boot"
 [ "$(vm "head -n $len_before /var/lib/stapsteen/audit/chain.jsonl | sha256sum")" = "$head_before" ] ||
@@ -531,7 +540,6 @@ grep -q after-the-reboot <<<"$out" || fail "no session after the reboot: $out"
 len_after=$(chain_len)
 [ "$len_after" -gt "$len_before" ] || fail "the audit chain did not grow after the reboot"
 vm "stapsteen audit verify --config $CONFIG" >/dev/null || fail "audit verify failed after the reboot"
-boots=$(vm "journalctl --list-boots --no-pager | wc -l")
 log "ok: reboot kept keys, policy, $(tail -n 1 <<<"$state_before") recordings; chain $len_before -> $len_after entries, verifies; journal holds $boots boots"
 
 log "boot to ready (SSH port answering): first boot ${boot1}s (with key generation; guest clock ${guest1}s), reboot ${boot2}s (guest clock ${guest2}s); ${ACCEL[1]}"
