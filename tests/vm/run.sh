@@ -148,7 +148,8 @@ rootfs="$cache/rootfs-$SUITE-$key.tar"
 if [ "${STAPSTEEN_VM_FRESH:-0}" = 1 ] || [ ! -s "$rootfs" ]; then
   log "building the root file system with mmdebstrap ($SUITE: ${PACKAGES[*]})"
   t=$SECONDS
-  mmdebstrap --quiet --variant=apt --include="$(
+  rm -rf "$rootfs.tmp"
+  mmdebstrap --quiet --format=tar --variant=apt --include="$(
     IFS=,
     echo "${PACKAGES[*]}"
   )" "$SUITE" "$rootfs.tmp" >&2
