@@ -346,6 +346,10 @@ t1=$(date +%s.%N)
 boot1=$(python3 -c "print(round($t1 - $t0, 1))")
 guest1=$(ready_monotonic)
 log "first boot: SSH port answers ${boot1}s after QEMU started; SERVICE_START at ${guest1}s guest time"
+boot_report() {
+  vm "systemctl is-system-running --wait; systemctl --no-pager --failed --plain --no-legend; systemd-analyze; systemd-analyze critical-chain --no-pager stapsteen.service" || true
+}
+log "the guest's boot:"$'\n'"$(boot_report)"
 
 # 1. First boot generated the keys through the keygen unit; the fingerprints are in the journal.
 keygen_log=$(vm "journalctl -b -u stapsteen-keygen.service -o cat")
@@ -529,6 +533,7 @@ new_boot() {
 wait_for "the guest agent in the new boot" 60 new_boot
 boot2=$(python3 -c "print(round($t1 - $t0, 1))")
 guest2=$(ready_monotonic)
+log "the guest's boot after the reboot:"$'\n'"$(boot_report)"
 [ "$(state)" = "$state_before" ] || fail "keys, policy or recordings changed across the reboot"
 boots=$(vm "journalctl --list-boots --no-pager" | grep -cE '^ *-?[0-9]+ [0-9a-f]{32} ' || true)
 [ "$boots" = 2 ] || fail "the journal does not hold both boots ($boots)"
