@@ -347,7 +347,7 @@ boot1=$(python3 -c "print(round($t1 - $t0, 1))")
 guest1=$(ready_monotonic)
 log "first boot: SSH port answers ${boot1}s after QEMU started; SERVICE_START at ${guest1}s guest time"
 boot_report() {
-  vm "systemctl is-system-running --wait; systemctl --no-pager --failed --plain --no-legend; systemd-analyze; systemd-analyze critical-chain --no-pager stapsteen.service" || true
+  vm "systemctl is-system-running --wait; systemctl --no-pager --failed --plain --no-legend; systemd-analyze; systemd-analyze critical-chain --no-pager stapsteen.service; journalctl -b -o short-monotonic --no-pager -u stapsteen.service -u stapsteen-keygen.service | head -n 16" || true
 }
 log "the guest's boot:"$'\n'"$(boot_report)"
 
