@@ -188,10 +188,14 @@ DHCP=no
 IPv6AcceptRA=no
 EOF
 # The management link takes router advertisements, on purpose: the test shows that the daemon's
-# table is what stops them (a production config says IPv6AcceptRA=no as well).
+# table is what stops them (a production config says IPv6AcceptRA=no as well). Boot does not
+# wait for that link: with no router it would sit in "configuring" until router solicitation
+# gives up, some 12 s, and network-online.target (which the daemon follows) with it.
 cat >"$g/etc/systemd/network/20-management.network" <<EOF
 [Match]
 MACAddress=$MAC_MGMT
+[Link]
+RequiredForOnline=no
 [Network]
 Address=$MGMT_VM/24
 DHCP=no
