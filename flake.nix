@@ -29,7 +29,19 @@
         default = pkgs.rustPlatform.buildRustPackage {
           pname = "stapsteen";
           version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.version;
-          src = pkgs.lib.cleanSource ./.;
+          # Only what the build reads, so a work tree's target/ (gigabytes) is never copied.
+          src = pkgs.lib.fileset.toSource {
+            root = ./.;
+            fileset = pkgs.lib.fileset.unions [
+              ./Cargo.toml
+              ./Cargo.lock
+              ./build.rs
+              ./clippy.toml
+              ./src
+              ./policies
+              ./tests/bench/throughput.rs
+            ];
+          };
           cargoLock.lockFile = ./Cargo.lock;
           # The appliance has no demo and no software security key (cargo feature `demo`).
           buildNoDefaultFeatures = true;
@@ -56,8 +68,8 @@
         image-raw = appliance.system.build.image;
 
         # The same disk as qcow2, for a VM.
-        image-qcow2 = pkgs.runCommand "stapsteen-appliance.qcow2" { nativeBuildInputs = [ pkgs.qemu ]; } ''
-          qemu-img convert -f raw -O qcow2 ${appliance.system.build.image}/${appliance.image.repart.imageFile} $out
+        image-qcow2 = pkgs.runCommand "stapsteen-appliance.qcow2" { nativeBuildInputs = [ pkgs.qemu-utils ]; } ''
+          qemu-img convert -f raw -O qcow2 ${appliance.system.build.image}/${appliance.image.filePath} $out
         '';
       };
 

@@ -23,7 +23,7 @@ in
 
   system.stateVersion = "25.11";
 
-  # --- disk: ESP (UKI), system (the store is mounted read-only), persistent state ---------------------------
+  # --- disk: ESP (UKI) and system in the image; the state partition is made on the device ------
   boot.loader.grub.enable = false;
   fileSystems."/" = {
     device = "/dev/disk/by-partlabel/root";
@@ -34,7 +34,8 @@ in
     fsType = "vfat";
     options = [ "ro" "umask=0077" ];
   };
-  # Recordings, keys and the journal survive updates of the system partition.
+  # Recordings, keys and the journal: on a partition that no image contains, so writing a new
+  # image (or only its ESP and root partitions, see image/README.md) never replaces them.
   fileSystems."/var" = {
     device = "/dev/disk/by-partlabel/state";
     fsType = "ext4";
@@ -44,6 +45,8 @@ in
 
   image.repart = {
     name = "stapsteen-appliance";
+    # Besides the whole disk, one file per partition with SplitName: what an update writes.
+    split = true;
     partitions = {
       "10-esp" = {
         contents = {
@@ -56,6 +59,7 @@ in
           Format = "vfat";
           Label = "ESP";
           SizeMinBytes = "256M";
+          SplitName = "esp";
         };
       };
       "20-root" = {
@@ -64,24 +68,35 @@ in
           Type = "root";
           Format = "ext4";
           Label = "root";
-          Minimize = "guess";
-        };
-      };
-      "30-state" = {
-        repartConfig = {
-          Type = "var";
-          Format = "ext4";
-          Label = "state";
-          SizeMinBytes = "4G";
+          # A fixed size, so that a later, larger system still fits the partition on the device
+          # (the closure is a few hundred MiB; Minimize would leave no headroom).
+          SizeMinBytes = "2G";
+          SizeMaxBytes = "2G";
+          SplitName = "root";
         };
       };
     };
   };
 
+  # First boot: systemd-repart in the initrd adds the state partition in the free space after
+  # root and formats it; on later boots it finds it and leaves it alone. linux-generic, not the
+  # "var" type, which ties the partition UUID to the machine ID for automatic discovery; this
+  # image mounts it by label instead (fileSystems."/var" above).
+  boot.initrd.systemd.repart.enable = true;
+  systemd.repart.partitions."30-state" = {
+    Type = "linux-generic";
+    Format = "ext4";
+    Label = "state";
+    SizeMinBytes = "4G";
+  };
+
   # --- no way in but the bastion itself ------------------------------------
   services.openssh.enable = false;
   security.sudo.enable = false;
+  # No account can log in, by design: root is locked and there is no other user. NixOS asserts
+  # against that with immutable users (nixos/modules/config/users-groups.nix) unless told so.
   users.users.root.hashedPassword = "!";
+  users.allowNoPasswordLogin = true;
   console.enable = false;
   systemd.services."getty@".enable = false;
   systemd.services."autovt@".enable = false;
@@ -98,7 +113,23 @@ in
     "net.ipv6.conf.all.forwarding" = 0;
     "kernel.dmesg_restrict" = 1;
     "kernel.kptr_restrict" = 2;
+    # Static addresses and routes: no router advertisements or redirects (the daemon's table
+    # drops them too).
+    "net.ipv6.conf.all.accept_ra" = 0;
+    "net.ipv6.conf.default.accept_ra" = 0;
+    "net.ipv4.conf.all.accept_redirects" = 0;
+    "net.ipv4.conf.default.accept_redirects" = 0;
+    "net.ipv6.conf.all.accept_redirects" = 0;
+    "net.ipv6.conf.default.accept_redirects" = 0;
   };
+
+  # --- network: only what site.nix configures ---------------------------------------------
+  # No DHCP on unconfigured ports (NixOS would add 99-ethernet-default-dhcp otherwise).
+  networking.useDHCP = false;
+  # The host firewall on nftables, replacing only its own tables on reload, so it never
+  # deletes stapsteen's table `inet stapsteen`.
+  networking.nftables.enable = true;
+  networking.nftables.flushRuleset = false;
 
   # --- clock and logs ---------------------------------------------------------
   # Grant windows depend on the clock.

@@ -4,21 +4,27 @@
   networking.hostName = "stapsteen";
 
   # The appliance has a leg in the admin network, one in the management network and one in
-  # the security team's review network.
-  systemd.network.networks = {
-    "10-admin" = {
-      matchConfig.Name = "eth0";
-      address = [ "10.10.0.5/24" ];
+  # the security team's review network. Interfaces are matched by MAC address (replace these
+  # with the machine's; or use matchConfig.Path, e.g. "pci-0000:01:00.0"), not by name: kernel
+  # names are not stable, and an unmatched port stays unconfigured (no DHCP fallback:
+  # networking.useDHCP = false in appliance.nix).
+  systemd.network.networks =
+    let
+      static = mac: addresses: {
+        matchConfig.MACAddress = mac;
+        address = addresses;
+        networkConfig = {
+          DHCP = "no";
+          IPv6AcceptRA = false;
+        };
+        linkConfig.RequiredForOnline = "routable";
+      };
+    in
+    {
+      "10-admin" = static "52:54:00:0a:00:01" [ "10.10.0.5/24" ];
+      "20-management" = static "52:54:00:14:00:01" [ "10.20.0.1/24" ];
+      "30-review" = static "52:54:00:1e:00:01" [ "10.30.0.5/24" ];
     };
-    "20-management" = {
-      matchConfig.Name = "eth1";
-      address = [ "10.20.0.1/24" ];
-    };
-    "30-review" = {
-      matchConfig.Name = "eth2";
-      address = [ "10.30.0.5/24" ];
-    };
-  };
   services.timesyncd.servers = [ "10.10.0.1" ];
 
   services.stapsteen = {

@@ -222,6 +222,16 @@ in
 
     systemd.services.stapsteen = {
       wantedBy = [ "multi-user.target" ];
+      # The unit comes from systemd.packages, and setting this attribute set makes NixOS write
+      # an overrides.conf drop-in whose Environment=PATH (the default path: coreutils, findutils,
+      # grep, sed, systemd) replaces the unit's own; the daemon runs `nft` from PATH, so it goes
+      # into that path here (nixos/lib/systemd-lib.nix, serviceConfig and stage2ServiceConfig).
+      path = [ pkgs.nftables ];
+      # A host firewall that loads at boot must not replace the table after the daemon did.
+      after = [
+        "nftables.service"
+        "firewall.service"
+      ];
       serviceConfig.LoadCredential =
         lib.optional (cfg.offsiteSecretFile != null) "offsite_secret:${cfg.offsiteSecretFile}"
         ++ lib.optional (cfg.console.keyFile != null) "console_key:${cfg.console.keyFile}";
@@ -242,7 +252,13 @@ in
       "nf_conntrack"
     ];
 
-    networking.nftables.enable = true;
+    # The daemon needs only the nft tool (above) and the kernel modules; whether the host's own
+    # firewall runs on nftables is the host's choice. One that flushes the whole ruleset on reload
+    # also deletes `inet stapsteen`: the daemon puts it back within 2 s (FIREWALL_DRIFT) and starts
+    # no session meanwhile, but say so.
+    warnings =
+      lib.optional (config.networking.nftables.enable && config.networking.nftables.flushRuleset)
+        "services.stapsteen: networking.nftables.flushRuleset deletes the table inet stapsteen at every firewall reload (it is restored within 2 s); set networking.nftables.flushRuleset = false.";
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
       map (a: lib.toInt (lib.last (lib.splitString ":" a))) (
         cfg.listen ++ lib.optionals cfg.console.enable cfg.console.listen

@@ -61,6 +61,10 @@ pkgs.testers.runNixOSTest {
       start_all()
       bastion.wait_for_unit("stapsteen-keygen.service")
       target.wait_for_unit("sshd.service")
+      # As tests/vm/run.sh checks on Debian: the keys came from the keygen unit, fingerprints in
+      # its journal; nft is on the daemon's PATH despite the overrides.conf drop-in.
+      bastion.succeed("journalctl -u stapsteen-keygen.service | grep -q 'host_key: SHA256:'")
+      bastion.succeed("systemctl show -p Environment stapsteen.service | grep -q nftables")
 
       # The admin network routes the management network via the bastion, which must not forward.
       admin.succeed("ip route add 192.168.2.0/24 via 192.168.1.2")
@@ -126,5 +130,13 @@ pkgs.testers.runNixOSTest {
       # The kernel table is in place and the unit's exposure is at most 2.0.
       bastion.succeed("nft list table inet stapsteen")
       bastion.succeed("systemd-analyze security --threshold=20 stapsteen.service")
+
+      # A crash: systemd restarts the daemon, the audit chain still verifies, sessions work.
+      bastion.succeed("systemctl kill -s KILL stapsteen.service")
+      bastion.wait_until_succeeds("test $(systemctl show -p NRestarts --value stapsteen.service) -ge 1")
+      bastion.wait_for_open_port(22, "192.168.1.2")
+      bastion.succeed("${stapsteen} audit verify --config /etc/stapsteen/stapsteen.toml")
+      out = admin.succeed(f"{ssh} -tt alice@192.168.1.2 target 'echo after-the-crash; exit'")
+      assert "after-the-crash" in out, out
     '';
 }

@@ -168,10 +168,15 @@ impl Plan {
         let drop_logged = |what: &'static str| vec![Term::Limit, Term::Log(what)];
         let mut input = vec![
             vec![Term::Iifname("lo"), Term::Accept],
+            // The bastion's addresses and routes are static: a router advertisement or redirect
+            // (from the management network or anywhere) must not re-route it. Before the
+            // conntrack rule, which would pass an ICMP redirect as "related".
+            vec![Term::Icmp("icmp", ICMP_REROUTE), Term::Drop],
+            vec![Term::Icmp("icmpv6", ICMPV6_REROUTE), Term::Drop],
             vec![Term::CtState(&["established", "related"]), Term::Accept],
             vec![Term::CtState(&["invalid"]), Term::Drop],
             // IPv6 does not work without neighbour discovery.
-            vec![Term::Icmpv6Nd, Term::Accept],
+            vec![Term::Icmp("icmpv6", ND_TYPES), Term::Accept],
         ];
         for (ports, v4, v6) in [
             (&self.ssh_ports, "admin4", "admin6"),
@@ -334,7 +339,8 @@ impl Fam {
 enum Term {
     Iifname(&'static str),
     CtState(&'static [&'static str]),
-    Icmpv6Nd,
+    /// `PROTOCOL type TYPES`.
+    Icmp(&'static str, &'static [&'static str]),
     Saddr(Fam, &'static str),
     Daddr(Fam, &'static str),
     TcpDport(Vec<u16>),
@@ -349,12 +355,9 @@ enum Term {
 /// The named counter of packets the output chain refused: what a session's kernel check stopped.
 pub const REFUSED: &str = "refused_output";
 
-const ND_TYPES: [&str; 4] = [
-    "nd-router-advert",
-    "nd-neighbor-solicit",
-    "nd-neighbor-advert",
-    "nd-redirect",
-];
+const ND_TYPES: &[&str] = &["nd-neighbor-solicit", "nd-neighbor-advert"];
+const ICMP_REROUTE: &[&str] = &["redirect"];
+const ICMPV6_REROUTE: &[&str] = &["nd-router-advert", "nd-redirect"];
 
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
@@ -388,7 +391,8 @@ impl Term {
         match self {
             Term::Iifname(i) => format!("iifname \"{i}\""),
             Term::CtState(s) => format!("ct state {}", s.join(",")),
-            Term::Icmpv6Nd => format!("icmpv6 type {{ {} }}", ND_TYPES.join(", ")),
+            Term::Icmp(proto, [t]) => format!("{proto} type {t}"),
+            Term::Icmp(proto, types) => format!("{proto} type {{ {} }}", types.join(", ")),
             Term::Saddr(f, set) => format!("{} saddr @{set}", f.proto()),
             Term::Daddr(f, set) => format!("{} daddr @{set}", f.proto()),
             Term::TcpDport(p) if p.len() == 1 => format!("tcp dport {}", p[0]),
@@ -425,10 +429,15 @@ impl Term {
                 Expression::List(s.iter().map(|v| Expression::String((*v).into())).collect()),
                 Operator::IN,
             ),
-            Term::Icmpv6Nd => matches(
-                payload("icmpv6", "type"),
+            Term::Icmp(proto, [t]) => matches(
+                payload(proto, "type"),
+                Expression::String((*t).into()),
+                Operator::EQ,
+            ),
+            Term::Icmp(proto, types) => matches(
+                payload(proto, "type"),
                 anon_set(
-                    ND_TYPES
+                    types
                         .iter()
                         .map(|t| Expression::String((*t).into()))
                         .collect(),
