@@ -9,8 +9,6 @@
       system = "x86_64-linux";
       pkgs = nixpkgs.legacyPackages.${system};
       appliance = self.nixosConfigurations.appliance.config;
-      # The review console's player, from its npm package; build.rs bundles it into the binary.
-      # The hash is the npm registry's integrity value (src/console/web/package-lock.json).
       # russh with stapsteen's patch (README, "The russh patch"): the pristine crate by the hash
       # pinned in Cargo.toml, patched where [patch.crates-io] expects it, as tests/setup.sh does.
       russh = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.metadata.patched.russh;
@@ -19,6 +17,8 @@
         url = "https://static.crates.io/crates/russh/russh-${russh.version}.crate";
         sha256 = russh.sha256;
       };
+      # The review console's player, from its npm package; build.rs bundles it into the binary.
+      # The hash is the npm registry's integrity value (src/console/web/package-lock.json).
       player = pkgs.fetchurl {
         url = "https://registry.npmjs.org/asciinema-player/-/asciinema-player-3.18.0.tgz";
         hash = "sha512-5gpt2ipFcy4NKmgkv+c/QXnJ9zMicxqWROCOuJqgwwtiYKM8Qe9hnDOvfqke5bW6M2DW/seO3uQYkQ0xeUUVtw==";
