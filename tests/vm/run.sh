@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # VM boot test: the Debian package of stapsteen, with the unit files of nix/, installed into a
-# minimal Debian root file system and booted under real systemd in QEMU (KVM, or TCG with longer
-# timeouts when /dev/kvm is missing). Everything is checked from outside the VM:
+# minimal Debian root file system and booted under real systemd in QEMU (KVM where it can run
+# Debian's kernel, else TCG with longer timeouts). Everything is checked from outside the VM:
 #
 #   hypervisor namespace (admin side)        VM "bastion"                     management namespace
 #   10.81.1.2 admin, 10.81.3.2 reviewer --- tapA  10.81.1.1 ssh, 10.81.3.1 console
 #                                            tapM  10.81.2.1 --- bridge --- 10.81.2.10 real sshd
+#                                                                        \--- probe host (RA control)
 #
 # The test's only way into the guest is the QEMU guest agent on a virtio serial port (qga.py):
 # the appliance has no shell or sshd for anyone, and the agent is no network service. It is in
