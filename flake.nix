@@ -40,6 +40,9 @@
               ./src
               ./policies
               ./tests/bench/throughput.rs
+              # The lib tests replay the fuzz seeds.
+              ./fuzz/corpus
+              ./fuzz/fixtures
             ];
           };
           cargoLock.lockFile = ./Cargo.lock;
