@@ -616,9 +616,11 @@ impl Handler for Connection {
         // key's own, and a clone that comes later must find it higher.
         let counters = self.shared.counters.clone();
         let fp = fingerprint.to_string();
-        let counted =
-            tokio::task::spawn_blocking(move || counters.record(&fp, assertion.counter, check))
-                .await;
+        let now = self.shared.app.clock.now().as_second();
+        let counted = tokio::task::spawn_blocking(move || {
+            counters.record(&fp, assertion.counter, check, now)
+        })
+        .await;
         let verdict = match counted {
             Ok(Ok(v)) => v,
             failed => {
@@ -639,7 +641,7 @@ impl Handler for Connection {
             }
         };
         match verdict {
-            CounterVerdict::Rose => {}
+            CounterVerdict::Rose | CounterVerdict::Late { .. } => {}
             CounterVerdict::Zero => Event::new(Code::KeyCounterZero)
                 .admin(&name)
                 .source(self.peer)
@@ -706,6 +708,10 @@ impl Handler for Connection {
             .detail("user_present", assertion.user_present())
             .detail("user_verified", assertion.user_verified())
             .detail("counter", assertion.counter)
+            .detail(
+                "counter_late",
+                matches!(verdict, CounterVerdict::Late { .. }),
+            )
             .detail("attested_aaguid", attested.unwrap_or_default())
             .emit();
         self.admin = Some(Admin {

@@ -6,6 +6,11 @@
 //! whose counter went back is quarantined: refused from then on, whatever counter it shows, so
 //! a copy that jumps ahead cannot keep the access; only marking the key `counter-unchecked` in
 //! the policy (visible, and warned about) lets it in again.
+//!
+//! One key signing for several connections at once (an admin opening sessions together) hands
+//! out counters that may reach the bastion out of order. A counter a little below the highest
+//! (at most [`LATE_WINDOW`] behind, within [`LATE_SECS`] of the highest arriving, and not seen
+//! before) is taken as such a late arrival; anything else that does not rise is a regression.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,11 +27,18 @@ pub enum CounterCheck {
     Unchecked,
 }
 
+/// How far below the highest counter a late arrival may be.
+pub const LATE_WINDOW: u32 = 16;
+/// How long after the highest counter arrived a lower one may still arrive late.
+pub const LATE_SECS: i64 = 10;
+
 /// What a login's counter says about the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CounterVerdict {
     /// The first use, or higher than ever before.
     Rose,
+    /// A little below the highest, arriving just after it: concurrent logins with one key.
+    Late { last: u32 },
     /// The key reports 0 and never reported more: it keeps no counter. Audited only.
     Zero,
     /// Not higher than the `last` one seen: a possible clone. Refused, and the key
@@ -38,7 +50,7 @@ pub enum CounterVerdict {
 }
 
 /// What is kept of one key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyState {
     /// The highest counter seen.
@@ -46,16 +58,35 @@ pub struct KeyState {
     /// The counter went back once: a possible copy of the key.
     #[serde(default)]
     pub quarantined: bool,
+    /// When the highest counter arrived (Unix seconds).
+    #[serde(default)]
+    pub at: i64,
+    /// Counters below the highest that were taken as late arrivals, so none is taken twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<u32>,
 }
 
-/// The decision on a login's `counter`, given what is stored for the key.
-pub fn judge(stored: Option<KeyState>, counter: u32, check: CounterCheck) -> CounterVerdict {
+/// The decision on a login's `counter` at `now` (Unix seconds), given what is stored for the key.
+pub fn judge(
+    stored: Option<&KeyState>,
+    counter: u32,
+    check: CounterCheck,
+    now: i64,
+) -> CounterVerdict {
     let last = stored.map(|s| s.counter);
     match stored {
         Some(s) if s.quarantined && check == CounterCheck::Checked => {
             CounterVerdict::Quarantined { last: s.counter }
         }
         _ if counter == 0 && last.unwrap_or(0) == 0 => CounterVerdict::Zero,
+        Some(s)
+            if counter < s.counter
+                && s.counter - counter <= LATE_WINDOW
+                && (0..=LATE_SECS).contains(&(now - s.at))
+                && !s.late.contains(&counter) =>
+        {
+            CounterVerdict::Late { last: s.counter }
+        }
         Some(s) if counter <= s.counter => CounterVerdict::Regression {
             last: s.counter,
             refuse: check == CounterCheck::Checked,
@@ -64,18 +95,28 @@ pub fn judge(stored: Option<KeyState>, counter: u32, check: CounterCheck) -> Cou
     }
 }
 
-/// What is stored after `verdict` on `counter`: never lower, quarantined after a refused
-/// regression, released once the policy marks the key `counter-unchecked`.
-fn next_state(stored: Option<KeyState>, counter: u32, verdict: CounterVerdict) -> KeyState {
-    let before = stored.unwrap_or_default();
-    KeyState {
-        counter: before.counter.max(counter),
-        quarantined: match verdict {
-            CounterVerdict::Regression { refuse, .. } => refuse,
-            CounterVerdict::Quarantined { .. } => true,
-            CounterVerdict::Rose | CounterVerdict::Zero => false,
-        },
+/// What is stored after `verdict` on `counter` at `now`: never lower, quarantined after a
+/// refused regression, released once the policy marks the key `counter-unchecked`.
+fn next_state(
+    stored: Option<&KeyState>,
+    counter: u32,
+    verdict: CounterVerdict,
+    now: i64,
+) -> KeyState {
+    let mut next = stored.cloned().unwrap_or_default();
+    match verdict {
+        CounterVerdict::Rose => {
+            next.counter = counter;
+            next.at = now;
+            next.quarantined = false;
+            next.late.retain(|c| next.counter - c <= LATE_WINDOW);
+        }
+        CounterVerdict::Zero => next.quarantined = false,
+        CounterVerdict::Late { .. } => next.late.push(counter),
+        CounterVerdict::Regression { refuse, .. } => next.quarantined = refuse,
+        CounterVerdict::Quarantined { .. } => {}
     }
+    next
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,12 +174,13 @@ impl CounterStore {
         fingerprint: &str,
         counter: u32,
         check: CounterCheck,
+        now: i64,
     ) -> Result<CounterVerdict, CounterError> {
         let mut counters = crate::sync::lock(&self.counters);
-        let stored = counters.get(fingerprint).copied();
-        let verdict = judge(stored, counter, check);
-        let state = next_state(stored, counter, verdict);
-        if stored != Some(state) {
+        let stored = counters.get(fingerprint);
+        let verdict = judge(stored, counter, check, now);
+        let state = next_state(stored, counter, verdict, now);
+        if stored != Some(&state) {
             let mut next = counters.clone();
             next.insert(fingerprint.to_owned(), state);
             self.write(&next).map_err(|source| CounterError::Write {
@@ -165,51 +207,80 @@ impl CounterStore {
 mod tests {
     use super::*;
     use CounterCheck::{Checked, Unchecked};
-    use CounterVerdict::{Quarantined, Regression, Rose, Zero};
+    use CounterVerdict::{Late, Quarantined, Regression, Rose, Zero};
+
+    const T: i64 = 1_000_000;
 
     fn at(counter: u32) -> Option<KeyState> {
         Some(KeyState {
             counter,
-            quarantined: false,
+            at: T,
+            ..KeyState::default()
         })
     }
 
     #[test]
     fn counter_decisions() {
-        assert_eq!(judge(None, 5, Checked), Rose);
-        assert_eq!(judge(at(5), 6, Checked), Rose);
+        let j = |s: Option<KeyState>, c, check| judge(s.as_ref(), c, check, T + 60);
+        assert_eq!(j(None, 5, Checked), Rose);
+        assert_eq!(j(at(5), 6, Checked), Rose);
         let refused = |last| Regression { last, refuse: true };
-        assert_eq!(judge(at(5), 5, Checked), refused(5));
-        assert_eq!(judge(at(5), 4, Checked), refused(5));
+        assert_eq!(j(at(5), 5, Checked), refused(5));
+        assert_eq!(j(at(5), 4, Checked), refused(5));
         assert_eq!(
-            judge(at(5), 5, Unchecked),
+            j(at(5), 5, Unchecked),
             Regression {
                 last: 5,
                 refuse: false
             }
         );
         // A key that always says 0 keeps no counter; one that counted and says 0 went back.
-        assert_eq!(judge(None, 0, Checked), Zero);
-        assert_eq!(judge(at(0), 0, Checked), Zero);
-        assert_eq!(judge(at(9), 0, Checked), refused(9));
-        assert_eq!(judge(at(0), 1, Checked), Rose);
+        assert_eq!(j(None, 0, Checked), Zero);
+        assert_eq!(j(at(0), 0, Checked), Zero);
+        assert_eq!(j(at(9), 0, Checked), refused(9));
+        assert_eq!(j(at(0), 1, Checked), Rose);
         // Once quarantined, a higher counter does not help; the policy's mark does.
         let q = Some(KeyState {
             counter: 9,
             quarantined: true,
+            ..KeyState::default()
         });
-        assert_eq!(judge(q, 1000, Checked), Quarantined { last: 9 });
-        assert_eq!(judge(q, 1000, Unchecked), Rose);
-        assert!(next_state(at(9), 3, refused(9)).quarantined);
-        assert_eq!(next_state(at(9), 3, refused(9)).counter, 9);
-        assert!(next_state(q, 1000, Quarantined { last: 9 }).quarantined);
+        assert_eq!(j(q.clone(), 1000, Checked), Quarantined { last: 9 });
+        assert_eq!(j(q.clone(), 1000, Unchecked), Rose);
+        assert!(next_state(at(9).as_ref(), 3, refused(9), T).quarantined);
+        assert_eq!(next_state(at(9).as_ref(), 3, refused(9), T).counter, 9);
+        let released = next_state(q.as_ref(), 1000, Rose, T);
+        assert_eq!((released.counter, released.quarantined), (1000, false));
+    }
+
+    #[test]
+    fn concurrent_logins_arrive_out_of_order() {
+        let s = at(20);
+        // Just after 20 arrived, 17 is a late arrival of a concurrent login...
+        assert_eq!(judge(s.as_ref(), 17, Checked, T + 2), Late { last: 20 });
+        let after = next_state(s.as_ref(), 17, Late { last: 20 }, T + 2);
+        // ...once only,
         assert_eq!(
-            next_state(q, 1000, Rose),
-            KeyState {
-                counter: 1000,
-                quarantined: false
+            judge(Some(&after), 17, Checked, T + 3),
+            Regression {
+                last: 20,
+                refuse: true
             }
         );
+        assert_eq!(judge(Some(&after), 18, Checked, T + 3), Late { last: 20 });
+        // not the highest again, not far behind, not long after.
+        assert!(matches!(
+            judge(s.as_ref(), 20, Checked, T + 1),
+            Regression { .. }
+        ));
+        assert!(matches!(
+            judge(s.as_ref(), 20 - LATE_WINDOW - 1, Checked, T + 1),
+            Regression { .. }
+        ));
+        assert!(matches!(
+            judge(s.as_ref(), 19, Checked, T + LATE_SECS + 1),
+            Regression { .. }
+        ));
     }
 
     #[test]
@@ -217,9 +288,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.json");
         let store = CounterStore::open(&path).unwrap();
-        assert_eq!(store.record("SHA256:a", 10, Checked).unwrap(), Rose);
+        assert_eq!(store.record("SHA256:a", 10, Checked, T).unwrap(), Rose);
         assert_eq!(
-            store.record("SHA256:a", 3, Unchecked).unwrap(),
+            store.record("SHA256:a", 3, Unchecked, T + 100).unwrap(),
             Regression {
                 last: 10,
                 refuse: false
@@ -228,29 +299,40 @@ mod tests {
         drop(store);
         let store = CounterStore::open(&path).unwrap();
         assert_eq!(
-            store.record("SHA256:a", 10, Checked).unwrap(),
+            store.record("SHA256:a", 10, Checked, T + 100).unwrap(),
             Regression {
                 last: 10,
                 refuse: true
             }
         );
-        assert_eq!(store.record("SHA256:b", 1, Checked).unwrap(), Rose);
+        assert_eq!(store.record("SHA256:b", 1, Checked, T).unwrap(), Rose);
         // A copy that jumps ahead gets nothing: the key is quarantined, also after a restart.
         assert_eq!(
-            store.record("SHA256:a", 4_000_000, Checked).unwrap(),
+            store
+                .record("SHA256:a", 4_000_000, Checked, T + 100)
+                .unwrap(),
             Quarantined { last: 10 }
         );
         drop(store);
         let store = CounterStore::open(&path).unwrap();
         assert_eq!(
-            store.record("SHA256:a", 4_000_001, Checked).unwrap(),
-            Quarantined { last: 4_000_000 }
+            store
+                .record("SHA256:a", 4_000_001, Checked, T + 100)
+                .unwrap(),
+            Quarantined { last: 10 }
         );
         assert_eq!(
-            store.record("SHA256:a", 4_000_002, Unchecked).unwrap(),
+            store
+                .record("SHA256:a", 4_000_002, Unchecked, T + 100)
+                .unwrap(),
             Rose
         );
-        assert_eq!(store.record("SHA256:a", 4_000_003, Checked).unwrap(), Rose);
+        assert_eq!(
+            store
+                .record("SHA256:a", 4_000_003, Checked, T + 100)
+                .unwrap(),
+            Rose
+        );
         std::fs::write(&path, "not json").unwrap();
         assert!(matches!(
             CounterStore::open(&path),
