@@ -118,6 +118,25 @@ fn client_config() -> client::Config {
     }
 }
 
+/// A marked TCP connection to `addr` on `target` (a port forward), within `timeout`.
+pub async fn connect_tcp(
+    target: &str,
+    addr: std::net::SocketAddr,
+    mark: Option<u32>,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, UpstreamError> {
+    match tokio::time::timeout(timeout, crate::net::connect(addr, mark)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(source)) => Err(UpstreamError::Connect {
+            target: target.to_owned(),
+            source,
+        }),
+        Err(_) => Err(UpstreamError::Timeout {
+            target: target.to_owned(),
+        }),
+    }
+}
+
 /// Who logs in where, for which session.
 #[derive(Clone)]
 pub struct Dial<'a> {

@@ -42,26 +42,6 @@ impl Dialer for UpstreamDialer<'_> {
     }
 }
 
-/// Opens a marked TCP connection for a port forward.
-struct TcpDialer {
-    target: String,
-    addr: std::net::SocketAddr,
-    mark: Option<u32>,
-    timeout: std::time::Duration,
-}
-
-impl Dialer for TcpDialer {
-    type Conn = tokio::net::TcpStream;
-    async fn dial(&self) -> Result<Self::Conn, crate::upstream::UpstreamError> {
-        let target = self.target.clone();
-        match tokio::time::timeout(self.timeout, crate::net::connect(self.addr, self.mark)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(source)) => Err(crate::upstream::UpstreamError::Connect { target, source }),
-            Err(_) => Err(crate::upstream::UpstreamError::Timeout { target }),
-        }
-    }
-}
-
 /// A live channel: input goes to `writer`, and is logged in `transcript`.
 struct Live {
     writer: ChannelWriteHalf<client::Msg>,
@@ -374,13 +354,20 @@ impl Connection {
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| env_allowed(k)).collect();
         // Bounded too, and ended by a revocation: the kernel may already drop this grant's packets.
         let stop = dialled.stop().clone();
-        let opened = tokio::select! {
-            o = tokio::time::timeout(
+        let opened = stop
+            .unless_stopped(tokio::time::timeout(
                 limits.connect_timeout,
                 open_target_channel(&dialled.conn, pty.as_ref(), &env, &run),
-            ) => o.unwrap_or_else(|_| Err(format!("{}: no answer from the target", allowed.target.name))),
-            reason = stop.wait() => Err(reason.unwrap_or_else(|| "admin disconnected".into())),
-        };
+            ))
+            .await
+            .and_then(|o| {
+                o.unwrap_or_else(|_| {
+                    Err(format!(
+                        "{}: no answer from the target",
+                        allowed.target.name
+                    ))
+                })
+            });
         let channel = match opened {
             Ok(c) => c,
             Err(msg) => return self.refuse(id, is_pty, &dialled.abandon(msg), session),
@@ -395,10 +382,11 @@ impl Connection {
             ))
         });
         if let Some(Err(e)) = marked {
-            self.event(Code::RecordingFailed)
-                .session(&session_id)
+            dialled
+                .event()
+                .clone()
                 .reason(e.to_string())
-                .emit();
+                .emit_as(Code::RecordingFailed);
             let msg = "session ended: the recording cannot be written";
             return self.refuse(id, is_pty, &dialled.abandon(msg), session);
         }
@@ -621,14 +609,13 @@ impl Handler for Connection {
             counters.record(&fp, assertion.counter, check, now)
         })
         .await;
+        let counted = match counted {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         let verdict = match counted {
-            Ok(Ok(v)) => v,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(_)) => String::new(),
-                };
+            Ok(v) => v,
+            Err(why) => {
                 self.refused(
                     user,
                     fingerprint,
@@ -854,13 +841,14 @@ impl Handler for Connection {
                 return Ok(());
             }
         };
-        let dialer = TcpDialer {
-            target: allowed.target.name.to_string(),
-            addr: std::net::SocketAddr::from((allowed.target.address, allowed.port)),
+        let stream = match crate::upstream::connect_tcp(
+            allowed.target.name.as_str(),
+            std::net::SocketAddr::from((allowed.target.address, allowed.port)),
             mark,
-            timeout: self.shared.app.config.limits.connect_timeout,
-        };
-        let stream = match dialer.dial().await {
+            self.shared.app.config.limits.connect_timeout,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 event.reason(e.to_string()).emit_as(Code::TargetFailed);

@@ -7,7 +7,8 @@
 //! Invariant: each step's value owns what a failure must undo. A [`Recorded`] or [`Dialled`]
 //! that is dropped before it runs writes the chain's end entry, closes the recording's metadata
 //! and audits `SESSION_END` with the reason, and its registration goes with it: no path can
-//! leave a session half set up. Port forwards use the same [`Dialer`] seam for their target.
+//! leave a session half set up. Port forwards have no recording: their registration and slot are
+//! guards dropped when they end.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,11 +83,9 @@ impl Recorded {
         target: &str,
     ) -> Result<Dialled<D::Conn>, String> {
         let stop = self.stop.clone();
-        let dialled = tokio::select! {
-            c = dialer.dial() => c,
-            reason = stop.wait() => {
-                return Err(self.abandon(reason.unwrap_or_else(|| "admin disconnected".into())));
-            }
+        let dialled = match stop.unless_stopped(dialer.dial()).await {
+            Ok(d) => d,
+            Err(reason) => return Err(self.abandon(reason)),
         };
         match dialled {
             Ok(conn) => Ok(Dialled {
@@ -143,6 +142,11 @@ pub(super) struct Running<C> {
 impl<C> Dialled<C> {
     pub fn stop(&self) -> &SessionStop {
         &self.recorded.stop
+    }
+
+    /// `SESSION_START` as audited, for events about this session.
+    pub fn event(&self) -> &Event {
+        &self.recorded.event
     }
 
     pub fn transcript(&mut self) -> Option<&mut Transcript> {

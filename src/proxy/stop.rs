@@ -33,6 +33,15 @@ impl SessionStop {
             .then(|| lock(&self.reason).clone().unwrap_or_default())
     }
 
+    /// Runs `work` unless the session is stopped first; then `Err` with the reason for the
+    /// admin ("admin disconnected" when none was given).
+    pub async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Result<T, String> {
+        tokio::select! {
+            out = work => Ok(out),
+            reason = self.wait() => Err(reason.unwrap_or_else(|| "admin disconnected".into())),
+        }
+    }
+
     /// Waits until the session is stopped; `None` when no reason was given.
     pub async fn wait(&self) -> Option<String> {
         self.token.cancelled().await;
