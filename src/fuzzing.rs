@@ -150,13 +150,14 @@ impl RecordingFixture {
             bytes: 1 << 30,
         };
         let mut r = Recorder::create(&store, &id, chain.clone(), cadence, (80, 24), "xterm", "t")?;
-        chain.append(Draft::new(Kind::Start).session(&id).seal(r.seal()))?;
+        r.seal_with(Draft::new(Kind::Start).session(&id))
+            .wait_blocking()?;
         for line in output.split_inclusive(|b| *b == b'\n') {
             r.output(line)?;
         }
         r.input(b"ls\r")?;
-        r.sync()?;
-        chain.append(Draft::new(Kind::End).session(&id).seal(r.seal()))?;
+        r.seal_with(Draft::new(Kind::End).session(&id))
+            .wait_blocking()?;
         drop(r);
         let report = verify_chain(&read_lines(chain.path())?, chain.verifier());
         let cast = std::fs::read(store.cast_path(&id))?;

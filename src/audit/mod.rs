@@ -11,7 +11,7 @@ mod verify;
 
 #[cfg(test)]
 pub use chain::test_chain;
-pub use chain::{AuditChain, ChainError, Line, read_lines};
+pub use chain::{Ack, AuditChain, ChainError, Line, read_lines};
 pub use human::init_human;
 pub use note::{
     Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal, parse as parse_entry,

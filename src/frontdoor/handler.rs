@@ -311,7 +311,9 @@ impl Connection {
             allowed.record_input,
             is_pty,
             &fields,
-        ) {
+        )
+        .await
+        {
             Ok(t) => t,
             Err(e) => {
                 event.clone().reason(&e).emit_as(Code::RecordingFailed);

@@ -85,7 +85,7 @@ impl Recorded {
         let stop = self.stop.clone();
         let dialled = match stop.unless_stopped(dialer.dial()).await {
             Ok(d) => d,
-            Err(reason) => return Err(self.abandon(reason)),
+            Err(reason) => return Err(self.end(reason).await),
         };
         match dialled {
             Ok(conn) => Ok(Dialled {
@@ -101,25 +101,54 @@ impl Recorded {
                     _ => (Code::TargetFailed, e.to_string()),
                 };
                 self.event.clone().reason(e.to_string()).emit_as(code);
-                Err(self.abandon(msg))
+                Err(self.end(msg).await)
             }
         }
     }
 }
 
-impl Drop for Recorded {
-    fn drop(&mut self) {
-        let Some(mut transcript) = self.transcript.take() else {
-            return;
-        };
-        let msg = &self.ending;
-        let _ = transcript.finish(&format!("end: {msg}"), msg);
-        if let Some(mut m) = self.meta.take() {
+impl Recorded {
+    /// Ends the setup and waits until its end entry is stored; returns `reason`, for the admin.
+    async fn end(mut self, reason: String) -> String {
+        self.ending = reason.clone();
+        if let Some(done) = self.ended() {
+            done.await;
+        }
+        reason
+    }
+
+    /// What ending the setup takes: the end entry, then the metadata, then `SESSION_END`;
+    /// `None` once done. The entry is handed to the writer here, so it is stored even if nobody
+    /// awaits the rest.
+    fn ended(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let mut transcript = self.transcript.take()?;
+        let msg = self.ending.clone();
+        let finishing = transcript.finish(&format!("end: {msg}"), &msg);
+        let meta = self.meta.take().map(|mut m| {
             m.end = Some(self.clock.now());
             m.end_reason = Some(msg.clone());
-            let _ = self.store.write_meta(&m);
+            m
+        });
+        let store = self.store.clone();
+        let event = self.event.clone().reason(msg);
+        Some(async move {
+            let _ = finishing.wait().await;
+            if let Some(m) = meta {
+                let _ = tokio::task::spawn_blocking(move || store.write_meta(&m)).await;
+            }
+            event.emit_as(Code::SessionEnd);
+        })
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        // A setup is only dropped inside the daemon's runtime; nothing waits here.
+        if let Some(done) = self.ended()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(done);
         }
-        self.event.clone().reason(msg).emit_as(Code::SessionEnd);
     }
 }
 
@@ -228,10 +257,11 @@ mod tests {
             }
         }
 
-        fn recorded(&self) -> (SessionId, Recorded) {
+        async fn recorded(&self) -> (SessionId, Recorded) {
             let id = SessionId::generate(jiff::Timestamp::now());
-            let t =
-                Transcript::start(&id, self.bastion.audit.clone(), None, true, false, &[]).unwrap();
+            let t = Transcript::start(&id, self.bastion.audit.clone(), None, true, false, &[])
+                .await
+                .unwrap();
             let event = Event::new(Code::SessionStart).session(&id);
             let r = Recorded::new(&self.bastion, &id, t, None, event, "alice", &self.key);
             (id, r)
@@ -252,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_dial_undoes_the_setup() {
         let bed = Bed::new();
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         assert!(bed.bastion.sessions.is_live(id.as_str()));
         let msg = r.dial(&Fake(Err("refused")), "pacs01").await.err().unwrap();
         assert!(msg.contains("refused"), "{msg}");
@@ -263,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_while_dialling_ends_it_with_its_reason() {
         let bed = Bed::new();
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         let stop = r.stop.clone();
         let dialling = r.dial(&Fake(Err("hang")), "pacs01");
         stop.stop("key revoked");
@@ -276,15 +306,20 @@ mod tests {
     #[tokio::test]
     async fn a_dialled_session_is_undone_unless_it_runs() {
         let bed = Bed::new();
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         let dialled = r.dial(&Fake(Ok(())), "pacs01").await.ok().unwrap();
         assert!(bed.bastion.sessions.is_live(id.as_str()));
         assert_eq!(bed.ended(&id), None);
         drop(dialled);
         assert!(!bed.bastion.sessions.is_live(id.as_str()));
+        // A drop hands the end entry to the writer without waiting for it.
+        let waited = std::time::Instant::now();
+        while bed.ended(&id).is_none() && waited.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert_eq!(bed.ended(&id).as_deref(), Some("setup abandoned"));
 
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         let dialled = r.dial(&Fake(Ok(())), "pacs01").await.ok().unwrap();
         let running = dialled.into_running().unwrap();
         assert!(bed.bastion.sessions.is_live(id.as_str()));

@@ -103,7 +103,7 @@ pub async fn run_uploader(offsite: Offsite, audit: Arc<AuditChain>, store: Recor
     // While the store is down: how many lines went out in the partial attempts meanwhile.
     let mut down: Option<usize> = None;
     loop {
-        let notified = audit.appended.notified();
+        let notified = audit.appended().notified();
         tokio::pin!(notified);
         // Registered before the chain is read, so an entry appended meanwhile wakes us.
         notified.as_mut().enable();

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::{AuditChain, ChainError, Code, Draft, Event, Kind};
+use crate::audit::{Ack, AuditChain, Code, Draft, Event, Kind};
 use crate::ids::SessionId;
-use crate::recording::{Recorder, RecordingError};
+use crate::recording::{Recorder, RecordingError, SealAck};
 
 pub struct Transcript {
     id: SessionId,
@@ -33,23 +33,24 @@ pub struct Transcript {
 
 impl Transcript {
     /// Appends the session's `start` entry (`fields`: admin, target, ...) before anything is
-    /// dialled; no entry, no session.
-    pub fn start(
+    /// dialled, sealing what the recording holds so far; no entry, no session.
+    pub async fn start(
         id: &SessionId,
         audit: Arc<AuditChain>,
-        recorder: Option<Recorder>,
+        mut recorder: Option<Recorder>,
         record_input: bool,
         pty: bool,
         fields: &[(&'static str, String)],
-    ) -> Result<Self, ChainError> {
+    ) -> Result<Self, RecordingError> {
         let mut draft = Draft::new(Kind::Start).session(id);
-        if let Some(r) = &recorder {
-            draft = draft.seal(r.seal());
-        }
         for (k, v) in fields {
             draft = draft.field(k, v);
         }
-        if let Err(e) = audit.append(draft)
+        let stored = match &mut recorder {
+            Some(r) => r.seal_with(draft).wait().await,
+            None => audit.append(draft).await.map(|_| ()).map_err(Into::into),
+        };
+        if let Err(e) = stored
             && audit.fail_closed()
         {
             return Err(e);
@@ -129,16 +130,12 @@ impl Transcript {
         self.record(Recorder::tick)
     }
 
-    /// Writes the end marker, syncs the recording and appends the `end` entry with the final
-    /// count; returns the digests (in, out).
-    pub fn finish(
-        &mut self,
-        label: &str,
-        reason: &str,
-    ) -> (Result<(), RecordingError>, String, String) {
+    /// Writes the end marker and hands the `end` entry with the final count to the writer;
+    /// [`Finishing::wait`] says when it is stored. Dropping the [`Finishing`] does not stop it.
+    pub fn finish(&mut self, label: &str, reason: &str) -> Finishing {
         let sha_in = hex::encode(self.sha_in.clone().finalize());
         let sha_out = hex::encode(self.sha_out.clone().finalize());
-        let mut result = self.record(|r| r.marker(label).and_then(|()| r.sync()));
+        let marked = self.record(|r| r.marker(label));
         let mut draft = Draft::new(Kind::End)
             .session(&self.id)
             .field("reason", reason)
@@ -147,15 +144,50 @@ impl Transcript {
         if let Some(code) = self.exit_status {
             draft = draft.field("exit_status", code);
         }
-        if let Some(r) = &self.recorder {
-            draft = draft.seal(r.seal());
+        let stored = match self.recorder.take() {
+            Some(mut r) => Stored::Recording(r.seal_with(draft)),
+            None => Stored::Chain(self.audit.submit(draft)),
+        };
+        Finishing {
+            marked,
+            stored,
+            fail_closed: self.audit.fail_closed(),
+            sha_in,
+            sha_out,
         }
-        if let Err(e) = self.audit.append(draft)
-            && self.audit.fail_closed()
+    }
+}
+
+enum Stored {
+    Recording(SealAck),
+    Chain(Ack),
+}
+
+/// A session's end on its way to disk.
+#[must_use = "drop it only where nobody can wait (the entry is still written)"]
+pub struct Finishing {
+    marked: Result<(), RecordingError>,
+    stored: Stored,
+    fail_closed: bool,
+    pub sha_in: String,
+    pub sha_out: String,
+}
+
+impl Finishing {
+    /// Waits until the recording is on disk and the `end` entry in the chain; returns the
+    /// outcome and the digests (in, out).
+    pub async fn wait(self) -> (Result<(), RecordingError>, String, String) {
+        let stored = match self.stored {
+            Stored::Recording(ack) => ack.wait().await,
+            Stored::Chain(ack) => ack.wait().await.map(|_| ()).map_err(Into::into),
+        };
+        let mut result = self.marked;
+        if let Err(e) = stored
+            && self.fail_closed
         {
-            result = result.and(Err(RecordingError::Chain(e)));
+            result = result.and(Err(e));
         }
-        (result, sha_in, sha_out)
+        (result, self.sha_in, self.sha_out)
     }
 }
 
@@ -189,8 +221,9 @@ mod verdicts {
             }
         }
 
-        /// A session of 20 output lines, checkpointed every ~200 bytes; ended if `end`.
-        fn session(&self, end: bool) -> (SessionId, Transcript) {
+        /// A session of 20 output lines, checkpointed every ~200 bytes; ended if `end`, else
+        /// on disk up to its last line.
+        async fn session(&self, end: bool) -> (SessionId, Transcript) {
             let id = SessionId::generate(jiff::Timestamp::now());
             let cadence = Cadence {
                 interval: Duration::from_secs(60),
@@ -206,14 +239,21 @@ mod verdicts {
                 "t",
             )
             .unwrap();
-            let mut t =
-                Transcript::start(&id, self.chain.clone(), Some(r), true, true, &[]).unwrap();
+            let mut t = Transcript::start(&id, self.chain.clone(), Some(r), true, true, &[])
+                .await
+                .unwrap();
             for i in 0..20 {
                 t.output(format!("line {i} \x1b[1mbold\x1b[0m\r\n").as_bytes())
                     .unwrap();
             }
             if end {
-                t.finish("end: exit status 0", "closed").0.unwrap();
+                t.finish("end: exit status 0", "closed")
+                    .wait()
+                    .await
+                    .0
+                    .unwrap();
+            } else {
+                t.recorder.as_mut().unwrap().flushed().wait().await.unwrap();
             }
             (id, t)
         }
@@ -239,25 +279,32 @@ mod verdicts {
         }
     }
 
-    #[test]
-    fn sealed_and_live() {
+    #[tokio::test]
+    async fn sealed_and_live() {
         let bed = Bed::new();
-        let (id, _t) = bed.session(true);
+        let (id, _t) = bed.session(true).await;
         assert_eq!(bed.verdict(&id), Verdict::Sealed { lines: 22 });
-        let (live, t) = bed.session(false);
+        let (live, t) = bed.session(false).await;
         assert!(
             matches!(bed.verdict(&live), Verdict::Intact { lines, .. } if lines > 1),
             "{}",
             bed.verdict(&live)
         );
         drop(t);
+        // The writer job lets go of the file (and its lock) just after its last write.
+        let waited = std::time::Instant::now();
+        while matches!(bed.verdict(&live), Verdict::Intact { .. })
+            && waited.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(matches!(bed.verdict(&live), Verdict::Unterminated { .. }));
     }
 
-    #[test]
-    fn tampering_is_located() {
+    #[tokio::test]
+    async fn tampering_is_located() {
         let bed = Bed::new();
-        let (id, _) = bed.session(true);
+        let (id, _) = bed.session(true).await;
         bed.edit(&id, |l| l[7][5] ^= 1);
         assert_eq!(
             bed.verdict(&id),
@@ -267,7 +314,7 @@ mod verdicts {
             }
         );
 
-        let (id, _) = bed.session(true);
+        let (id, _) = bed.session(true).await;
         bed.edit(&id, |l| {
             l.remove(9);
         });
@@ -279,7 +326,7 @@ mod verdicts {
             }
         );
 
-        let (id, _) = bed.session(true);
+        let (id, _) = bed.session(true).await;
         bed.edit(&id, |l| l.truncate(15));
         assert_eq!(
             bed.verdict(&id),
@@ -290,7 +337,7 @@ mod verdicts {
         );
 
         // The index rewritten along with the change: the signed seals still catch it.
-        let (id, _) = bed.session(true);
+        let (id, _) = bed.session(true).await;
         bed.edit(&id, |l| l[12] = b"[1.0, \"o\", \"rm -rf /\"]\n".to_vec());
         std::fs::remove_file(bed.store.index_path(&id)).unwrap();
         assert!(
@@ -300,11 +347,11 @@ mod verdicts {
         );
     }
 
-    #[test]
-    fn swapped_missing_unknown() {
+    #[tokio::test]
+    async fn swapped_missing_unknown() {
         let bed = Bed::new();
-        let (a, _) = bed.session(true);
-        let (b, _) = bed.session(true);
+        let (a, _) = bed.session(true).await;
+        let (b, _) = bed.session(true).await;
         let (pa, pb) = (bed.store.cast_path(&a), bed.store.cast_path(&b));
         let tmp = pa.with_extension("tmp");
         std::fs::rename(&pa, &tmp).unwrap();

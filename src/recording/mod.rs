@@ -12,7 +12,7 @@ mod seal;
 mod store;
 mod verify;
 
-pub use asciicast::{Cadence, Recorder, RecordingError};
+pub use asciicast::{Cadence, Recorder, RecordingError, SealAck};
 pub use sanitize::{check_sanitized, sanitize};
 pub use store::{Meta, RecordingStore};
 pub use verify::{Verdict, verify_recording};
