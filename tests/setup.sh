@@ -42,6 +42,12 @@ if ! have garage && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
     --no-default-features --features bundled-libs,sqlite >&2
 fi
 
+# moto's S3 server: a store that honours If-None-Match, for the create-only off-site copy test.
+if ! have moto_server; then
+  echo "installing moto[server] (S3 store with conditional writes) from PyPI" >&2
+  python3 -m pip install --quiet 'moto[server]==5.2.5' >&2
+fi
+
 # cargo-fuzz, for the fuzz targets in fuzz/ (fuzz/run, .ci/run).
 if ! have cargo-fuzz && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz" ]; then
   echo "building cargo-fuzz from crates.io" >&2

@@ -27,6 +27,9 @@ pub enum Extra {
     Browser,
     /// Garage, an S3 store: the off-site copy.
     Garage,
+    /// moto's S3 server (PyPI `moto[server]`): an S3 store with conditional writes, for the
+    /// create-only off-site copy (Garage 2.5 ignores `If-None-Match` and overwrites).
+    Moto,
     /// OpenSSH's sk-dummy provider: the stock-OpenSSH security-key test.
     SkDummy,
 }
@@ -72,6 +75,9 @@ pub fn prerequisites_with(extra: &[Extra]) -> bool {
     ];
     if extra.contains(&Extra::Browser) {
         tools.extend(["node", "chromium"]);
+    }
+    if extra.contains(&Extra::Moto) {
+        tools.push("moto_server");
     }
     missing.extend(tools.into_iter().filter(|t| !on_path(t)).map(str::to_owned));
     if let Err(e) = stapsteen::demo::find_sshd() {
