@@ -135,6 +135,11 @@ pub struct RecordingConfig {
     pub checkpoint_interval: Duration,
     /// ...and after at most this many bytes.
     pub checkpoint_bytes: u64,
+    /// Recordings are deleted this many days after their session ended (a signed `pruned`
+    /// entry says so); unset: kept for ever.
+    pub retention_days: Option<std::num::NonZeroU32>,
+    /// The audit chain's live segment is closed at this size and a new one begun.
+    pub chain_segment_bytes: std::num::NonZeroU64,
 }
 
 impl Default for RecordingConfig {
@@ -143,6 +148,9 @@ impl Default for RecordingConfig {
             on_failure: OnFailure::EndSessions,
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_bytes: 4 << 20,
+            retention_days: None,
+            chain_segment_bytes: std::num::NonZeroU64::new(crate::audit::DEFAULT_SEGMENT_BYTES)
+                .unwrap_or(std::num::NonZeroU64::MIN),
         }
     }
 }

@@ -63,11 +63,12 @@ pub async fn start(config: Config) -> Result<Running> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let clock = Arc::new(SystemClock);
-    let audit = Arc::new(AuditChain::open(
+    let audit = Arc::new(AuditChain::open_segmented(
         &config.chain_path(),
         signer,
         clock.clone(),
         config.recording.on_failure,
+        config.recording.chain_segment_bytes.get(),
     )?);
     let offsite = config.offsite.as_ref().map(Offsite::new).transpose()?;
     let server_config = Arc::new(server_config(&host_key, &config));
@@ -93,6 +94,14 @@ pub async fn start(config: Config) -> Result<Running> {
             o,
             app.audit.clone(),
             app.store.clone(),
+        )));
+    }
+    if let Some(days) = app.config.recording.retention_days {
+        tasks.push(tokio::spawn(crate::recording::run_retention(
+            app.store.clone(),
+            app.audit.clone(),
+            app.clock.clone(),
+            days.get(),
         )));
     }
     tasks.extend(crate::console::start(app.clone()).await?);

@@ -1,5 +1,10 @@
-//! The audit chain: one append-only file of signed entries (`audit/chain.jsonl`, one JSON line
-//! `{"note": "..."}` per entry), each naming the hash of the one before it.
+//! The audit chain: append-only files of signed entries (one JSON line `{"note": "..."}` per
+//! entry), each naming the hash of the one before it.
+//!
+//! Segments: entries go to `audit/chain.jsonl`; once it holds `segment_bytes`, it is closed by
+//! renaming it to `audit/chain-<seq of its first entry, 12 digits>.jsonl` and a new one is begun.
+//! The chain runs on across segments (numbers and links), so the first entry of a segment links
+//! to the last of the one before; a closed segment is never written again.
 //!
 //! One writer thread owns the file. Callers hand it drafts through a channel and get an [`Ack`]
 //! back; the writer takes every draft waiting, signs them in order, writes them with one write
@@ -130,6 +135,17 @@ impl AuditChain {
         clock: Arc<dyn Clock>,
         on_failure: OnFailure,
     ) -> Result<Self, ChainError> {
+        Self::open_segmented(path, signer, clock, on_failure, DEFAULT_SEGMENT_BYTES)
+    }
+
+    /// [`Self::open`], closing the live segment once it holds `segment_bytes`.
+    pub fn open_segmented(
+        path: &Path,
+        signer: NoteSigner,
+        clock: Arc<dyn Clock>,
+        on_failure: OnFailure,
+        segment_bytes: u64,
+    ) -> Result<Self, ChainError> {
         let io = |source| ChainError::Io {
             path: path.to_owned(),
             source,
@@ -141,10 +157,19 @@ impl AuditChain {
             .mode(0o600)
             .open(path)
             .map_err(io)?;
-        let (len, last, torn) = last_line(&mut file).map_err(io)?;
+        let (len, mut last, torn) = last_line(&mut file).map_err(io)?;
         if torn > 0 {
             // A crash during a write leaves an unterminated line, never a whole entry.
             file.set_len(len).map_err(io)?;
+        }
+        if last.is_none() {
+            // A new live segment (or a crash just after closing one): the chain goes on from
+            // the last closed segment.
+            if let Some(closed) = segments(path).map_err(io)?.iter().rev().nth(1) {
+                last = last_line(&mut File::open(closed).map_err(io)?)
+                    .map_err(io)?
+                    .1;
+            }
         }
         let (next_seq, prev) = match last {
             None => (0, [0; 32]),
@@ -174,6 +199,10 @@ impl AuditChain {
             groups: AtomicU64::new(0),
         });
         let verifier = signer.verifier().clone();
+        let first_seq = match first_line(path).map_err(io)? {
+            Some(line) => seq_of(&line).unwrap_or(next_seq),
+            None => next_seq,
+        };
         let mut writer = Writer {
             shared: shared.clone(),
             signer,
@@ -182,6 +211,8 @@ impl AuditChain {
             len,
             next_seq,
             prev,
+            first_seq,
+            segment_bytes: segment_bytes.max(1),
         };
         let mut open = Draft::new(Kind::Open).field("pid", std::process::id());
         if torn > 0 {
@@ -266,6 +297,9 @@ struct Writer {
     len: u64,
     next_seq: u64,
     prev: [u8; 32],
+    /// Seq of the live segment's first entry: the name it gets when it is closed.
+    first_seq: u64,
+    segment_bytes: u64,
 }
 
 impl Writer {
@@ -347,7 +381,103 @@ impl Writer {
             let _ = r.ack.send(Ok(seq));
         }
         self.shared.appended.notify_waiters();
+        if self.len >= self.segment_bytes
+            && let Err(e) = self.close_segment()
+        {
+            // Entries go on into the live segment; it is closed at the next try.
+            self.shared
+                .storage_failed(&format!("audit chain segment cannot be closed: {e}"));
+        }
     }
+
+    /// Renames the live segment after its first entry and begins a new one. Every step is
+    /// durable before the next entry is written; a crash between them leaves either the old
+    /// live segment or a closed one and an empty (or no) live one, which [`AuditChain::open`]
+    /// continues from.
+    fn close_segment(&mut self) -> std::io::Result<()> {
+        let live = &self.shared.path;
+        let fresh = live.with_extension("jsonl.new");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&fresh)?;
+        std::fs::rename(live, segment_path(live, self.first_seq))?;
+        std::fs::rename(&fresh, live)?;
+        if let Some(dir) = live.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = file;
+        self.len = 0;
+        self.first_seq = self.next_seq;
+        Ok(())
+    }
+}
+
+/// Default size at which the live segment is closed.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The name of the closed segment whose first entry is `first_seq`, beside the live `path`.
+pub fn segment_path(path: &Path, first_seq: u64) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("chain");
+    path.with_file_name(format!("{stem}-{first_seq:012}.jsonl"))
+}
+
+/// The closed segments beside the live `path`, by their first seq, then the live one (whether
+/// or not it exists yet).
+pub fn segments(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("chain");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut closed = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let name = entry?.file_name();
+                let first = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(stem))
+                    .and_then(|n| n.strip_prefix('-'))
+                    .and_then(|n| n.strip_suffix(".jsonl"))
+                    .filter(|n| n.len() == 12)
+                    .and_then(|n| n.parse::<u64>().ok());
+                if let Some(first) = first {
+                    closed.push((first, dir.join(name)));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    closed.sort();
+    let mut out: Vec<PathBuf> = closed.into_iter().map(|(_, p)| p).collect();
+    out.push(path.to_owned());
+    Ok(out)
+}
+
+/// The seq a stored line claims (unverified: for finding places, not for trusting them).
+pub fn seq_of(line: &str) -> Option<u64> {
+    let stored: Line = serde_json::from_str(line).ok()?;
+    stored
+        .note
+        .lines()
+        .nth(1)?
+        .strip_prefix("seq ")?
+        .parse()
+        .ok()
+}
+
+/// The first complete line of a file, if any.
+fn first_line(path: &Path) -> std::io::Result<Option<String>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = Vec::new();
+    BufReader::new(file).read_until(b'\n', &mut buf)?;
+    Ok((buf.last() == Some(&b'\n')).then(|| String::from_utf8_lossy(&buf).trim_end().to_owned()))
 }
 
 /// A chain in `dir` with a fresh key, for unit tests.
@@ -390,14 +520,46 @@ fn last_line(file: &mut File) -> std::io::Result<(u64, Option<String>, u64)> {
     Ok((len, last, torn))
 }
 
-/// Reads every line of a chain file, for verification.
+/// Every line of every segment of the chain whose live segment is `path`, in order.
 pub fn read_lines(path: &Path) -> std::io::Result<Vec<String>> {
-    let text = std::fs::read(path)?;
-    Ok(text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| String::from_utf8_lossy(l).into_owned())
+    Ok(read_segments(path, 0)?
+        .into_iter()
+        .flat_map(|(_, lines)| lines)
         .collect())
+}
+
+/// The segments, each with its lines, leaving out closed ones that hold only entries before
+/// `from` (their successor begins at or before it).
+pub fn read_segments(path: &Path, from: u64) -> std::io::Result<Vec<(PathBuf, Vec<String>)>> {
+    let all = segments(path)?;
+    let firsts: Vec<Option<u64>> = all
+        .iter()
+        .map(|p| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.rsplit_once('-'))
+                .and_then(|(_, n)| n.parse().ok())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, p) in all.iter().enumerate() {
+        let next_first = firsts.get(i + 1).copied().flatten();
+        if next_first.is_some_and(|n| n <= from) {
+            continue;
+        }
+        let text = match std::fs::read(p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let lines = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        out.push((p.clone(), lines));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -414,6 +576,8 @@ mod tests {
             len: 0,
             next_seq: 0,
             prev: [0; 32],
+            first_seq: 0,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
 
@@ -519,5 +683,129 @@ mod tests {
         let report = verify_chain(&read_lines(chain.path()).unwrap(), chain.verifier());
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.entries.len(), 201);
+    }
+
+    fn segmented(dir: &Path, key: &crate::secrets::Secret<russh::keys::PrivateKey>) -> AuditChain {
+        AuditChain::open_segmented(
+            &dir.join("chain.jsonl"),
+            NoteSigner::new(key).unwrap(),
+            Arc::new(crate::clock::SystemClock),
+            OnFailure::EndSessions,
+            2000,
+        )
+        .unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        segments(&dir.join("chain.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn problems(
+        dir: &Path,
+        verifier: &NoteVerifier,
+        start: Option<crate::audit::Start>,
+    ) -> Vec<String> {
+        let segs = read_segments(&dir.join("chain.jsonl"), start.map_or(0, |s| s.seq)).unwrap();
+        crate::audit::verify_segments(&segs, verifier, start)
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn segments_chain_on_and_verify_across() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::secrets::generate_key("t");
+        let chain = segmented(dir.path(), &key);
+        for _ in 0..30 {
+            chain.append_blocking(Draft::new(Kind::Open)).unwrap();
+        }
+        drop(chain);
+        // Reopened: it goes on from the last segment, numbers and links.
+        let chain = segmented(dir.path(), &key);
+        chain.append_blocking(Draft::new(Kind::Open)).unwrap();
+        let verifier = chain.verifier().clone();
+        drop(chain);
+        let segs = names(dir.path());
+        assert!(segs.len() >= 4, "{segs:?}");
+        assert_eq!(segs[0], "chain-000000000000.jsonl");
+        assert_eq!(segs.last().unwrap(), "chain.jsonl");
+        let all = read_lines(&dir.path().join("chain.jsonl")).unwrap();
+        let report = verify_chain(&all, &verifier);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.entries.len(), 33);
+        assert!(problems(dir.path(), &verifier, None).is_empty());
+
+        // A changed entry in a middle segment is named by segment and line.
+        let middle = dir.path().join(&segs[1]);
+        let original = std::fs::read_to_string(&middle).unwrap();
+        let first_seq = seq_of(original.lines().next().unwrap()).unwrap();
+        std::fs::write(&middle, original.replacen("kind open", "kind opeN", 1)).unwrap();
+        let p = problems(dir.path(), &verifier, None);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(&format!("{} line 1: entry changed or forged", segs[1])),
+            "{p:?}"
+        );
+
+        // A deleted middle segment: the entries it held are missing.
+        std::fs::remove_file(&middle).unwrap();
+        let next_first = seq_of(
+            std::fs::read_to_string(dir.path().join(&segs[2]))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        let p = problems(dir.path(), &verifier, None);
+        assert_eq!(
+            p,
+            [format!(
+                "{} line 1: seq {first_seq} to {} are missing before seq {next_first} (deleted)",
+                segs[2],
+                next_first - 1
+            )]
+        );
+
+        // From a signed checkpoint (the first entry of a later segment, as kept off-site), the
+        // segments before it are not needed.
+        std::fs::remove_file(dir.path().join(&segs[0])).unwrap();
+        let third = std::fs::read_to_string(dir.path().join(&segs[2])).unwrap();
+        let line: Line = serde_json::from_str(third.lines().next().unwrap()).unwrap();
+        let start = crate::audit::Start::from_note(line.note.as_bytes(), &verifier).unwrap();
+        assert_eq!(start.seq, next_first);
+        assert!(problems(dir.path(), &verifier, Some(start)).is_empty());
+        assert!(
+            !problems(dir.path(), &verifier, None).is_empty(),
+            "without it, they are missing"
+        );
+        // A checkpoint naming another entry under that number (a history rewritten and signed
+        // again with the appliance's key) is a finding.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other = AuditChain::open(
+            &elsewhere.path().join("chain.jsonl"),
+            NoteSigner::new(&key).unwrap(),
+            Arc::new(crate::clock::SystemClock),
+            OnFailure::EndSessions,
+        )
+        .unwrap();
+        while other.append_blocking(Draft::new(Kind::Open)).unwrap() < next_first {}
+        let theirs = read_lines(other.path()).unwrap();
+        let line: Line = serde_json::from_str(theirs.last().unwrap()).unwrap();
+        let wrong = crate::audit::Start::from_note(line.note.as_bytes(), &verifier).unwrap();
+        assert_eq!(wrong.seq, next_first);
+        assert_eq!(
+            problems(dir.path(), &verifier, Some(wrong)),
+            [format!(
+                "{} line 1: seq {next_first} is not the entry the signed checkpoint names (replaced)",
+                segs[2]
+            )]
+        );
     }
 }

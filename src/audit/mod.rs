@@ -11,12 +11,15 @@ mod verify;
 
 #[cfg(test)]
 pub use chain::test_chain;
-pub use chain::{Ack, AuditChain, ChainError, Line, read_lines};
+pub use chain::{
+    Ack, AuditChain, ChainError, DEFAULT_SEGMENT_BYTES, Line, read_lines, read_segments,
+    segment_path, segments, seq_of,
+};
 pub use human::init_human;
 pub use note::{
     Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal, parse as parse_entry,
 };
-pub use verify::{ChainReport, Problem, verify_chain};
+pub use verify::{ChainReport, Problem, Start, verify_chain, verify_from, verify_segments};
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Offsite, OffsiteError};
-use crate::audit::{AuditChain, Code, Event, Kind, Line};
+use crate::audit::{AuditChain, Code, Event, Kind, Line, segments, seq_of};
 use crate::ids::SessionId;
 use crate::recording::RecordingStore;
 
@@ -105,34 +105,65 @@ async fn retry_pending(offsite: &Offsite, store: &RecordingStore, chain: &Path) 
     }
 }
 
-/// Whole lines of the chain from byte `offset` on, each with its length (newline included).
-fn lines_from(chain: &Path, offset: u64) -> std::io::Result<Vec<(String, u64)>> {
-    use std::io::{BufRead, Seek, SeekFrom};
-    let mut file = std::fs::File::open(chain)?;
-    file.seek(SeekFrom::Start(offset))?;
+/// A chain line and its length on disk (newline included).
+type SizedLine = (String, u64);
+
+/// Where the copy stands: the segment, by the seq of its first entry, and the bytes of it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    segment: u64,
+    offset: u64,
+}
+
+/// The first seq of a segment file (from its name, or for the live one its first line), the
+/// whole lines from byte `offset` on, each with its length (newline included), all read through
+/// one open file, so a segment closed meanwhile is still the one read.
+fn lines_from(path: &Path, offset: u64) -> std::io::Result<(Option<u64>, Vec<SizedLine>)> {
+    use std::io::{Seek, SeekFrom};
+    let file = std::fs::File::open(path)?;
     let mut reader = std::io::BufReader::new(file);
-    let mut out = Vec::new();
+    let first = first_seq(&mut reader)?;
+    reader.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
-    while reader.read_until(b'\n', &mut buf)? > 0 && buf.last() == Some(&b'\n') {
+    let mut out = Vec::new();
+    buf.clear();
+    while std::io::BufRead::read_until(&mut reader, b'\n', &mut buf)? > 0
+        && buf.last() == Some(&b'\n')
+    {
         let text = String::from_utf8_lossy(&buf[..buf.len() - 1]).into_owned();
         out.push((text, buf.len() as u64));
         buf.clear();
     }
-    Ok(out)
+    Ok((first, out))
 }
 
-/// Bytes of the chain already sent.
-fn read_cursor(chain: &Path) -> u64 {
-    std::fs::read_to_string(cursor_path(chain))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+/// The seq of the first entry read from `reader`, if it holds a whole line.
+fn first_seq(reader: &mut impl std::io::BufRead) -> std::io::Result<Option<u64>> {
+    let mut buf = Vec::new();
+    reader.read_until(b'\n', &mut buf)?;
+    Ok((buf.last() == Some(&b'\n'))
+        .then(|| seq_of(String::from_utf8_lossy(&buf).trim_end()))
+        .flatten())
 }
 
-fn write_cursor(chain: &Path, n: u64) -> std::io::Result<()> {
+/// How far the copy is. An older cursor holds only the offset, into the first segment.
+fn read_cursor(chain: &Path) -> Cursor {
+    let text = std::fs::read_to_string(cursor_path(chain)).unwrap_or_default();
+    let mut words = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+    match (words.next().flatten(), words.next().flatten()) {
+        (Some(segment), Some(offset)) => Cursor { segment, offset },
+        (Some(offset), None) => Cursor { segment: 0, offset },
+        _ => Cursor {
+            segment: 0,
+            offset: 0,
+        },
+    }
+}
+
+fn write_cursor(chain: &Path, c: Cursor) -> std::io::Result<()> {
     let path = cursor_path(chain);
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{n}\n"))?;
+    std::fs::write(&tmp, format!("{} {}\n", c.segment, c.offset))?;
     std::fs::rename(tmp, path)
 }
 
@@ -207,35 +238,77 @@ struct Round {
     failure: Option<String>,
 }
 
-/// Sends the chain's lines after the cursor, moving it past each one stored; stops at the first
-/// failure.
+/// Sends the chain's lines after the cursor, segment by segment, moving it past each one stored;
+/// stops at the first failure.
 async fn round(offsite: &Offsite, audit: &AuditChain, store: &RecordingStore) -> Round {
     let chain = audit.path();
-    let mut offset = read_cursor(chain);
-    let lines = lines_from(chain, offset).unwrap_or_default();
-    let mut sent = 0;
-    let mut failure = None;
-    for (line, len) in &lines {
-        match send(offsite, audit, store, line).await {
-            Ok(()) => {
-                sent += 1;
-                offset += len;
-                if let Err(e) = write_cursor(chain, offset) {
-                    failure = Some(format!("cannot save the off-site cursor: {e}"));
+    let mut cursor = read_cursor(chain);
+    let mut r = Round {
+        lines: 0,
+        sent: 0,
+        failure: None,
+    };
+    let segments = match segments(chain) {
+        Ok(s) => s,
+        Err(e) => {
+            r.failure = Some(format!("cannot list the audit chain's segments: {e}"));
+            return r;
+        }
+    };
+    for path in segments {
+        let offset = |first: u64| {
+            if first == cursor.segment {
+                cursor.offset
+            } else {
+                0
+            }
+        };
+        let head =
+            std::fs::File::open(&path).and_then(|f| first_seq(&mut std::io::BufReader::new(f)));
+        let (first, lines) = match head {
+            // Read again from the cursor through one open file.
+            Ok(Some(first)) if first >= cursor.segment => match lines_from(&path, offset(first)) {
+                Ok((Some(f), lines)) if f == first => (first, lines),
+                // Closed and replaced meanwhile: the next round sees the new list.
+                Ok(_) => break,
+                Err(e) => {
+                    r.failure = Some(format!("cannot read {}: {e}", path.display()));
                     break;
                 }
-            }
+            },
+            // Sent already, empty, or not there.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                failure = Some(e.to_string());
+                r.failure = Some(format!("cannot read {}: {e}", path.display()));
                 break;
+            }
+        };
+        if first != cursor.segment {
+            cursor = Cursor {
+                segment: first,
+                offset: 0,
+            };
+        }
+        r.lines += lines.len();
+        for (line, len) in &lines {
+            match send(offsite, audit, store, line).await {
+                Ok(()) => {
+                    r.sent += 1;
+                    cursor.offset += len;
+                    if let Err(e) = write_cursor(chain, cursor) {
+                        r.failure = Some(format!("cannot save the off-site cursor: {e}"));
+                        return r;
+                    }
+                }
+                Err(e) => {
+                    r.failure = Some(e.to_string());
+                    return r;
+                }
             }
         }
     }
-    Round {
-        lines: lines.len(),
-        sent,
-        failure,
-    }
+    r
 }
 
 /// Runs for the life of the daemon.

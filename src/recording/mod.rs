@@ -7,12 +7,14 @@
 //! lines; recording ids are checked before they touch a path.
 
 mod asciicast;
+mod retention;
 mod sanitize;
 mod seal;
 mod store;
 mod verify;
 
 pub use asciicast::{Cadence, Recorder, RecordingError, SealAck};
+pub use retention::{prune, run_retention};
 pub use sanitize::{check_sanitized, sanitize};
 pub use store::{Meta, RecordingStore};
 pub use verify::{Verdict, verify_recording};

@@ -51,6 +51,18 @@ impl RecordingStore {
         std::fs::rename(tmp, self.meta_path(&meta.id))
     }
 
+    /// Deletes a recording's files (those that exist).
+    pub fn remove(&self, id: &SessionId) -> std::io::Result<()> {
+        for path in [self.cast_path(id), self.index_path(id), self.meta_path(id)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     pub fn read_meta(&self, id: &SessionId) -> std::io::Result<Meta> {
         let text = std::fs::read(self.meta_path(id))?;
         serde_json::from_slice(&text).map_err(std::io::Error::other)
