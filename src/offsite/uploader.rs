@@ -413,4 +413,39 @@ mod tests {
             Some(&b"the recording\n"[..])
         );
     }
+
+    /// The copy follows the chain across closed segments, from where it stood, and sends each
+    /// entry once.
+    #[tokio::test]
+    async fn the_copy_follows_the_chain_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = AuditChain::open_segmented(
+            &dir.path().join("chain.jsonl"),
+            crate::audit::NoteSigner::new(&crate::secrets::generate_key("t")).unwrap(),
+            Arc::new(crate::clock::SystemClock),
+            crate::config::OnFailure::EndSessions,
+            2000,
+        )
+        .unwrap();
+        let store = RecordingStore::new(dir.path().to_owned());
+        let offsite = Offsite::in_memory();
+        for _ in 0..3 {
+            chain.append(Draft::new(Kind::Open)).await.unwrap();
+        }
+        let r = round(&offsite, &chain, &store).await;
+        assert_eq!((r.sent, r.failure), (4, None));
+        let mut last = 0;
+        for _ in 0..30 {
+            last = chain.append(Draft::new(Kind::Open)).await.unwrap();
+        }
+        assert!(segments(chain.path()).unwrap().len() > 3);
+        let r = round(&offsite, &chain, &store).await;
+        assert_eq!((r.sent, r.failure), (30, None));
+        assert_eq!(
+            offsite.note_seqs().await.unwrap(),
+            (0..=last).collect::<Vec<_>>()
+        );
+        let r = round(&offsite, &chain, &store).await;
+        assert_eq!((r.lines, r.sent), (0, 0), "nothing twice");
+    }
 }
