@@ -605,7 +605,12 @@ fn checked_chain(
         Some(cfg) => {
             let offsite = Offsite::new(cfg)?;
             let rt = runtime()?;
-            let comparison = rt.block_on(compare_chain(&offsite, &report, &verifier))?;
+            let comparison = rt.block_on(compare_chain(
+                &offsite,
+                &report,
+                &verifier,
+                start.map_or(0, |s| s.seq),
+            ))?;
             Some(OffsiteCheck {
                 offsite,
                 comparison,
