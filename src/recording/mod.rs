@@ -2,9 +2,11 @@
 //! where and how it ended, and an index of line hashes; sealed into the audit chain.
 //!
 //! Invariants: a recording exists, and its session's start entry is in the audit chain, before
-//! the target is dialled (failure refuses the session); every write error is returned, so the
-//! caller can end the session (fail closed); a recording is only ever appended to, in whole
-//! lines; recording ids are checked before they touch a path.
+//! the target is dialled (failure refuses the session); every write error is returned (one the
+//! background writer meets, by the session's next call or tick), so the caller can end the
+//! session (fail closed); a recording is only ever appended to, in whole lines, and an entry
+//! sealing lines is appended only once they are on disk; recording ids are checked before they
+//! touch a path; a recording is deleted only after a signed `pruned` entry.
 
 mod asciicast;
 mod retention;
