@@ -135,6 +135,9 @@ pub struct RecordingConfig {
     pub checkpoint_interval: Duration,
     /// ...and after at most this many bytes.
     pub checkpoint_bytes: u64,
+    /// A channel without a terminal (a command, `ssh -T`, scp) is recorded up to this many bytes
+    /// per direction; past it only counts and SHA-256 are kept (binary and bulk streams).
+    pub max_channel_bytes: u64,
 }
 
 impl Default for RecordingConfig {
@@ -143,6 +146,7 @@ impl Default for RecordingConfig {
             on_failure: OnFailure::EndSessions,
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_bytes: 4 << 20,
+            max_channel_bytes: 64 << 20,
         }
     }
 }

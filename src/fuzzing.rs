@@ -113,6 +113,7 @@ pub fn console(query: &str, events: &[u8]) {
         end: Some(jiff::Timestamp::UNIX_EPOCH),
         exit_status: Some(0),
         end_reason: None,
+        pty: true,
     };
     for (_, label) in markers_of(&meta, &events) {
         assert!(!label.contains(['\r', '\n']), "marker {label:?}");

@@ -74,6 +74,14 @@ pub enum Code {
     KeyCounterRegression,
     KeyCounterZero,
     PolicyWarning,
+    SftpOpen,
+    SftpClose,
+    SftpRemove,
+    SftpRename,
+    SftpMkdir,
+    SftpRmdir,
+    SftpSetstat,
+    SftpUnparsed,
 }
 
 impl Code {
@@ -120,6 +128,14 @@ impl Code {
             Code::KeyCounterRegression => "KEY_COUNTER_REGRESSION",
             Code::KeyCounterZero => "KEY_COUNTER_ZERO",
             Code::PolicyWarning => "POLICY_WARNING",
+            Code::SftpOpen => "SFTP_OPEN",
+            Code::SftpClose => "SFTP_CLOSE",
+            Code::SftpRemove => "SFTP_REMOVE",
+            Code::SftpRename => "SFTP_RENAME",
+            Code::SftpMkdir => "SFTP_MKDIR",
+            Code::SftpRmdir => "SFTP_RMDIR",
+            Code::SftpSetstat => "SFTP_SETSTAT",
+            Code::SftpUnparsed => "SFTP_UNPARSED",
         }
     }
 }

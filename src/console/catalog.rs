@@ -183,6 +183,7 @@ fn unrecorded(report: &ChainReport) -> Vec<Meta> {
             end: end.map(|e| e.time),
             exit_status: end.and_then(|e| e.field("exit_status")?.parse().ok()),
             end_reason: end.and_then(|e| e.field("reason")).map(str::to_owned),
+            pty: false,
             id,
         });
     }
@@ -286,6 +287,7 @@ mod tests {
             end: Some("2026-11-23T10:01:00Z".parse().unwrap()),
             exit_status: Some(0),
             end_reason: Some("closed".into()),
+            pty: true,
         };
         let ev = |t: f64, k: &str, d: &str| (t, k.to_owned(), d.to_owned());
         let events = [

@@ -274,11 +274,18 @@ impl Connection {
             .detail("pty", is_pty);
 
         // The recording and the chain's start entry exist before the target is dialled: no
-        // recording, no session (unless on_failure = "alert-and-continue").
+        // recording, no session (unless on_failure = "alert-and-continue"). Every channel is
+        // recorded; one without a pty as an 80x24 terminal.
         let audit = &self.shared.app.audit;
-        let (recorder, meta) = match &pty {
-            None => (None, None),
-            Some(p) => match self.open_recording(&session_id, &name, &allowed, p, now) {
+        let term = env
+            .iter()
+            .find(|(k, _)| k == "TERM")
+            .map_or("", |(_, v)| v.as_str());
+        let screen = pty
+            .as_ref()
+            .map_or((80, 24, term), |p| (p.cols, p.rows, p.term.as_str()));
+        let (recorder, meta) =
+            match self.open_recording(&session_id, &name, &allowed, screen, is_pty, now) {
                 Ok((r, m)) => (Some(r), Some(m)),
                 Err(e) => {
                     audit.storage_failed(&format!("recording cannot be created: {e}"));
@@ -286,15 +293,14 @@ impl Connection {
                     if audit.fail_closed() {
                         return self.refuse(
                             id,
-                            true,
+                            is_pty,
                             "session refused: the recording cannot be written",
                             session,
                         );
                     }
                     (None, None)
                 }
-            },
-        };
+            };
         let fields = [
             ("admin", name.to_string()),
             ("target", allowed.target.name.to_string()),
@@ -312,7 +318,8 @@ impl Connection {
             is_pty,
             &fields,
         ) {
-            Ok(t) => t,
+            Ok(t) if run == Run::Subsystem("sftp".into()) => t.sftp(event.clone()),
+            Ok(t) => t.limit(self.shared.app.config.recording.max_channel_bytes),
             Err(e) => {
                 event.clone().reason(&e).emit_as(Code::RecordingFailed);
                 return self.refuse(
@@ -429,14 +436,15 @@ impl Connection {
         Ok(())
     }
 
-    /// The recording of a pty session and its metadata, both written before the target is
-    /// dialled.
+    /// The recording of a session and its metadata, both written before the target is
+    /// dialled; `screen` is the terminal's columns, rows and TERM.
     fn open_recording(
         &self,
         session_id: &SessionId,
         name: &AdminName,
         allowed: &Allowed,
-        p: &PtyRequest,
+        screen: (u32, u32, &str),
+        pty: bool,
         now: jiff::Timestamp,
     ) -> Result<(Recorder, Meta), String> {
         let store = &self.shared.app.store;
@@ -451,6 +459,7 @@ impl Connection {
             end: None,
             exit_status: None,
             end_reason: None,
+            pty,
         };
         let title = format!(
             "{name} → {}@{} ({session_id})",
@@ -465,8 +474,8 @@ impl Connection {
                 interval: rc.checkpoint_interval,
                 bytes: rc.checkpoint_bytes,
             },
-            (p.cols, p.rows),
-            &p.term,
+            (screen.0, screen.1),
+            screen.2,
             &title,
         )
         .map_err(|e| e.to_string())?;

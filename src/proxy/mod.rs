@@ -7,6 +7,7 @@
 
 mod forward;
 mod pump;
+mod sftp;
 mod stop;
 mod transcript;
 

@@ -64,9 +64,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                         }
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
-                        if ctx.pty
-                            && let Err(e) = lock(&ctx.transcript).output(&data)
-                        {
+                        if let Err(e) = lock(&ctx.transcript).stderr(&data) {
                             break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
                         if ctx.front.extended_data(id, ext, data).await.is_err() {
@@ -142,6 +140,9 @@ fn finish(ctx: PumpContext, reason: &str) {
         .detail("bytes_out", t.bytes_out)
         .detail("sha256_in", sha_in)
         .detail("sha256_out", sha_out);
+    if let Some((bytes, sha)) = t.stderr_digest() {
+        event = event.detail("bytes_err", bytes).detail("sha256_err", sha);
+    }
     if let Some(code) = exit {
         event = event.detail("exit_status", code);
     }

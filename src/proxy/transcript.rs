@@ -1,6 +1,8 @@
-//! What crossed a channel: the asciicast recording for pty sessions, byte counts and SHA-256 per
-//! direction for every session, and the time of the admin's last input; and the session's
-//! `start` and `end` entries in the audit chain.
+//! What crossed a channel: the asciicast recording (every session; see
+//! [`crate::recording::streams`] for channels without a terminal, and [`super::sftp`] for the
+//! sftp subsystem, whose recording holds its file operations instead of its bytes), byte counts
+//! and SHA-256 per direction (and for stderr apart, without a terminal), and the time of the
+//! admin's last input; and the session's `start` and `end` entries in the audit chain.
 //!
 //! Invariant: a recording write error is returned (the caller ends the session) and reported to
 //! the chain as a storage failure; only with `on_failure = "alert-and-continue"` is the recorder
@@ -11,9 +13,27 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use super::sftp::SftpAudit;
 use crate::audit::{AuditChain, ChainError, Code, Draft, Event, Kind};
 use crate::ids::SessionId;
+use crate::recording::streams::{Budget, Spend, Stream, cap_marker, crlf};
 use crate::recording::{Recorder, RecordingError};
+
+/// What the channel carries, which decides what its recording holds.
+enum Carries {
+    /// A pty: everything as the terminal showed it, stderr merged (the target's pty merges it).
+    Terminal,
+    /// No pty: both output streams marked apart, up to a byte budget per direction.
+    Stream {
+        output: Budget,
+        input: Budget,
+        max: u64,
+        /// The stream of the last recorded output.
+        last: Stream,
+    },
+    /// The sftp subsystem: its file operations, audited and written as markers.
+    Sftp { audit: Box<SftpAudit>, event: Event },
+}
 
 pub struct Transcript {
     id: SessionId,
@@ -24,6 +44,10 @@ pub struct Transcript {
     pub bytes_out: u64,
     sha_in: Sha256,
     sha_out: Sha256,
+    carries: Carries,
+    /// stderr without a terminal, counted apart.
+    pub bytes_err: u64,
+    sha_err: Sha256,
     pub last_activity: Instant,
     /// Output counts as activity only for sessions without a pty (transfers, commands).
     output_is_activity: bool,
@@ -63,6 +87,18 @@ impl Transcript {
             bytes_out: 0,
             sha_in: Sha256::new(),
             sha_out: Sha256::new(),
+            carries: if pty {
+                Carries::Terminal
+            } else {
+                Carries::Stream {
+                    output: Budget::new(u64::MAX),
+                    input: Budget::new(u64::MAX),
+                    max: u64::MAX,
+                    last: Stream::Stdout,
+                }
+            },
+            bytes_err: 0,
+            sha_err: Sha256::new(),
             last_activity: Instant::now(),
             output_is_activity: !pty,
             exit_status: None,
@@ -97,23 +133,125 @@ impl Transcript {
         }
     }
 
+    /// A channel without a terminal records at most `max` bytes per direction.
+    pub fn limit(mut self, max: u64) -> Self {
+        if let Carries::Stream { .. } = self.carries {
+            self.carries = Carries::Stream {
+                output: Budget::new(max),
+                input: Budget::new(max),
+                max,
+                last: Stream::Stdout,
+            };
+        }
+        self
+    }
+
+    /// The channel carries the sftp subsystem: its file operations are audited as `event`
+    /// (`SESSION_START`'s fields) under their own codes, and recorded as markers.
+    pub fn sftp(mut self, event: Event) -> Self {
+        self.carries = Carries::Sftp {
+            audit: Box::new(SftpAudit::default()),
+            event,
+        };
+        self
+    }
+
     pub fn input(&mut self, data: &[u8]) -> Result<(), RecordingError> {
         self.bytes_in += data.len() as u64;
         self.sha_in.update(data);
         self.last_activity = Instant::now();
+        let spend = match &mut self.carries {
+            Carries::Terminal => Spend::Record,
+            Carries::Stream { input, .. } => input.spend(data.len()),
+            Carries::Sftp { audit, .. } => {
+                let found = audit.request(data);
+                return self.sftp_found(found);
+            }
+        };
         if !self.record_input {
             return Ok(());
         }
-        self.record(|r| r.input(data))
+        self.spent(spend, "input")?;
+        if spend == Spend::Record {
+            self.record(|r| r.input(data))?;
+        }
+        Ok(())
     }
 
+    /// Target output on stdout, or on a pty.
     pub fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {
         self.bytes_out += data.len() as u64;
         self.sha_out.update(data);
         if self.output_is_activity {
             self.last_activity = Instant::now();
         }
-        self.record(|r| r.output(data))
+        self.stream_output(Stream::Stdout, data)
+    }
+
+    /// Target output on stderr: merged into the output on a pty, counted apart without one.
+    pub fn stderr(&mut self, data: &[u8]) -> Result<(), RecordingError> {
+        if let Carries::Terminal = self.carries {
+            return self.output(data);
+        }
+        self.bytes_err += data.len() as u64;
+        self.sha_err.update(data);
+        if self.output_is_activity {
+            self.last_activity = Instant::now();
+        }
+        self.stream_output(Stream::Stderr, data)
+    }
+
+    fn stream_output(&mut self, stream: Stream, data: &[u8]) -> Result<(), RecordingError> {
+        let (spend, switched) = match &mut self.carries {
+            Carries::Terminal => return self.record(|r| r.output(data)),
+            Carries::Sftp { audit, .. } => {
+                if stream == Stream::Stderr {
+                    return Ok(());
+                }
+                let found = audit.reply(data);
+                return self.sftp_found(found);
+            }
+            Carries::Stream { output, last, .. } => {
+                let spend = output.spend(data.len());
+                let switched = (spend == Spend::Record && *last != stream).then(|| {
+                    *last = stream;
+                    stream
+                });
+                (spend, switched)
+            }
+        };
+        self.spent(spend, "output")?;
+        if spend != Spend::Record {
+            return Ok(());
+        }
+        // `last` starts as stdout: stderr that starts the output is marked too.
+        if let Some(s) = switched {
+            self.record(|r| r.marker(s.marker()))?;
+        }
+        self.record(|r| r.output(&crlf(data)))
+    }
+
+    /// Writes the marker when a direction's budget just ran out.
+    fn spent(&mut self, spend: Spend, direction: &str) -> Result<(), RecordingError> {
+        if let (Spend::RanOut, Carries::Stream { max, .. }) = (spend, &self.carries) {
+            let label = cap_marker(direction, *max);
+            return self.record(|r| r.marker(&label));
+        }
+        Ok(())
+    }
+
+    /// Audits what the sftp parser found and writes it to the recording.
+    fn sftp_found(&mut self, found: Vec<super::sftp::Found>) -> Result<(), RecordingError> {
+        let Carries::Sftp { event, .. } = &self.carries else {
+            return Ok(());
+        };
+        let event = event.clone();
+        for f in found {
+            let label = f.label();
+            f.event(event.clone()).emit();
+            self.record(|r| r.marker(&label))?;
+        }
+        Ok(())
     }
 
     pub fn resize(&mut self, cols: u32, rows: u32) -> Result<(), RecordingError> {
@@ -129,6 +267,14 @@ impl Transcript {
         self.record(Recorder::tick)
     }
 
+    /// Bytes and SHA-256 of stderr, for a channel without a terminal.
+    pub fn stderr_digest(&self) -> Option<(u64, String)> {
+        match self.carries {
+            Carries::Terminal => None,
+            _ => Some((self.bytes_err, hex::encode(self.sha_err.clone().finalize()))),
+        }
+    }
+
     /// Writes the end marker, syncs the recording and appends the `end` entry with the final
     /// count; returns the digests (in, out).
     pub fn finish(
@@ -138,12 +284,20 @@ impl Transcript {
     ) -> (Result<(), RecordingError>, String, String) {
         let sha_in = hex::encode(self.sha_in.clone().finalize());
         let sha_out = hex::encode(self.sha_out.clone().finalize());
-        let mut result = self.record(|r| r.marker(label).and_then(|()| r.sync()));
+        let open = match &mut self.carries {
+            Carries::Sftp { audit, .. } => audit.finish(),
+            _ => Vec::new(),
+        };
+        let closed = self.sftp_found(open);
+        let mut result = closed.and(self.record(|r| r.marker(label).and_then(|()| r.sync())));
         let mut draft = Draft::new(Kind::End)
             .session(&self.id)
             .field("reason", reason)
             .field("sha256_in", &sha_in)
             .field("sha256_out", &sha_out);
+        if let Some((bytes, sha)) = self.stderr_digest() {
+            draft = draft.field("bytes_err", bytes).field("sha256_err", sha);
+        }
         if let Some(code) = self.exit_status {
             draft = draft.field("exit_status", code);
         }
