@@ -252,6 +252,9 @@ impl Connection {
             Ok(a) => a,
             Err(denial) => return self.deny_target(id, is_pty, &spec, &denial, session),
         };
+        if let Err(denial) = allowed.check_terminal(run == Run::Shell, is_pty) {
+            return self.deny_target(id, is_pty, &spec, &denial, session);
+        }
         let mark = match self.shared.app.mark_for(&allowed.grant) {
             Ok(m) => m,
             Err(msg) => {

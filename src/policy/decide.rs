@@ -18,6 +18,23 @@ pub struct Allowed {
     pub until: Option<Timestamp>,
     pub max_session: Duration,
     pub record_input: bool,
+    /// A shell under this grant needs a pty (`require_pty`).
+    pub require_pty: bool,
+}
+
+impl Allowed {
+    /// Whether a shell (`shell`) or another request (a command, a subsystem) may run with or
+    /// without a pty: `require_pty` refuses only a shell without one. A command runs as
+    /// asked (it may well be `bash -i`: its channel is recorded all the same).
+    pub fn check_terminal(&self, shell: bool, pty: bool) -> Result<(), Denial> {
+        if self.require_pty && shell && !pty {
+            return Err(Denial::PtyRequired {
+                target: self.target.name.to_string(),
+                grant: self.grant.to_string(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A port forward that a grant allows now.
@@ -64,6 +81,11 @@ pub enum Denial {
         target: String,
         port: u16,
     },
+    /// A shell without a pty under a grant with `require_pty`.
+    PtyRequired {
+        target: String,
+        grant: String,
+    },
 }
 
 impl Denial {
@@ -78,6 +100,7 @@ impl Denial {
             Denial::OutsideWindow { .. } => "outside_window",
             Denial::PortNotAllowed { .. } => "port_not_allowed",
             Denial::UnrecordedTunnel { .. } => "unrecorded_tunnel",
+            Denial::PtyRequired { .. } => "pty_required",
         }
     }
 }
@@ -117,6 +140,10 @@ impl fmt::Display for Denial {
             Denial::UnrecordedTunnel { target, port } => write!(
                 f,
                 "port {port} on {target} is its SSH port; a tunnel there would not be recorded, log in through the bastion instead"
+            ),
+            Denial::PtyRequired { target, grant } => write!(
+                f,
+                "grant {grant} allows a shell on {target} only with a terminal; use ssh -t"
             ),
         }
     }
@@ -262,6 +289,7 @@ impl Policy {
                             until,
                             max_session: g.max_session,
                             record_input: g.record_input,
+                            require_pty: g.require_pty,
                         });
                     }
                 }

@@ -12,6 +12,7 @@ mod sanitize;
 mod seal;
 mod store;
 pub mod streams;
+pub mod typed;
 mod verify;
 
 pub use asciicast::{Cadence, Recorder, RecordingError};
