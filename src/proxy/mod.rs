@@ -7,7 +7,7 @@
 
 mod forward;
 mod pump;
-mod sftp;
+pub(crate) mod sftp;
 mod stop;
 mod transcript;
 

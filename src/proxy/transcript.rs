@@ -171,11 +171,11 @@ impl Transcript {
         if !self.record_input {
             return Ok(());
         }
-        self.spent(spend, "input")?;
-        if spend == Spend::Record {
-            self.record(|r| r.input(data))?;
+        let keep = kept(spend, data);
+        if !keep.is_empty() {
+            self.record(|r| r.input(keep))?;
         }
-        Ok(())
+        self.spent(spend, "input")
     }
 
     /// Target output on stdout, or on a pty.
@@ -213,27 +213,27 @@ impl Transcript {
             }
             Carries::Stream { output, last, .. } => {
                 let spend = output.spend(data.len());
-                let switched = (spend == Spend::Record && *last != stream).then(|| {
+                let switched = (!kept(spend, data).is_empty() && *last != stream).then(|| {
                     *last = stream;
                     stream
                 });
                 (spend, switched)
             }
         };
-        self.spent(spend, "output")?;
-        if spend != Spend::Record {
-            return Ok(());
-        }
         // `last` starts as stdout: stderr that starts the output is marked too.
         if let Some(s) = switched {
             self.record(|r| r.marker(s.marker()))?;
         }
-        self.record(|r| r.output(&crlf(data)))
+        let keep = kept(spend, data);
+        if !keep.is_empty() {
+            self.record(|r| r.output(&crlf(keep)))?;
+        }
+        self.spent(spend, "output")
     }
 
     /// Writes the marker when a direction's budget just ran out.
     fn spent(&mut self, spend: Spend, direction: &str) -> Result<(), RecordingError> {
-        if let (Spend::RanOut, Carries::Stream { max, .. }) = (spend, &self.carries) {
+        if let (Spend::RanOut { .. }, Carries::Stream { max, .. }) = (spend, &self.carries) {
             let label = cap_marker(direction, *max);
             return self.record(|r| r.marker(&label));
         }
@@ -295,8 +295,8 @@ impl Transcript {
             .field("reason", reason)
             .field("sha256_in", &sha_in)
             .field("sha256_out", &sha_out);
-        if let Some((bytes, sha)) = self.stderr_digest() {
-            draft = draft.field("bytes_err", bytes).field("sha256_err", sha);
+        if let Some((_, sha)) = self.stderr_digest() {
+            draft = draft.field("sha256_err", sha);
         }
         if let Some(code) = self.exit_status {
             draft = draft.field("exit_status", code);
@@ -310,6 +310,15 @@ impl Transcript {
             result = result.and(Err(RecordingError::Chain(e)));
         }
         (result, sha_in, sha_out)
+    }
+}
+
+/// The part of `data` a direction's budget lets into the recording.
+fn kept(spend: Spend, data: &[u8]) -> &[u8] {
+    match spend {
+        Spend::Record => data,
+        Spend::RanOut { keep } => data.get(..keep).unwrap_or(data),
+        Spend::Skip => &[],
     }
 }
 

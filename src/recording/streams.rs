@@ -8,8 +8,8 @@
 //!   marker before it (stdout when there is none).
 //! - Each LF is written as CR LF, as the admin's terminal (in cooked mode) showed it; the counts
 //!   and SHA-256 of the session are over the bytes as they crossed.
-//! - Each direction (output, input) is recorded up to `max_channel_bytes`; the chunk that would
-//!   pass it and everything after is counted and hashed only, and one marker says so.
+//! - Each direction (output, input) is recorded up to `max_channel_bytes` (the chunk that
+//!   reaches it in part); everything after is counted and hashed only, and one marker says so.
 
 use std::borrow::Cow;
 
@@ -49,8 +49,11 @@ pub fn crlf(data: &[u8]) -> Cow<'_, [u8]> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spend {
     Record,
-    /// The budget ran out with this chunk: write the marker once, then count and hash only.
-    RanOut,
+    /// The budget ran out within this chunk: record its first `keep` bytes and the marker,
+    /// then count and hash only.
+    RanOut {
+        keep: usize,
+    },
     Skip,
 }
 
@@ -80,7 +83,9 @@ impl Budget {
             }
             None => {
                 self.out = true;
-                Spend::RanOut
+                let keep = usize::try_from(self.left).unwrap_or(n);
+                self.left = 0;
+                Spend::RanOut { keep }
             }
         }
     }
@@ -108,10 +113,10 @@ mod tests {
         let mut b = Budget::new(10);
         assert_eq!(b.spend(4), Spend::Record);
         assert_eq!(b.spend(6), Spend::Record);
-        assert_eq!(b.spend(1), Spend::RanOut);
+        assert_eq!(b.spend(1), Spend::RanOut { keep: 0 });
         assert_eq!(b.spend(0), Spend::Skip);
         assert_eq!(b.spend(1), Spend::Skip);
         let mut b = Budget::new(3);
-        assert_eq!(b.spend(4), Spend::RanOut);
+        assert_eq!(b.spend(4), Spend::RanOut { keep: 3 });
     }
 }
