@@ -402,6 +402,68 @@ mod verdicts {
         }
     }
 
+    /// A channel without a pty: streams marked apart, LF as CR LF, each direction's budget.
+    #[test]
+    fn streams_without_a_pty() {
+        let bed = Bed::new();
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 20,
+        };
+        let r = Recorder::create(
+            &bed.store,
+            &id,
+            bed.chain.clone(),
+            cadence,
+            (80, 24),
+            "",
+            "t",
+        )
+        .unwrap();
+        let mut t = Transcript::start(&id, bed.chain.clone(), Some(r), true, false, &[])
+            .unwrap()
+            .limit(12);
+        t.stderr(b"e1\n").unwrap();
+        t.output(b"o1\n").unwrap();
+        t.output(b"o2\n").unwrap();
+        t.output(b"o3-cut\n").unwrap();
+        t.stderr(b"e2\n").unwrap();
+        t.input(b"0123456789").unwrap();
+        t.input(b"abc").unwrap();
+        t.input(b"def").unwrap();
+        t.exit_status = Some(2);
+        t.finish("end: exit status 2", "closed").0.unwrap();
+        assert_eq!((t.bytes_out, t.bytes_err, t.bytes_in), (13, 6, 16));
+        let text = std::fs::read_to_string(bed.store.cast_path(&id)).unwrap();
+        let events: Vec<(String, String)> = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (_, k, d): (f64, String, String) = serde_json::from_str(l).unwrap();
+                (k, d)
+            })
+            .collect();
+        let ev = |k: &str, d: &str| (k.to_owned(), d.to_owned());
+        assert_eq!(
+            events,
+            [
+                ev("m", "stream: stderr"),
+                ev("o", "e1\r\n"),
+                ev("m", "stream: stdout"),
+                ev("o", "o1\r\n"),
+                ev("o", "o2\r\n"),
+                ev("o", "o3-"),
+                ev("m", &crate::recording::streams::cap_marker("output", 12)),
+                ev("i", "0123456789"),
+                ev("i", "ab"),
+                ev("m", &crate::recording::streams::cap_marker("input", 12)),
+                ev("m", "end: exit status 2"),
+            ]
+        );
+        assert!(bed.verdict(&id).ok(), "{}", bed.verdict(&id));
+    }
+
     #[test]
     fn sealed_and_live() {
         let bed = Bed::new();
