@@ -231,7 +231,7 @@ fn sftp_and_scp_file_operations_are_audited_with_sizes_and_hashes() {
     let r = |name: &str| format!("{}/{name}", remote.display());
     let got = env.path("got.bin");
     let batch = format!(
-        "mkdir {dir}\nput {local} {dir}/a.bin\nchmod 600 {dir}/a.bin\nget {dir}/a.bin {got}\nrename {dir}/a.bin {dir}/b.bin\nrm {dir}/b.bin\nrmdir {dir}\n",
+        "mkdir {dir}\nput {local} {dir}/a.bin\nchmod 600 {dir}/a.bin\nln -s {dir}/a.bin {dir}/l\nrm {dir}/l\nget {dir}/a.bin {got}\nrename {dir}/a.bin {dir}/b.bin\nrm {dir}/b.bin\nrmdir {dir}\n",
         dir = remote.display(),
         local = local.display(),
         got = got.display(),
@@ -268,9 +268,12 @@ fn sftp_and_scp_file_operations_are_audited_with_sizes_and_hashes() {
     let renamed = env.wait_audit("SFTP_RENAME", |_| true);
     assert_eq!(Env::detail(&renamed)["from"], r("a.bin"));
     assert_eq!(Env::detail(&renamed)["to"], r("b.bin"));
-    let removed = env.wait_audit("SFTP_REMOVE", |_| true);
-    assert_eq!(Env::detail(&removed)["path"], r("b.bin"));
+    let removed = env.wait_audit("SFTP_REMOVE", |e| Env::detail(e)["path"] == r("b.bin"));
     assert_eq!(removed["reason"], "ok");
+    let link = env.wait_audit("SFTP_SYMLINK", |_| true);
+    assert_eq!(Env::detail(&link)["path"], r("l"));
+    assert_eq!(Env::detail(&link)["points_to"], r("a.bin"));
+    env.wait_audit("SFTP_REMOVE", |e| Env::detail(e)["path"] == r("l"));
     let rmdir = env.wait_audit("SFTP_RMDIR", |_| true);
     assert_eq!(rmdir["reason"], "ok");
     assert!(!remote.exists());

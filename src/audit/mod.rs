@@ -81,6 +81,8 @@ pub enum Code {
     SftpMkdir,
     SftpRmdir,
     SftpSetstat,
+    SftpSymlink,
+    SftpLink,
     SftpUnparsed,
 }
 
@@ -135,6 +137,8 @@ impl Code {
             Code::SftpMkdir => "SFTP_MKDIR",
             Code::SftpRmdir => "SFTP_RMDIR",
             Code::SftpSetstat => "SFTP_SETSTAT",
+            Code::SftpSymlink => "SFTP_SYMLINK",
+            Code::SftpLink => "SFTP_LINK",
             Code::SftpUnparsed => "SFTP_UNPARSED",
         }
     }

@@ -1,7 +1,7 @@
 //! The SFTP file audit: watches the sftp subsystem's stream in both directions (requests from
 //! the admin, replies from the target, matched by request id and handle) and reports each file
 //! operation: open (path, flags), close (bytes read and written, SHA-256 of each), remove,
-//! rename, mkdir, rmdir, setstat. scp in SFTP mode (OpenSSH 9+) is the same protocol.
+//! rename, mkdir, rmdir, setstat, symlink, hard link. scp in SFTP mode (OpenSSH 9+) is the same protocol.
 //!
 //! Invariants: it only observes — the bytes it is shown pass unchanged whatever it makes of
 //! them; on anything it cannot follow (malformed or oversized packets, too many outstanding
@@ -11,7 +11,8 @@
 //!
 //! A file's SHA-256 covers its bytes in order only when every read (or write) continued where
 //! the last one ended, starting at offset 0; otherwise the close says `sequential: false` and
-//! gives no hash, rather than a wrong one.
+//! gives no hash, rather than a wrong one. A server-side copy (`copy-data`) into or out of a file
+//! counts as out of order for both files (its bytes never cross) and is flagged on their close.
 
 pub mod packet;
 
@@ -45,7 +46,7 @@ impl Found {
         let mut out = format!("sftp: {}", self.code);
         for (k, v) in &self.details {
             match v {
-                Value::String(s) if *k == "path" || *k == "from" || *k == "to" => {
+                Value::String(s) if ["path", "from", "to"].contains(k) => {
                     out.push(' ');
                     out.push_str(s);
                 }
@@ -131,6 +132,8 @@ struct OpenFile {
     written: Tally,
     /// Writes the target refused.
     failed_writes: u64,
+    /// Part of a server-side copy (`copy-data`).
+    copied: bool,
 }
 
 impl OpenFile {
@@ -147,6 +150,9 @@ impl OpenFile {
         }
         if self.failed_writes > 0 {
             details.push(("failed_writes", json!(self.failed_writes)));
+        }
+        if self.copied {
+            details.push(("server_side_copy", json!(true)));
         }
         Found {
             code: Code::SftpClose,
@@ -367,6 +373,37 @@ impl SftpAudit {
                     )?;
                 }
             }
+            Request::Symlink {
+                id,
+                points_to,
+                link,
+            } => self.expect(
+                id,
+                op(
+                    Code::SftpSymlink,
+                    vec![
+                        ("path", json!(text(link))),
+                        ("points_to", json!(text(points_to))),
+                    ],
+                ),
+            )?,
+            Request::Hardlink { id, from, to } => self.expect(
+                id,
+                op(
+                    Code::SftpLink,
+                    vec![("from", json!(text(from))), ("to", json!(text(to)))],
+                ),
+            )?,
+            Request::CopyData { from, to } => {
+                if let Some(f) = self.files.get_mut(from) {
+                    f.read.sequential = false;
+                    f.copied = true;
+                }
+                if let Some(f) = self.files.get_mut(to) {
+                    f.written.sequential = false;
+                    f.copied = true;
+                }
+            }
             Request::Other { id } => {
                 // A reused id must not be matched to an older request's reply.
                 self.pending.remove(&id);
@@ -406,6 +443,7 @@ impl SftpAudit {
                             read: Tally::default(),
                             written: Tally::default(),
                             failed_writes: 0,
+                            copied: false,
                         },
                     );
                 }
@@ -549,6 +587,46 @@ mod tests {
         let f = a.reply(&status(12, 0));
         assert_eq!(detail(&f[0], "read_sequential"), false);
         assert_eq!(detail(&f[0], "read_sha256"), "");
+
+        // A server-side copy between two open files: no hash for either.
+        a.request(&packet(
+            3,
+            &[&u32b(13), &string(b"/src"), &u32b(1), &u32b(0)],
+        ));
+        a.request(&packet(
+            3,
+            &[&u32b(14), &string(b"/dst"), &u32b(0x1a), &u32b(0)],
+        ));
+        a.reply(
+            &[
+                packet(102, &[&u32b(13), &string(b"S")]),
+                packet(102, &[&u32b(14), &string(b"D")]),
+            ]
+            .concat(),
+        );
+        a.request(&packet(
+            200,
+            &[
+                &u32b(15),
+                &string(b"copy-data"),
+                &string(b"S"),
+                &u64b(0),
+                &u64b(0),
+                &string(b"D"),
+                &u64b(0),
+            ],
+        ));
+        a.request(
+            &[
+                packet(4, &[&u32b(16), &string(b"S")]),
+                packet(4, &[&u32b(17), &string(b"D")]),
+            ]
+            .concat(),
+        );
+        let f = a.reply(&[status(15, 0), status(16, 0), status(17, 0)].concat());
+        assert_eq!(f.len(), 2);
+        assert_eq!(detail(&f[0], "server_side_copy"), true);
+        assert_eq!(detail(&f[1], "write_sha256"), "");
     }
 
     #[test]
@@ -569,7 +647,23 @@ mod tests {
             9,
             &[&u32b(4), &string(b"/b"), &u32b(4), &u32b(0o600)],
         ));
-        let f = a.reply(&[status(1, 2), status(2, 0), status(3, 0), status(4, 0)].concat());
+        a.request(&packet(
+            20,
+            &[&u32b(5), &string(b"/etc/shadow"), &string(b"/tmp/s")],
+        ));
+        a.request(&packet(
+            200,
+            &[
+                &u32b(6),
+                &string(b"hardlink@openssh.com"),
+                &string(b"/a"),
+                &string(b"/h"),
+            ],
+        ));
+        let replies: Vec<u8> = (1..=6)
+            .flat_map(|id| status(id, if id == 1 { 2 } else { 0 }))
+            .collect();
+        let f = a.reply(&replies);
         let codes: Vec<Code> = f.iter().map(|f| f.code).collect();
         assert_eq!(
             codes,
@@ -577,9 +671,13 @@ mod tests {
                 Code::SftpRemove,
                 Code::SftpRename,
                 Code::SftpMkdir,
-                Code::SftpSetstat
+                Code::SftpSetstat,
+                Code::SftpSymlink,
+                Code::SftpLink
             ]
         );
+        assert_eq!(detail(&f[4], "points_to"), "/etc/shadow");
+        assert_eq!(detail(&f[4], "path"), "/tmp/s");
         assert_eq!(f[0].status, "no such file");
         assert_eq!(detail(&f[1], "to"), "/b");
         assert_eq!(detail(&f[3], "set"), "mode 0600");

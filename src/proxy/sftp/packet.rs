@@ -211,6 +211,22 @@ pub enum Request<'a> {
         handle: &'a [u8],
         attrs: Attrs,
     },
+    /// In the order OpenSSH sends them (the reverse of the draft's).
+    Symlink {
+        id: u32,
+        points_to: &'a [u8],
+        link: &'a [u8],
+    },
+    Hardlink {
+        id: u32,
+        from: &'a [u8],
+        to: &'a [u8],
+    },
+    /// `copy-data`: the target copies between two open files; the bytes never cross.
+    CopyData {
+        from: &'a [u8],
+        to: &'a [u8],
+    },
     /// Anything else that carries a request id (stat, readdir, realpath, other extensions).
     Other {
         id: u32,
@@ -272,6 +288,11 @@ pub fn request(body: &[u8]) -> Result<Request<'_>, PacketError> {
             from: r.string()?,
             to: r.string()?,
         },
+        20 => Request::Symlink {
+            id,
+            points_to: r.string()?,
+            link: r.string()?,
+        },
         200 => match r.string()? {
             b"posix-rename@openssh.com" => Request::Rename {
                 id,
@@ -283,6 +304,21 @@ pub fn request(body: &[u8]) -> Result<Request<'_>, PacketError> {
                 path: r.string()?,
                 attrs: r.attrs()?,
             },
+            b"hardlink@openssh.com" => Request::Hardlink {
+                id,
+                from: r.string()?,
+                to: r.string()?,
+            },
+            b"copy-data" => {
+                let from = r.handle()?;
+                // Read offset and length, then the destination and its offset.
+                r.u64()?;
+                r.u64()?;
+                Request::CopyData {
+                    from,
+                    to: r.handle()?,
+                }
+            }
             _ => Request::Other { id },
         },
         _ => Request::Other { id },
