@@ -135,6 +135,14 @@ pub struct RecordingConfig {
     pub checkpoint_interval: Duration,
     /// ...and after at most this many bytes.
     pub checkpoint_bytes: u64,
+    /// A session whose recording grows past this many bytes is ended (`RECORDING_QUOTA`).
+    pub max_bytes_per_session: u64,
+    /// An admin whose recordings of the day (Europe/Amsterdam) reach this many bytes has the
+    /// recording session ended and new ones refused until midnight (`RECORDING_QUOTA`).
+    pub max_bytes_per_admin_per_day: u64,
+    /// Recorded sessions are refused, and ended, when the recordings directory's file system has
+    /// less free space than this: the audit chain and the journal keep theirs.
+    pub min_free_bytes: u64,
 }
 
 impl Default for RecordingConfig {
@@ -143,6 +151,9 @@ impl Default for RecordingConfig {
             on_failure: OnFailure::EndSessions,
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_bytes: 4 << 20,
+            max_bytes_per_session: 1 << 30,
+            max_bytes_per_admin_per_day: 8 << 30,
+            min_free_bytes: 1 << 30,
         }
     }
 }
@@ -182,6 +193,12 @@ pub struct Limits {
     /// Time allowed for connecting and logging in to a target.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Authenticated connections one admin may hold at once (`ADMIN_LIMIT`).
+    pub max_connections_per_admin: usize,
+    /// Sessions (shell, command, file transfer) one admin may run at once (`ADMIN_LIMIT`).
+    pub max_sessions_per_admin: usize,
+    /// Port forwards one admin may hold at once (`ADMIN_LIMIT`).
+    pub max_forwards_per_admin: usize,
 }
 
 impl Default for Limits {
@@ -193,6 +210,9 @@ impl Default for Limits {
             max_auth_attempts: 6,
             max_unauthenticated: 32,
             connect_timeout: Duration::from_secs(10),
+            max_connections_per_admin: 8,
+            max_sessions_per_admin: 16,
+            max_forwards_per_admin: 16,
         }
     }
 }

@@ -2,15 +2,18 @@
 //! direction for every session, and the time of the admin's last input; and the session's
 //! `start` and `end` entries in the audit chain.
 //!
-//! Invariant: a recording write error is returned (the caller ends the session) and reported to
-//! the chain as a storage failure; only with `on_failure = "alert-and-continue"` is the recorder
-//! dropped instead and the session goes on, unrecorded, after an alert.
+//! Invariant: a recording write error is returned (the caller ends this session, and only this
+//! one: the chain reports its own failures, which end them all); only with `on_failure =
+//! "alert-and-continue"` is the recorder dropped instead and the session goes on, unrecorded,
+//! after an alert. Every recorded byte is charged to the session's [`Charge`], if it has one, and
+//! a recording limit ends the session whatever `on_failure` says.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use crate::app::Charge;
 use crate::audit::{AuditChain, ChainError, Code, Draft, Event, Kind};
 use crate::ids::SessionId;
 use crate::recording::{Recorder, RecordingError};
@@ -19,6 +22,8 @@ pub struct Transcript {
     id: SessionId,
     audit: Arc<AuditChain>,
     recorder: Option<Recorder>,
+    /// The recording's account against the recording limits.
+    charge: Option<Charge>,
     record_input: bool,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -58,6 +63,7 @@ impl Transcript {
             id: id.clone(),
             audit,
             recorder,
+            charge: None,
             record_input,
             bytes_in: 0,
             bytes_out: 0,
@@ -70,11 +76,19 @@ impl Transcript {
         })
     }
 
+    /// Charges the recording's bytes to `charge` from now on.
+    pub fn set_charge(&mut self, charge: Charge) {
+        self.charge = Some(charge);
+    }
+
     /// Passes a recording error on, or (alert-and-continue) drops the recorder after an alert.
+    /// The error concerns this session: a chain failure was reported by the chain itself.
     fn failed(&mut self, e: RecordingError) -> Result<(), RecordingError> {
-        self.audit
-            .storage_failed(&format!("recording failed: {}", e.cause()));
         if self.audit.fail_closed() {
+            Event::new(Code::RecordingFailed)
+                .session(&self.id)
+                .reason(format!("{e}; the session is ended"))
+                .emit();
             return Err(e);
         }
         self.recorder = None;
@@ -91,8 +105,27 @@ impl Transcript {
         &mut self,
         f: impl FnOnce(&mut Recorder) -> Result<(), RecordingError>,
     ) -> Result<(), RecordingError> {
-        match self.recorder.as_mut().map(f) {
-            Some(Err(e)) => self.failed(e),
+        let Some(r) = self.recorder.as_mut() else {
+            return Ok(());
+        };
+        let before = r.bytes();
+        let written = f(r);
+        let grown = r.bytes().saturating_sub(before);
+        if let Err(e) = written {
+            return self.failed(e);
+        }
+        match self.charge.as_mut().map(|c| c.add(grown)) {
+            Some(Err(e)) => {
+                // Audited once: the caller ends the session, and its last lines go uncharged.
+                let admin = self.charge.take().map(|c| c.admin().to_owned());
+                Event::new(Code::RecordingQuota)
+                    .session(&self.id)
+                    .admin(admin.unwrap_or_default())
+                    .reason(&e)
+                    .detail("limit", e.limit())
+                    .emit();
+                Err(RecordingError::Quota(e.to_string()))
+            }
             _ => Ok(()),
         }
     }
@@ -138,6 +171,8 @@ impl Transcript {
     ) -> (Result<(), RecordingError>, String, String) {
         let sha_in = hex::encode(self.sha_in.clone().finalize());
         let sha_out = hex::encode(self.sha_out.clone().finalize());
+        // The end marker is written whatever the quota says.
+        self.charge = None;
         let mut result = self.record(|r| r.marker(label).and_then(|()| r.sync()));
         let mut draft = Draft::new(Kind::End)
             .session(&self.id)
