@@ -590,6 +590,22 @@ max_session = "1h"
         ]
     }
 
+    /// Runs `ssh ARGS` with the agent `agent` in the admin namespace on a thread; joining it
+    /// gives the output once ssh has ended.
+    pub fn spawn_ssh(&self, agent: &str, args: &[&str]) -> std::thread::JoinHandle<Output> {
+        let mut all = self.ssh_opts(agent);
+        all.extend(args.iter().map(|a| a.to_string()));
+        let ns = self.ns_admin.clone();
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "ssh"])
+                .args(&all)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    }
+
     /// Runs a client program (`ssh`, `scp`, `sftp`) in the admin namespace.
     pub fn client(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new("ip");
@@ -739,6 +755,30 @@ impl Drop for Env {
                 });
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+    }
+}
+
+/// A remote command that creates `started` and then waits (up to a minute) until the test
+/// creates `release` (the target runs on the same file system), then prints `done`; "timed-out"
+/// if the release never came.
+pub fn held_session(started: &Path, release: &Path, done: &str) -> String {
+    format!(
+        "touch '{}'; for i in $(seq 600); do [ -e '{}' ] && echo {done} && exit; sleep 0.1; done; echo timed-out",
+        started.display(),
+        release.display()
+    )
+}
+
+/// Waits (up to 15 s) for a file that a remote command (or the bastion) creates.
+pub fn wait_for_file(file: &Path) {
+    let start = Instant::now();
+    while !file.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{} never appeared",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
