@@ -175,6 +175,8 @@ pub struct Options {
     pub bastion_env: Vec<(&'static str, &'static str)>,
     /// Appended to stapsteen.toml (after `[firewall]`).
     pub extra_config: String,
+    /// Appended to stapsteen.toml's `[limits]`.
+    pub extra_limits: String,
     /// A fourth namespace for the security team's reviewers, 10.77.3.0/24 behind the bastion.
     pub reviewer_network: bool,
 }
@@ -188,6 +190,7 @@ impl Default for Options {
             firewall: true,
             bastion_env: Vec::new(),
             extra_config: String::new(),
+            extra_limits: String::new(),
             reviewer_network: false,
         }
     }
@@ -274,8 +277,12 @@ impl Env {
         std::fs::write(
             env.path("stapsteen.toml"),
             format!(
-                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nconnect_timeout = \"3s\"\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n{}",
-                opts.idle_timeout, opts.max_unauthenticated, opts.firewall, opts.extra_config
+                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nconnect_timeout = \"3s\"\n{}\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n{}",
+                opts.idle_timeout,
+                opts.max_unauthenticated,
+                opts.extra_limits,
+                opts.firewall,
+                opts.extra_config
             ),
         )
         .unwrap();
