@@ -256,3 +256,88 @@ fn a_reload_during_session_setup_is_not_missed() {
         "the target was dialled for a refused session"
     );
 }
+
+/// `ssh -W SPEC alice@bastion` with its stdin held open by the test, so the forward lasts.
+fn held_forward(env: &Env, spec: &str) -> std::process::Child {
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.ns_admin, "ssh"])
+        .args(env.ssh_opts("agent.sock"))
+        .args(["-W", spec, &format!("alice@{BASTION}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.as_mut().unwrap().write_all(b"hello\n").unwrap();
+    child
+}
+
+/// Waits (up to 15 s) for `child` to exit.
+fn exited(child: &mut std::process::Child) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(15) {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
+    let grant = "[[grant]]\nname = \"pacs-dicom\"\ngroups = [\"pacs-beheer\"]\ntargets = [\"pacs01\"]\naccounts = [\"root\"]\nforward_ports = [11112]\n";
+    let mut env = testbed!(Options {
+        extra_policy: grant.into(),
+        extra_limits: "max_forwards_per_admin = 1\n".into(),
+        ..Default::default()
+    });
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_echo.py");
+    env.spawn_in_mgmt(&["python3", server, common::PACS01, "11112"]);
+    env.wait_port(&env.ns_mgmt.clone(), common::PACS01, 11112);
+    // A session under the other grant, which the change leaves alone (the positive control).
+    let release = env.path("release");
+    let held = held_session(&env.path("started"), &release, "survived");
+    let session = env.spawn_ssh(
+        "agent.sock",
+        &[&format!("alice@{BASTION}"), "pacs01", &held],
+    );
+    wait_for_file(&env.path("started"));
+
+    let mut fwd = held_forward(&env, "pacs01:11112");
+    env.wait_audit("FORWARD_START", |e| e["admin"] == "alice");
+    // A second forward is over alice's limit of one.
+    let mut second = held_forward(&env, "pacs01:11112");
+    assert!(exited(&mut second), "the second forward was let through");
+    let limit = env.wait_audit("ADMIN_LIMIT", |e| e["admin"] == "alice");
+    assert_eq!(Env::detail(&limit)["limit"], "forwards");
+
+    // The grant no longer allows port 11112: the forward ends, the session goes on.
+    std::fs::write(
+        env.path("policy.toml"),
+        env.policy_text(&grant.replace("[11112]", "[11113]")),
+    )
+    .unwrap();
+    env.reload();
+    let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
+    assert_eq!(Env::detail(&revoked)["ended"], "forwards");
+    assert!(
+        revoked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("grant pacs-dicom no longer allows this"),
+        "{revoked}"
+    );
+    assert!(exited(&mut fwd), "the forward went on");
+    env.wait_audit("FORWARD_END", |e| {
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("access revoked (grant pacs-dicom")
+    });
+    assert!(!session.is_finished(), "the other grant's session ended");
+    std::fs::write(&release, b"").unwrap();
+    let session = session.join().unwrap();
+    assert_eq!(stdout(&session), "survived\n", "{}", stderr(&session));
+}

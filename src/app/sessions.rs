@@ -203,10 +203,13 @@ impl LiveSessions {
             .is_some_and(|e| e.slot != Slot::Connection)
     }
 
-    /// Ends every live session and connection with `reason`.
+    /// Ends every live session and forward with `reason` (the shared storage failed); the
+    /// connections stay, so their admins are told and may try again.
     pub fn stop_all(&self, reason: &str) {
         for e in lock(&self.inner).live.values() {
-            e.stop.stop(reason);
+            if e.slot != Slot::Connection {
+                e.stop.stop(reason);
+            }
         }
     }
 
@@ -303,6 +306,32 @@ mod tests {
         // A slot comes free when its session ends.
         drop(first);
         assert!(reg("s5", &jan).is_ok());
+    }
+
+    #[test]
+    fn a_storage_failure_ends_sessions_and_leaves_connections() {
+        let (live, jan, _) = bed(4);
+        let (session, connection) = (SessionStop::default(), SessionStop::default());
+        let _s = live
+            .register(
+                Slot::Session,
+                Some("s1"),
+                jan.clone(),
+                session.clone(),
+                now(),
+            )
+            .unwrap();
+        let conn = Access { under: None, ..jan };
+        let _c = live
+            .register(Slot::Connection, None, conn, connection.clone(), now())
+            .unwrap();
+        assert!(
+            !live.is_live("connection-1"),
+            "a connection is not a session"
+        );
+        live.stop_all("chain failed");
+        assert_eq!(session.stopped().as_deref(), Some("chain failed"));
+        assert_eq!(connection.stopped(), None);
     }
 
     #[test]

@@ -991,8 +991,8 @@ impl Handler for Connection {
         };
         let session_id = SessionId::generate(now);
         let event = event.session(&session_id);
-        event.clone().emit();
         let stop = SessionStop::default();
+        // Registered against the policy in force now, before it is audited as started.
         let registration = match sessions.register(
             Slot::Forward,
             Some(session_id.as_str()),
@@ -1009,6 +1009,7 @@ impl Handler for Connection {
                 return Ok(());
             }
         };
+        event.clone().emit();
         let (deadline, deadline_reason) =
             deadline(now, allowed.until, allowed.max_session, &allowed.grant);
         reply.accept().await;
