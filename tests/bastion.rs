@@ -763,6 +763,13 @@ fn recording_failure_refuses_session() {
             .contains("Accepted publickey"),
         "target never dialled"
     );
+    // That recording's failure is its session's alone: no storage alert, and a session that
+    // needs no recording file still runs.
+    assert!(!env.audit().iter().any(|e| e["code"] == "STORAGE_FAILED"));
+    assert_eq!(
+        stdout(&env.ssh("alice", &["pacs01", "echo", "ok"], None)),
+        "ok\n"
+    );
 }
 
 #[test]
