@@ -320,3 +320,39 @@ fn one_sessions_recording_failure_leaves_the_others_running() {
         e["admin"] == "bob" && e["reason"] == "closed"
     });
 }
+
+#[test]
+fn a_session_past_its_recording_quota_ends_and_the_next_one_runs() {
+    let env = testbed!(Options {
+        extra_config: "[recording]\nmax_bytes_per_session = 200000\n".into(),
+        ..Default::default()
+    });
+    let alice = format!("alice@{BASTION}");
+    let flood = env.run(
+        "ssh",
+        "agent.sock",
+        &[
+            "-tt",
+            &alice,
+            "pacs01",
+            "head -c 2000000 /dev/zero | od -v; sleep 20; echo not-ended",
+        ],
+        None,
+    );
+    assert!(!stdout(&flood).contains("not-ended"), "the session went on");
+    assert!(
+        stderr(&flood).contains("recording quota reached: 200000 bytes, the most one session"),
+        "{}",
+        stderr(&flood)
+    );
+    let quota = env.wait_audit("RECORDING_QUOTA", |e| e["admin"] == "alice");
+    assert_eq!(Env::detail(&quota)["limit"], "session_bytes");
+    // The quota is the session's: alice's next recorded session runs.
+    let out = env.run(
+        "ssh",
+        "agent.sock",
+        &["-tt", &alice, "pacs01", "echo", "next"],
+        None,
+    );
+    assert!(stdout(&out).contains("next"), "{}", stderr(&out));
+}
