@@ -7,26 +7,14 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use common::{BASTION, Env, Options, held_session, stderr, stdout, wait_for_file};
 
 const BOB_GRANT: &str = "[[grant]]\nname = \"bob-import\"\nadmins = [\"bob\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\n";
 
-/// Runs `script` with `sh` in the bastion's mount namespace (`ip netns exec` gives it its own,
-/// so a mount made by the test process would not reach it).
+/// Runs `script` with `sh` in the bastion's mount namespace.
 fn in_bastion(env: &Env, script: &str) {
-    let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &env.bastion_pid().to_string(),
-            "-m",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap();
+    let out = env.in_bastion_mounts(&["sh", "-c", script]);
     assert!(out.status.success(), "{script}: {}", stderr(&out));
 }
 

@@ -597,6 +597,16 @@ max_session = "1h"
         ]
     }
 
+    /// Runs `args` in the bastion's mount namespace (`ip netns exec` gave it its own, so a
+    /// mount the test makes would not reach it).
+    pub fn in_bastion_mounts(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.bastion_pid().to_string(), "-m"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// Runs `ssh ARGS` with the agent `agent` in the admin namespace on a thread; joining it
     /// gives the output once ssh has ended.
     pub fn spawn_ssh(&self, agent: &str, args: &[&str]) -> std::thread::JoinHandle<Output> {
