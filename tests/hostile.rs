@@ -552,6 +552,27 @@ fn bastion_holds_up_under_hostile_clients() {
     closed_by_grace(&mut f, &r, "closed", "max_closed_s", "stalled key exchange");
     s.finish("stalled key exchange", n(&r, "tries").to_string(), probe, f);
 
+    // Kept alive without authenticating: a version line only, or IGNOREs after the kex.
+    let (r, probe) = s.run_raw("slow_preauth", json!({"tries": 10}));
+    let mut f = Vec::new();
+    closed_by_grace(
+        &mut f,
+        &r,
+        "closed",
+        "max_closed_s",
+        &format!(
+            "version line only ({} left open), IGNORE every second after kex ({} left open)",
+            n(&r, "version_only_open"),
+            n(&r, "trickle_open")
+        ),
+    );
+    s.finish(
+        "version only / IGNORE every second, no auth",
+        n(&r, "tries").to_string(),
+        probe,
+        f,
+    );
+
     // A key offered without a signature: PK_OK, never authenticated; then stalled clients.
     let (r, probe) = s.run_raw("unsigned_key", json!({"tries": STALLED, "probes": 3}));
     let mut f = Vec::new();

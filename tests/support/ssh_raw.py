@@ -519,6 +519,58 @@ def attack_stalled_kex(args):
             "max_closed_s": max((t for t in times if t is not None), default=None)}
 
 
+def attack_slow_preauth(args):
+    """Clients that keep a connection alive without authenticating: `tries` that send their
+    version line and nothing more, and `tries` that finish the key exchange and then send an
+    IGNORE every second. The login grace must close every one of them."""
+    version_only, trickle = [], []
+    refused = 0
+    for _ in range(args["tries"]):
+        try:
+            c = Conn(args, timeout=3)
+            c.hello()
+            version_only.append(c)
+            c = Conn(args, timeout=3)
+            c.hello()
+            c.kex()
+            trickle.append(c)
+        except (Closed, OSError):
+            refused += 1
+    started()
+    start = time.monotonic()
+    open_ = {c: c in trickle for c in version_only + trickle}
+    closed_after = []
+    last_ignore = 0.0
+    while open_ and time.monotonic() - start < args["grace_limit"]:
+        now = time.monotonic()
+        send_now = now - last_ignore >= 1.0
+        if send_now:
+            last_ignore = now
+        for c, trickles in list(open_.items()):
+            gone = False
+            try:
+                if trickles and send_now:
+                    c.send(bytes([IGNORE]) + string("still here"))
+                c.sock.settimeout(0)
+                gone = c.sock.recv(65536) == b""
+            except BlockingIOError:
+                pass
+            except (Closed, OSError):
+                gone = True
+            if gone:
+                closed_after.append(time.monotonic() - start)
+                c.close()
+                del open_[c]
+        time.sleep(0.1)
+    for c in open_:
+        c.close()
+    return {"tries": 2 * args["tries"], "refused_at_once": refused,
+            "closed": 2 * args["tries"] - len(open_),
+            "version_only_open": sum(1 for t in open_.values() if not t),
+            "trickle_open": sum(1 for t in open_.values() if t),
+            "max_closed_s": max(closed_after, default=None)}
+
+
 def attack_unsigned_key(args):
     """A key offered without a signature (a publickey query) gets PK_OK and nothing more: no
     USERAUTH_SUCCESS, a channel opened then is not confirmed, an empty signature does not log
