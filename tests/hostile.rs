@@ -1,11 +1,12 @@
 //! Hostile clients and hostile targets against one running bastion (issue 16, item 5).
 //!
-//! Each attack comes from its own address in the admin namespace (10.77.1.66); the real admin
+//! Every attack comes from a second address in the admin namespace (10.77.1.66); the real admin
 //! logs in from 10.77.1.2 with the stock `ssh` and the software security key. While each attack
 //! is under way the test measures that
 //! - the admin logs in and runs a command on pacs01 within [`LOGIN_BOUND`],
 //! - a session opened before all attacks still echoes what it is sent,
-//! - the bastion's resident memory stays under [`RSS_BOUND`] (sampled every 50 ms),
+//! - the bastion's resident memory stays under [`RSS_BOUND`] (sampled every 50 ms, and its
+//!   high-water mark),
 //! - the attacker's source does not flood the audit trail (at most [`AUDIT_BOUND`] events per
 //!   attack; journald drops a service's messages past 10 000 per 30 s by default),
 //! - the bastion did not panic,

@@ -9,8 +9,10 @@ marker; the ssh-userauth service with publickey authentication signed by an SSH 
 software security key); and the connection messages the floods need. It does not check the
 server's host key: these attacks are about what the server does, not about who it is.
 
-Usage: ssh_raw.py ATTACK JSON_ARGS. Each attack prints one JSON line with what it observed (counts,
-times, outcomes); the Rust test asserts on it. Every loop is bounded in count and time.
+Usage: ssh_raw.py ATTACK JSON_ARGS. An attack prints {"started": true} once it is under way (the
+test then probes the bastion, and creates the file JSON_ARGS["stop"] when done), and at the end one
+JSON line with what it observed (counts, times, outcomes); the Rust test asserts on that. Every
+loop is bounded in count and time.
 All connections are made from the source address in JSON_ARGS["src"] (an address inside the
 test's admin namespace), to JSON_ARGS["host"]:22.
 """
@@ -32,10 +34,9 @@ DISCONNECT, IGNORE, SERVICE_REQUEST, SERVICE_ACCEPT = 1, 2, 5, 6
 EXT_INFO = 7
 KEXINIT, NEWKEYS, KEX_ECDH_INIT, KEX_ECDH_REPLY = 20, 21, 30, 31
 USERAUTH_REQUEST, USERAUTH_FAILURE, USERAUTH_SUCCESS, USERAUTH_BANNER, USERAUTH_PK_OK = 50, 51, 52, 53, 60
-GLOBAL_REQUEST, REQUEST_SUCCESS, REQUEST_FAILURE = 80, 81, 82
+GLOBAL_REQUEST, REQUEST_SUCCESS = 80, 81
 CHANNEL_OPEN, CHANNEL_OPEN_CONFIRMATION, CHANNEL_OPEN_FAILURE = 90, 91, 92
-CHANNEL_WINDOW_ADJUST, CHANNEL_DATA, CHANNEL_EOF, CHANNEL_CLOSE = 93, 94, 96, 97
-CHANNEL_REQUEST, CHANNEL_SUCCESS, CHANNEL_FAILURE = 98, 99, 100
+CHANNEL_WINDOW_ADJUST, CHANNEL_DATA, CHANNEL_CLOSE, CHANNEL_REQUEST = 93, 94, 97, 98
 
 VERSION = b"SSH-2.0-hostile_test"
 
@@ -67,10 +68,6 @@ def boolean(v):
 class Reader:
     def __init__(self, data):
         self.data, self.pos = data, 0
-
-    def byte(self):
-        self.pos += 1
-        return self.data[self.pos - 1]
 
     def u32(self):
         self.pos += 4
