@@ -322,9 +322,11 @@ def wait_closed(c, limit):
     return None
 
 
+WINDOW = 2 * 1024 * 1024
+
+
 def open_session(c, sender):
-    return (bytes([CHANNEL_OPEN]) + string("session") + u32(sender) + u32(2 * 1024 * 1024)
-            + u32(32768))
+    return bytes([CHANNEL_OPEN]) + string("session") + u32(sender) + u32(WINDOW) + u32(32768)
 
 
 # --- pacing: the test probes the bastion while an attack goes on ---
@@ -731,9 +733,10 @@ def attack_global_flood(args):
 
 
 def attack_window_overflow(args):
-    """Opens a session channel, adjusts its window past 2^32-1 (three adjustments of
-    0xFFFFFFFF), then runs a command on pacs01 in it. The server may close the connection; if it
-    does not, the channel must still carry the command's output (window arithmetic intact)."""
+    """Opens a session channel (window 2 MiB) and adjusts its window past 2^32-1: first by
+    2^32 - 2 MiB + 4, which a server that wraps around would take as a window of 4 bytes, then
+    by 0xFFFFFFFF; then runs a command on pacs01 in it. The server may close the connection; if
+    it does not, the whole output must arrive (a window that wrapped would stall it)."""
     out = {"tries": 0, "served": 0, "closed": 0, "broken": 0}
     for _ in rounds(args):
         out["tries"] += 1
@@ -746,22 +749,24 @@ def attack_window_overflow(args):
         c.sock.settimeout(5)
         got = b""
         try:
-            for _ in range(3):
-                c.send(bytes([CHANNEL_WINDOW_ADJUST]) + u32(remote) + u32(0xFFFFFFFF))
+            for amount in ((1 << 32) - WINDOW + 4, 0xFFFFFFFF):
+                c.send(bytes([CHANNEL_WINDOW_ADJUST]) + u32(remote) + u32(amount))
             c.send(bytes([CHANNEL_REQUEST]) + u32(remote) + string("exec") + boolean(False)
-                   + string("pacs01 echo window-ok"))
-            while b"window-ok" not in got:
+                   + string("pacs01 echo window-ok-and-more-than-four-bytes"))
+            while b"window-ok-and-more-than-four-bytes" not in got:
                 p = c.recv_skip()
                 if p[0] == CHANNEL_DATA:
                     got += Reader(p[5:]).string()
                 elif p[0] in (CHANNEL_CLOSE, DISCONNECT):
                     break
+        except socket.timeout:
+            pass  # the output stalled: counted as broken below
         except (Closed, OSError):
             out["closed"] += 1
             c.close()
             continue
         c.close()
-        if b"window-ok" in got:
+        if b"window-ok-and-more-than-four-bytes" in got:
             out["served"] += 1
         else:
             out["broken"] += 1
