@@ -310,8 +310,12 @@ impl Suite {
         }
         let audit = std::fs::read_to_string(self.env.path("audit.log")).unwrap_or_default();
         let lines: Vec<&str> = audit.lines().collect();
+        let new = &lines[self.audit_seen..];
+        if new.iter().any(|l| l.contains("panicked")) {
+            failures.push("the bastion panicked".into());
+        }
         let mut codes = std::collections::BTreeMap::<String, usize>::new();
-        for l in &lines[self.audit_seen..] {
+        for l in new {
             let Ok(e) = serde_json::from_str::<Value>(l) else {
                 continue;
             };
@@ -330,9 +334,6 @@ impl Suite {
             failures.push(format!(
                 "{from_attacker} audit events from the attacker's address (bound {AUDIT_BOUND}): {codes:?}"
             ));
-        }
-        if audit.contains("panicked") {
-            failures.push("the bastion panicked".into());
         }
         // The high-water mark (since the bastion started) catches a peak between two samples.
         let hwm = memory(self.env.bastion_pid()).1;
