@@ -29,6 +29,9 @@ pub enum Extra {
     Garage,
     /// OpenSSH's sk-dummy provider: the stock-OpenSSH security-key test.
     SkDummy,
+    /// Python's `cryptography` module: the raw SSH client of the hostile-input suite
+    /// (tests/support/ssh_raw.py).
+    PyCryptography,
 }
 
 fn on_path(tool: &str) -> bool {
@@ -94,6 +97,15 @@ pub fn prerequisites_with(extra: &[Extra]) -> bool {
             "OpenSSH's sk-dummy provider at {} (SK_DUMMY names another path)",
             sk_dummy().display()
         ));
+    }
+    if extra.contains(&Extra::PyCryptography)
+        && !Command::new("python3")
+            .args(["-c", "import cryptography"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        missing.push("python3's cryptography module (python3-cryptography)".to_owned());
     }
     if missing.is_empty() {
         return true;
