@@ -47,6 +47,13 @@ pub struct AllowedForward {
     pub max_session: Duration,
 }
 
+/// What a live session uses under its grant: an account (a login) or a port (a forward).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Use {
+    Account(String),
+    Port(u16),
+}
+
 /// Why a request was refused. `code` is stable and goes into audit events.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
@@ -388,6 +395,32 @@ impl Policy {
                     .unwrap_or(Denial::PortNotAllowed { target: name, port }))
             }
         }
+    }
+
+    /// Whether grant `grant` still lets `admin` use `target` as `what` at `now`: what a live
+    /// session is checked against after a reload. The grant must still exist, name the admin
+    /// (or a group of theirs) and the target, allow the account or port, and be open now.
+    pub fn still_allows(
+        &self,
+        grant: &str,
+        admin: &str,
+        target: &str,
+        what: &Use,
+        now: Timestamp,
+    ) -> bool {
+        let (Some(admin), Some(t)) = (self.admin(admin), self.target(target)) else {
+            return false;
+        };
+        self.grants.iter().any(|g| {
+            g.name.as_str() == grant
+                && g.covers(&admin.name, &admin.groups, target)
+                && match what {
+                    Use::Account(a) => g.accounts.iter().any(|x| x.as_str() == a),
+                    Use::Port(p) if *p == t.port => g.unrecorded_tunnels,
+                    Use::Port(p) => g.forward_ports.contains(p),
+                }
+                && g.open_until(now).is_some()
+        })
     }
 
     /// Everything `admin` may reach at `now`: one entry per target and account.

@@ -4,9 +4,11 @@
 //! and SHA-256 per direction (and for stderr apart, without a terminal), and the time of the
 //! admin's last input; and the session's `start` and `end` entries in the audit chain.
 //!
-//! Invariant: a recording write error is returned (the caller ends the session) and reported to
-//! the chain as a storage failure; only with `on_failure = "alert-and-continue"` is the recorder
-//! dropped instead and the session goes on, unrecorded, after an alert.
+//! Invariant: a recording write error is returned (the caller ends this session, and only this
+//! one: the chain reports its own failures, which end them all); only with `on_failure =
+//! "alert-and-continue"` is the recorder dropped instead and the session goes on, unrecorded,
+//! after an alert. Every recorded byte is charged to the session's [`Charge`], if it has one, and
+//! a recording limit ends the session whatever `on_failure` says.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +16,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::sftp::SftpAudit;
+use crate::app::Charge;
 use crate::audit::{AuditChain, ChainError, Code, Draft, Event, Kind};
 use crate::ids::SessionId;
 use crate::recording::streams::{Budget, Spend, Stream, cap_marker, crlf};
@@ -39,6 +42,8 @@ pub struct Transcript {
     id: SessionId,
     audit: Arc<AuditChain>,
     recorder: Option<Recorder>,
+    /// The recording's account against the recording limits.
+    charge: Option<Charge>,
     record_input: bool,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -82,6 +87,7 @@ impl Transcript {
             id: id.clone(),
             audit,
             recorder,
+            charge: None,
             record_input,
             bytes_in: 0,
             bytes_out: 0,
@@ -106,11 +112,19 @@ impl Transcript {
         })
     }
 
+    /// Charges the recording's bytes to `charge` from now on.
+    pub fn set_charge(&mut self, charge: Charge) {
+        self.charge = Some(charge);
+    }
+
     /// Passes a recording error on, or (alert-and-continue) drops the recorder after an alert.
+    /// The error concerns this session: a chain failure was reported by the chain itself.
     fn failed(&mut self, e: RecordingError) -> Result<(), RecordingError> {
-        self.audit
-            .storage_failed(&format!("recording failed: {}", e.cause()));
         if self.audit.fail_closed() {
+            Event::new(Code::RecordingFailed)
+                .session(&self.id)
+                .reason(format!("{e}; the session is ended"))
+                .emit();
             return Err(e);
         }
         self.recorder = None;
@@ -127,8 +141,27 @@ impl Transcript {
         &mut self,
         f: impl FnOnce(&mut Recorder) -> Result<(), RecordingError>,
     ) -> Result<(), RecordingError> {
-        match self.recorder.as_mut().map(f) {
-            Some(Err(e)) => self.failed(e),
+        let Some(r) = self.recorder.as_mut() else {
+            return Ok(());
+        };
+        let before = r.bytes();
+        let written = f(r);
+        let grown = r.bytes().saturating_sub(before);
+        if let Err(e) = written {
+            return self.failed(e);
+        }
+        match self.charge.as_mut().map(|c| c.add(grown)) {
+            Some(Err(e)) => {
+                // Audited once: the caller ends the session, and its last lines go uncharged.
+                let admin = self.charge.take().map(|c| c.admin().to_owned());
+                Event::new(Code::RecordingQuota)
+                    .session(&self.id)
+                    .admin(admin.unwrap_or_default())
+                    .reason(&e)
+                    .detail("limit", e.limit())
+                    .emit();
+                Err(RecordingError::Quota(e.to_string()))
+            }
             _ => Ok(()),
         }
     }
@@ -284,6 +317,9 @@ impl Transcript {
     ) -> (Result<(), RecordingError>, String, String) {
         let sha_in = hex::encode(self.sha_in.clone().finalize());
         let sha_out = hex::encode(self.sha_out.clone().finalize());
+        // The end marker, and the files an sftp session left open, are written whatever the
+        // quota says.
+        self.charge = None;
         let open = match &mut self.carries {
             Carries::Sftp { audit, .. } => audit.finish(),
             _ => Vec::new(),

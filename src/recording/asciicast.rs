@@ -24,6 +24,9 @@ pub enum RecordingError {
     },
     #[error("{0}")]
     Chain(#[from] ChainError),
+    /// A recording limit was reached (per session, per admin per day, free space).
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl RecordingError {
@@ -35,6 +38,7 @@ impl RecordingError {
                 format!("audit chain: {source}")
             }
             RecordingError::Chain(e) => e.to_string(),
+            RecordingError::Quota(why) => why.clone(),
         }
     }
 }
@@ -206,6 +210,11 @@ impl Recorder {
     fn event(&mut self, kind: &str, data: &str) -> Result<(), RecordingError> {
         let t = (self.started.elapsed().as_micros() as f64) / 1e6;
         self.line(&(t, kind, data))
+    }
+
+    /// Bytes written to the recording so far.
+    pub fn bytes(&self) -> u64 {
+        self.chain.bytes
     }
 
     pub fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {
