@@ -763,9 +763,17 @@ fn recording_failure_refuses_session() {
             .contains("Accepted publickey"),
         "target never dialled"
     );
-    // That recording's failure is its session's alone: no storage alert, and a session that
-    // needs no recording file still runs.
+    // That recording's failure is its session's alone: no storage alert. A command without a
+    // pty is recorded too, so it is refused the same way; once the directory is back, it runs.
     assert!(!env.audit().iter().any(|e| e["code"] == "STORAGE_FAILED"));
+    let out = env.ssh("alice", &["pacs01", "echo", "ok"], None);
+    assert!(
+        stderr(&out).contains("session refused: the recording cannot be written"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
     assert_eq!(
         stdout(&env.ssh("alice", &["pacs01", "echo", "ok"], None)),
         "ok\n"

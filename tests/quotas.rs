@@ -205,12 +205,23 @@ fn a_full_recordings_area_refuses_recorded_sessions_while_the_chain_writes() {
         ..Default::default()
     });
     let dir = small_recordings_fs(&env);
+    let alice = format!("alice@{BASTION}");
+    // A session that runs while the area fills up; its end entry shows the chain still writes.
+    let release = env.path("release");
+    let held = env.spawn_ssh(
+        "agent.sock",
+        &[
+            &alice,
+            "pacs01",
+            &held_session(&env.path("held-started"), &release, "held"),
+        ],
+    );
+    wait_for_file(&env.path("held-started"));
     let filler = dir.join("filler");
     in_bastion(
         &env,
         &format!("head -c 716800 /dev/zero > '{}'", filler.display()),
     );
-    let alice = format!("alice@{BASTION}");
     let ends = chain_entries(&env, "end");
 
     let out = env.run(
@@ -227,10 +238,22 @@ fn a_full_recordings_area_refuses_recorded_sessions_while_the_chain_writes() {
     );
     let quota = env.wait_audit("RECORDING_QUOTA", |e| e["admin"] == "alice");
     assert_eq!(Env::detail(&quota)["limit"], "free_space");
-    // The chain, on its own file system, keeps writing: an unrecorded session's entries.
+    // A command without a pty is recorded too, so it is refused as well.
     let out = env.ssh("alice", &["pacs01", "echo", "chain"], None);
-    assert_eq!(stdout(&out), "chain\n", "{}", stderr(&out));
-    env.wait_audit("SESSION_END", |e| e["admin"] == "alice");
+    assert!(
+        stderr(&out).contains("session refused: the recordings area is full"),
+        "{}",
+        stderr(&out)
+    );
+    // The chain, on its own file system, keeps writing: the running session's end entry (it
+    // ends whether its last output fits or not).
+    std::fs::write(&release, b"").unwrap();
+    assert!(ended(&held));
+    let start = std::time::Instant::now();
+    while chain_entries(&env, "end") == ends {
+        assert!(start.elapsed().as_secs() < 15, "no end entry");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(chain_entries(&env, "end"), ends + 1);
     assert_eq!(count(&env, "STORAGE_FAILED"), 0);
 
