@@ -226,17 +226,22 @@ impl Running {
                     }
                 }
                 policy_warnings(&p);
-                self.app.set_policy(p);
+                // Incident response: what the new policy no longer allows (an admin, a key, a
+                // grant) ends at once, connections included.
+                let ended = self.app.set_policy(p);
                 Event::new(Code::PolicyLoaded)
                     .detail("file", path.display().to_string())
                     .emit();
-                // Incident response: a revoked admin or key loses its running sessions at once.
-                for (session, admin) in self.app.sessions.revoke(&self.app.policy()) {
-                    Event::new(Code::SessionRevoked)
-                        .admin(admin)
-                        .session(session)
-                        .reason("admin or key no longer in the policy")
-                        .emit();
+                for e in ended {
+                    let mut event = Event::new(Code::SessionRevoked)
+                        .admin(e.admin)
+                        .reason(e.revoked.to_string())
+                        .detail("removed", e.revoked.kind())
+                        .detail("ended", e.slot.as_str());
+                    if let Some(s) = e.session {
+                        event = event.session(s);
+                    }
+                    event.emit();
                 }
             }
             Err(e) => Event::new(Code::PolicyReloadFailed)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, if it is missing: OpenSSH server and client,
-# iproute2 (network namespaces), nftables, ping, python3 (terminal driver), asciinema (replay check),
+# iproute2 (network namespaces), nftables, ping, python3 (terminal driver) with its cryptography
+# module (the hostile-input suite's raw SSH client), asciinema (replay check),
 # Garage (an S3-compatible store, for the off-site copy tests) and cargo-fuzz (the fuzz targets),
 # built from crates.io; for the review console: OpenSSL headers (webauthn-rs), Node.js and npm
 # (the player is bundled from its npm package at build time; playwright-core drives the browser
@@ -13,6 +14,8 @@ have ssh && have scp && have sftp || missing+=(openssh-client)
 have ip || missing+=(iproute2)
 have nft || missing+=(nftables)
 have python3 || missing+=(python3)
+# The hostile-input suite's raw SSH client (tests/support/ssh_raw.py) does X25519 and AES-GCM.
+python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 have asciinema || missing+=(asciinema)
 have setsid && have nsenter || missing+=(util-linux)
 have cc || missing+=(gcc)

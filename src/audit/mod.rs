@@ -46,6 +46,8 @@ pub enum Code {
     SessionStart,
     SessionEnd,
     SessionRevoked,
+    AdminLimit,
+    RecordingQuota,
     RecordingFailed,
     RequestDenied,
     PolicyLoaded,
@@ -78,6 +80,16 @@ pub enum Code {
     KeyCounterRegression,
     KeyCounterZero,
     PolicyWarning,
+    SftpOpen,
+    SftpClose,
+    SftpRemove,
+    SftpRename,
+    SftpMkdir,
+    SftpRmdir,
+    SftpSetstat,
+    SftpSymlink,
+    SftpLink,
+    SftpUnparsed,
 }
 
 impl Code {
@@ -93,6 +105,8 @@ impl Code {
             Code::SessionStart => "SESSION_START",
             Code::SessionEnd => "SESSION_END",
             Code::SessionRevoked => "SESSION_REVOKED",
+            Code::AdminLimit => "ADMIN_LIMIT",
+            Code::RecordingQuota => "RECORDING_QUOTA",
             Code::RecordingFailed => "RECORDING_FAILED",
             Code::RequestDenied => "REQUEST_DENIED",
             Code::PolicyLoaded => "POLICY_LOADED",
@@ -125,6 +139,16 @@ impl Code {
             Code::KeyCounterRegression => "KEY_COUNTER_REGRESSION",
             Code::KeyCounterZero => "KEY_COUNTER_ZERO",
             Code::PolicyWarning => "POLICY_WARNING",
+            Code::SftpOpen => "SFTP_OPEN",
+            Code::SftpClose => "SFTP_CLOSE",
+            Code::SftpRemove => "SFTP_REMOVE",
+            Code::SftpRename => "SFTP_RENAME",
+            Code::SftpMkdir => "SFTP_MKDIR",
+            Code::SftpRmdir => "SFTP_RMDIR",
+            Code::SftpSetstat => "SFTP_SETSTAT",
+            Code::SftpSymlink => "SFTP_SYMLINK",
+            Code::SftpLink => "SFTP_LINK",
+            Code::SftpUnparsed => "SFTP_UNPARSED",
         }
     }
 }

@@ -13,7 +13,7 @@
 //! lines <lines of the recording covered>
 //! bytes <bytes of the recording covered>
 //! chain <hex line-chain hash after those lines>
-//! admin|target|account|reason|sha256_in|sha256_out <value>
+//! admin|target|account|reason|sha256_in|sha256_out|sha256_err <value>
 //! ```
 //!
 //! The signing key is an Ed25519 key in OpenSSH format, like the host key; its note key name is
@@ -264,6 +264,7 @@ const FIELDS: &[&str] = &[
     "reason",
     "sha256_in",
     "sha256_out",
+    "sha256_err",
     "exit_status",
     "pid",
     "retention_days",

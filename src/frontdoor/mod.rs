@@ -14,6 +14,8 @@ mod bypass;
 mod handler;
 mod refusal;
 pub(crate) mod request;
+#[cfg(debug_assertions)]
+mod seam;
 mod setup;
 
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::app::{Bastion, Registration};
+use crate::app::{Access, Bastion, Registration, Slot};
 use crate::audit::{Code, Event};
 use crate::clock::Clock;
 use crate::ids::SessionId;
@@ -42,26 +42,38 @@ pub(super) struct Recorded {
 }
 
 impl Recorded {
-    /// Registers the session of `transcript` for `admin` and `key`.
+    /// Registers the session of `transcript` for `access`, checked against the policy in force
+    /// now and the admin's session limit. A refusal is audited (`SESSION_REVOKED` or
+    /// `ADMIN_LIMIT`) and stops the session, so that [`Recorded::dial`] dials nothing.
     pub fn new(
         bastion: &Bastion,
         id: &SessionId,
         transcript: Transcript,
         meta: Option<Meta>,
         event: Event,
-        admin: &str,
-        key: &russh::keys::PublicKey,
+        access: Access,
     ) -> Self {
         let stop = SessionStop::default();
-        let registration = bastion
-            .sessions
-            .register(id.as_str(), admin, key, stop.clone());
+        let registration = match bastion.sessions.register(
+            Slot::Session,
+            Some(id.as_str()),
+            access,
+            stop.clone(),
+            bastion.clock.now(),
+        ) {
+            Ok(r) => Some(r),
+            Err(refused) => {
+                refused.emit(event.clone());
+                stop.stop(format!("session refused: {refused}"));
+                None
+            }
+        };
         Self {
             transcript: Some(transcript),
             meta,
             event,
             stop,
-            registration: Some(registration),
+            registration,
             store: bastion.store.clone(),
             clock: bastion.clock.clone(),
             ending: "setup abandoned".into(),
@@ -83,6 +95,9 @@ impl Recorded {
         target: &str,
     ) -> Result<Dialled<D::Conn>, String> {
         let stop = self.stop.clone();
+        if let Some(reason) = stop.stopped() {
+            return Err(self.abandon(reason));
+        }
         let dialled = match stop.unless_stopped(dialer.dial()).await {
             Ok(d) => d,
             Err(reason) => return Err(self.end(reason).await),
@@ -238,7 +253,12 @@ mod tests {
                 "listen = []\npolicy = \"p.toml\"\nstate_dir = \"state\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[firewall]\nenabled = false\n",
             )
             .unwrap();
-            let policy = crate::policy::parse_policy(std::path::Path::new("p.toml"), "").unwrap();
+            let policy = crate::policy::parse_policy(
+                std::path::Path::new("p.toml"),
+                include_str!("../../policies/example-hospital.toml"),
+            )
+            .unwrap();
+            let key = policy.admin("j.devries").unwrap().keys[0].key.clone();
             let bastion = Bastion::new(
                 config,
                 policy,
@@ -246,10 +266,6 @@ mod tests {
                 None,
                 chain,
             );
-            let key = crate::secrets::generate_key("k")
-                .expose()
-                .public_key()
-                .clone();
             Self {
                 _dir: dir,
                 bastion,
@@ -263,7 +279,12 @@ mod tests {
                 .await
                 .unwrap();
             let event = Event::new(Code::SessionStart).session(&id);
-            let r = Recorded::new(&self.bastion, &id, t, None, event, "alice", &self.key);
+            let access = Access {
+                admin: "j.devries".into(),
+                key: self.key.clone(),
+                under: None,
+            };
+            let r = Recorded::new(&self.bastion, &id, t, None, event, access);
             (id, r)
         }
 
@@ -301,6 +322,25 @@ mod tests {
         assert_eq!(msg, "key revoked");
         assert!(!bed.bastion.sessions.is_live(id.as_str()));
         assert_eq!(bed.ended(&id).as_deref(), Some("key revoked"));
+    }
+
+    #[tokio::test]
+    async fn a_session_the_policy_in_force_refuses_is_never_dialled() {
+        let bed = Bed::new();
+        // The decision was made under the old policy; the reload removed the admin before the
+        // session was registered.
+        let without = include_str!("../../policies/example-hospital.toml")
+            .replace("name = \"j.devries\"", "name = \"j.jansen\"");
+        let ended = bed.bastion.set_policy(
+            crate::policy::parse_policy(std::path::Path::new("p.toml"), &without).unwrap(),
+        );
+        assert!(ended.is_empty());
+        let (id, r) = bed.recorded().await;
+        assert!(!bed.bastion.sessions.is_live(id.as_str()));
+        // A dialler that would hang: the refusal must come before it.
+        let msg = r.dial(&Fake(Err("hang")), "pacs01").await.err().unwrap();
+        assert!(msg.contains("admin j.devries removed"), "{msg}");
+        assert_eq!(bed.ended(&id).as_deref(), Some(msg.as_str()));
     }
 
     #[tokio::test]

@@ -64,9 +64,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                         }
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
-                        if ctx.pty
-                            && let Err(e) = lock(&ctx.transcript).output(&data)
-                        {
+                        if let Err(e) = lock(&ctx.transcript).stderr(&data) {
                             break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
                         if ctx.front.extended_data(id, ext, data).await.is_err() {
@@ -127,7 +125,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
 
 async fn finish(ctx: PumpContext, reason: &str) {
     (ctx.on_end)();
-    let (finishing, bytes_in, bytes_out, exit, exit_signal) = {
+    let (finishing, bytes_in, bytes_out, exit, exit_signal, stderr) = {
         let mut t = lock(&ctx.transcript);
         let label = match (t.exit_status, &t.exit_signal) {
             (Some(code), _) => format!("end: exit status {code}"),
@@ -141,6 +139,7 @@ async fn finish(ctx: PumpContext, reason: &str) {
             t.bytes_out,
             t.exit_status,
             t.exit_signal.clone(),
+            t.stderr_digest(),
         )
     };
     // The recording's end reaches the disk on the writer; this task only waits for it.
@@ -152,6 +151,9 @@ async fn finish(ctx: PumpContext, reason: &str) {
         .detail("bytes_out", bytes_out)
         .detail("sha256_in", sha_in)
         .detail("sha256_out", sha_out);
+    if let Some((bytes, sha)) = stderr {
+        event = event.detail("bytes_err", bytes).detail("sha256_err", sha);
+    }
     if let Some(code) = exit {
         event = event.detail("exit_status", code);
     }

@@ -33,6 +33,9 @@ pub enum RecordingError {
     /// A failure of the background writer, seen at the next call.
     #[error("recording {path} cannot be written: {reason}")]
     Stored { path: PathBuf, reason: String },
+    /// A recording limit was reached (per session, per admin per day, free space).
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl RecordingError {
@@ -45,6 +48,7 @@ impl RecordingError {
             }
             RecordingError::Chain(e) => e.to_string(),
             RecordingError::Stored { reason, .. } => reason.clone(),
+            RecordingError::Quota(why) => why.clone(),
         }
     }
 }
@@ -437,6 +441,11 @@ impl Recorder {
     fn event(&mut self, kind: &str, data: &str) -> Result<(), RecordingError> {
         let t = (self.started.elapsed().as_micros() as f64) / 1e6;
         self.line(&(t, kind, data))
+    }
+
+    /// Bytes written to the recording so far.
+    pub fn bytes(&self) -> u64 {
+        self.chain.bytes
     }
 
     pub fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {

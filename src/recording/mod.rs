@@ -1,4 +1,5 @@
-//! Session recordings: one asciicast v2 file per pty channel, with a JSON sidecar holding who,
+//! Session recordings: one asciicast v2 file per session channel (with or without a pty; see
+//! [`streams`] for how a channel without one is written), with a JSON sidecar holding who,
 //! where and how it ended, and an index of line hashes; sealed into the audit chain.
 //!
 //! Invariants: a recording exists, and its session's start entry is in the audit chain, before
@@ -13,6 +14,8 @@ mod retention;
 mod sanitize;
 mod seal;
 mod store;
+pub mod streams;
+pub mod typed;
 mod verify;
 
 pub use asciicast::{Cadence, Recorder, RecordingError, SealAck};

@@ -143,6 +143,7 @@ mod tests {
                 end: Some(clock.now()),
                 exit_status: Some(0),
                 end_reason: Some("closed".into()),
+                pty: true,
             })
             .unwrap();
         id

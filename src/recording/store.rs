@@ -19,6 +19,13 @@ pub struct Meta {
     pub end: Option<jiff::Timestamp>,
     pub exit_status: Option<u32>,
     pub end_reason: Option<String>,
+    /// Whether the channel had a terminal (recordings from before this field all had one).
+    #[serde(default = "yes")]
+    pub pty: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug)]
