@@ -96,7 +96,7 @@ impl Recorded {
     ) -> Result<Dialled<D::Conn>, String> {
         let stop = self.stop.clone();
         if let Some(reason) = stop.stopped() {
-            return Err(self.abandon(reason));
+            return Err(self.end(reason).await);
         }
         let dialled = match stop.unless_stopped(dialer.dial()).await {
             Ok(d) => d,
