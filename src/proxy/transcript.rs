@@ -112,8 +112,12 @@ impl Transcript {
         })
     }
 
-    /// Charges the recording's bytes to `charge` from now on.
-    pub fn set_charge(&mut self, charge: Charge) {
+    /// Charges the recording's bytes to `charge` from now on, and what it holds already: the
+    /// header (whose TERM the admin's client chose) and the start marker, so that sessions that
+    /// end before their first write (a target that refuses) count too. The day's total takes
+    /// them whatever the result; a limit they pass ends the session at its next write.
+    pub fn set_charge(&mut self, mut charge: Charge) {
+        let _ = charge.add(self.recorder.as_ref().map_or(0, Recorder::bytes));
         self.charge = Some(charge);
     }
 
@@ -498,6 +502,43 @@ mod verdicts {
             ]
         );
         assert!(bed.verdict(&id).ok(), "{}", bed.verdict(&id));
+    }
+
+    /// The header and start marker, written before the session is charged, count too: a
+    /// client's long TERM, or many sessions that end at once, cannot record around the quota.
+    #[test]
+    fn what_was_written_before_the_charge_is_charged() {
+        let bed = Bed::new();
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 20,
+        };
+        let term = "x".repeat(300);
+        let r = Recorder::create(
+            &bed.store,
+            &id,
+            bed.chain.clone(),
+            cadence,
+            (80, 24),
+            &term,
+            "t",
+        )
+        .unwrap();
+        let config = crate::config::RecordingConfig {
+            max_bytes_per_session: 200,
+            min_free_bytes: 0,
+            ..Default::default()
+        };
+        let quota = Arc::new(crate::app::RecordingQuota::new(
+            &config,
+            bed.store.cast_path(&id).parent().unwrap().to_owned(),
+            Arc::new(crate::clock::SystemClock),
+        ));
+        let mut t = Transcript::start(&id, bed.chain.clone(), Some(r), true, true, &[]).unwrap();
+        t.set_charge(quota.charge("alice"));
+        let e = t.output(b"x").unwrap_err();
+        assert!(e.cause().contains("quota"), "{}", e.cause());
     }
 
     #[test]
