@@ -78,11 +78,25 @@ impl Found {
     }
 }
 
+/// A path as text, cut at [`MAX_PATH`] characters: UTF-8 as it is, but a byte that is not
+/// UTF-8 as `\xNN`, and a backslash or control character escaped as well, so that two names are
+/// never shown alike (a lossy conversion shows every bad byte as the same `\u{fffd}`) and a
+/// name cannot start a new line in a marker.
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .take(MAX_PATH)
-        .collect()
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' || c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.chars().take(MAX_PATH).collect()
 }
 
 /// Bytes one way through an open file, hashed while they come in order.
@@ -820,6 +834,18 @@ mod tests {
         assert!(f.is_empty());
         let f = a.reply(&packet(102, &[&u32b(9), &string(b"H")]));
         assert_eq!(codes(&f), [Code::SftpUnparsed], "{f:?}");
+    }
+
+    /// Names that differ only in bytes that are not UTF-8, or that hold a newline, are shown
+    /// apart and on one line.
+    #[test]
+    fn paths_are_shown_exactly() {
+        assert_eq!(text(b"/etc/hosts"), "/etc/hosts");
+        assert_eq!(text("/tmp/caf\u{e9}".as_bytes()), "/tmp/caf\u{e9}");
+        assert_eq!(text(b"/etc/cron.d/\xff"), "/etc/cron.d/\\xff");
+        assert_ne!(text(b"/x/\xff"), text(b"/x/\xfe"));
+        assert_ne!(text(b"/x/\xff"), text(b"/x/\\xff"));
+        assert_eq!(text(b"/tmp/a\n(ok)"), "/tmp/a\\n(ok)");
     }
 
     #[test]
