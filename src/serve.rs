@@ -89,6 +89,7 @@ pub async fn start(config: Config) -> Result<Running> {
     if app.firewall.is_some() {
         tasks.push(tokio::spawn(keep_firewall(app.clone())));
     }
+    tasks.push(tokio::spawn(sweep_reloaded(app.clone())));
     if let Some(o) = offsite {
         tasks.push(tokio::spawn(run_uploader(
             o,
@@ -165,6 +166,32 @@ fn firewall_applied(plan: &Plan, why: &str) {
         .emit();
 }
 
+/// Ends sessions and forwards whose grant a reload made end earlier than their own deadline
+/// ([`crate::app::LiveSessions::sweep`]).
+async fn sweep_reloaded(app: Arc<Bastion>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        revoked_events(app.sessions.sweep(app.clock.now()));
+    }
+}
+
+/// `SESSION_REVOKED` for each connection, session or forward a policy no longer allows.
+fn revoked_events(ended: Vec<crate::app::Ended>) {
+    for e in ended {
+        let mut event = Event::new(Code::SessionRevoked)
+            .admin(e.admin)
+            .reason(e.revoked.to_string())
+            .detail("removed", e.revoked.kind())
+            .detail("ended", e.slot.as_str());
+        if let Some(s) = e.session {
+            event = event.session(s);
+        }
+        event.emit();
+    }
+}
+
 /// Follows grant windows and validity, and puts the table back if it is changed from outside.
 async fn keep_firewall(app: Arc<Bastion>) {
     let Some(enforcer) = app.firewall.clone() else {
@@ -232,17 +259,7 @@ impl Running {
                 Event::new(Code::PolicyLoaded)
                     .detail("file", path.display().to_string())
                     .emit();
-                for e in ended {
-                    let mut event = Event::new(Code::SessionRevoked)
-                        .admin(e.admin)
-                        .reason(e.revoked.to_string())
-                        .detail("removed", e.revoked.kind())
-                        .detail("ended", e.slot.as_str());
-                    if let Some(s) = e.session {
-                        event = event.session(s);
-                    }
-                    event.emit();
-                }
+                revoked_events(ended);
             }
             Err(e) => Event::new(Code::PolicyReloadFailed)
                 .reason("invalid policy; the previous one stays in force")

@@ -180,6 +180,68 @@ fn removing_a_grant_ends_its_sessions_only() {
     assert_eq!(stdout(&on_import), "survived\n", "{}", stderr(&on_import));
 }
 
+/// A reload that moves a grant's end nearer, but not past now, ends its sessions at the new end
+/// (within the sweep's few seconds): their own deadlines were computed from the grant as it was.
+#[test]
+fn a_reload_that_shortens_a_grant_ends_its_sessions_at_the_new_end() {
+    let grant = "[[grant]]\nname = \"alice-import\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\n";
+    let env = testbed!(Options {
+        extra_policy: grant.into(),
+        ..Default::default()
+    });
+    let release = env.path("release");
+    let alice = format!("alice@{BASTION}");
+    let pacs = held_session(&env.path("pacs-started"), &release, "survived");
+    let import = held_session(&env.path("import-started"), &release, "survived");
+    let on_pacs = env.spawn_ssh("agent.sock", &[&alice, "pacs01", &pacs]);
+    let on_import = env.spawn_ssh("agent.sock", &[&alice, "import01", &import]);
+    wait_for_file(&env.path("pacs-started"));
+    wait_for_file(&env.path("import-started"));
+
+    let end = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(6))
+        .unwrap();
+    let local = end.to_zoned(jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap());
+    let until = format!(
+        "valid_until = \"{}\"\n",
+        local.strftime("%Y-%m-%d %H:%M:%S")
+    );
+    std::fs::write(
+        env.path("policy.toml"),
+        env.policy_text(&format!("{grant}{until}")),
+    )
+    .unwrap();
+    env.reload();
+    env.wait_audit("POLICY_LOADED", |_| true);
+    if jiff::Timestamp::now() < end {
+        assert!(!on_import.is_finished(), "ended before the grant's new end");
+    }
+    let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
+    assert!(jiff::Timestamp::now() >= end, "{revoked}");
+    assert_eq!(Env::detail(&revoked)["removed"], "grant");
+    assert!(
+        revoked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("grant alice-import no longer allows this"),
+        "{revoked}"
+    );
+    assert!(
+        ended(&on_import),
+        "the session went on past its grant's end"
+    );
+    let on_import = on_import.join().unwrap();
+    assert!(!stdout(&on_import).contains("survived"));
+    // The session under the unchanged grant goes on.
+    assert!(
+        !on_pacs.is_finished(),
+        "the other grant's session ended too"
+    );
+    std::fs::write(&release, b"").unwrap();
+    let on_pacs = on_pacs.join().unwrap();
+    assert_eq!(stdout(&on_pacs), "survived\n", "{}", stderr(&on_pacs));
+}
+
 #[test]
 fn a_reload_during_session_setup_is_not_missed() {
     // The bastion holds each session's setup between its grant decision and its registration

@@ -92,14 +92,22 @@ struct Entry {
     slot: Slot,
     access: Access,
     stop: SessionStop,
+    /// The policy it was registered under (see [`LiveSessions::sweep`]).
+    generation: u64,
 }
 
 struct Inner {
     policy: Arc<Policy>,
+    /// Counts the policies put in force.
+    generation: u64,
     live: HashMap<String, Entry>,
     /// Names connections, which have no session id.
     next_connection: u64,
 }
+
+/// How long after the grant's end the sweep waits, so that a session's own deadline, where it
+/// is right, ends it first and with its own reason.
+const SWEEP_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(2);
 
 pub struct LiveSessions {
     inner: Mutex<Inner>,
@@ -116,6 +124,7 @@ impl LiveSessions {
         Self {
             inner: Mutex::new(Inner {
                 policy: Arc::new(policy),
+                generation: 0,
                 live: HashMap::new(),
                 next_connection: 0,
             }),
@@ -177,7 +186,16 @@ impl LiveSessions {
                 format!("connection-{}", inner.next_connection)
             }
         };
-        inner.live.insert(id.clone(), Entry { slot, access, stop });
+        let generation = inner.generation;
+        inner.live.insert(
+            id.clone(),
+            Entry {
+                slot,
+                access,
+                stop,
+                generation,
+            },
+        );
         Ok(Registration {
             sessions: self.clone(),
             session: id,
@@ -218,21 +236,41 @@ impl LiveSessions {
     pub fn replace_policy(&self, policy: Policy, now: Timestamp) -> Vec<Ended> {
         let mut inner = lock(&self.inner);
         inner.policy = Arc::new(policy);
-        let mut ended = Vec::new();
-        for (id, e) in &inner.live {
-            let Some(r) = revoked(&inner.policy, &e.access, now) else {
-                continue;
-            };
-            e.stop.stop(format!("access revoked ({r}), session ended"));
-            ended.push(Ended {
-                slot: e.slot,
-                session: (e.slot != Slot::Connection).then(|| id.clone()),
-                admin: e.access.admin.clone(),
-                revoked: r,
-            });
-        }
-        ended
+        inner.generation += 1;
+        end_revoked(&inner, now, |_| true)
     }
+
+    /// Ends what the policy in force no longer allows, among what was registered under an
+    /// earlier one: their deadlines were computed from their grant as it was then, and a reload
+    /// may have moved its end (`valid_until`, a window) earlier. Called every second or so; it
+    /// acts [`SWEEP_GRACE`] after the grant's end, so a deadline that is right comes first.
+    pub fn sweep(&self, now: Timestamp) -> Vec<Ended> {
+        let inner = lock(&self.inner);
+        let current = inner.generation;
+        let then = now.checked_sub(SWEEP_GRACE).unwrap_or(now);
+        // One already stopped is on its way out, and was reported.
+        end_revoked(&inner, then, |e| {
+            e.generation < current && e.stop.stopped().is_none()
+        })
+    }
+}
+
+/// Stops every entry `which` selects that the policy in force does not allow at `now`.
+fn end_revoked(inner: &Inner, now: Timestamp, which: impl Fn(&Entry) -> bool) -> Vec<Ended> {
+    let mut ended = Vec::new();
+    for (id, e) in inner.live.iter().filter(|(_, e)| which(e)) {
+        let Some(r) = revoked(&inner.policy, &e.access, now) else {
+            continue;
+        };
+        e.stop.stop(format!("access revoked ({r}), session ended"));
+        ended.push(Ended {
+            slot: e.slot,
+            session: (e.slot != Slot::Connection).then(|| id.clone()),
+            admin: e.access.admin.clone(),
+            revoked: r,
+        });
+    }
+    ended
 }
 
 /// Keeps a session, forward or connection registered while it lives.
@@ -332,6 +370,41 @@ mod tests {
         live.stop_all("chain failed");
         assert_eq!(session.stopped().as_deref(), Some("chain failed"));
         assert_eq!(connection.stopped(), None);
+    }
+
+    /// A reload that moves a grant's end earlier, but not before now, ends its sessions at the
+    /// new end: their own deadlines were computed from the grant as it was.
+    #[test]
+    fn a_grant_shortened_by_a_reload_ends_its_sessions_at_its_new_end() {
+        let (live, jan, _) = bed(4);
+        let stop = SessionStop::default();
+        let _jan = live
+            .register(Slot::Session, Some("s1"), jan.clone(), stop.clone(), now())
+            .unwrap();
+        let fresh = SessionStop::default();
+        let q = EXAMPLE.replacen(
+            "name = \"radiologie-beheer\"",
+            "name = \"radiologie-beheer\"\nvalid_until = \"2026-03-03 10:30\"",
+            1,
+        );
+        let ended = live.replace_policy(parse_policy(Path::new("p.toml"), &q).unwrap(), now());
+        assert!(ended.is_empty(), "still open now: {ended:?}");
+        // Registered under the new policy: its own deadline is right, the sweep leaves it.
+        let _fresh = live
+            .register(Slot::Session, Some("s2"), jan, fresh.clone(), now())
+            .unwrap();
+        let at = |m: i64| {
+            now()
+                .checked_add(jiff::SignedDuration::from_mins(m))
+                .unwrap()
+        };
+        assert!(live.sweep(at(29)).is_empty());
+        let ended = live.sweep(at(31));
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].session.as_deref(), Some("s1"));
+        assert!(stop.stopped().unwrap().contains("radiologie-beheer"));
+        assert_eq!(fresh.stopped(), None);
+        assert!(live.sweep(at(32)).is_empty(), "reported once");
     }
 
     #[test]

@@ -388,7 +388,10 @@ impl Connection {
         )
         .await
         {
-            Ok(t) if run == Run::Subsystem("sftp".into()) => t.sftp(event.clone()),
+            Ok(t) if run == Run::Subsystem("sftp".into()) => t.sftp(
+                event.clone(),
+                self.shared.app.config.recording.max_channel_bytes,
+            ),
             Ok(t) => t.limit(self.shared.app.config.recording.max_channel_bytes),
             Err(e) => {
                 event.clone().reason(&e).emit_as(Code::RecordingFailed);

@@ -34,8 +34,14 @@ enum Carries {
         /// The stream of the last recorded output.
         last: Stream,
     },
-    /// The sftp subsystem: its file operations, audited and written as markers.
-    Sftp { audit: Box<SftpAudit>, event: Event },
+    /// The sftp subsystem: its file operations, audited and written as markers; once the audit
+    /// stops following the channel, a `Stream` of `max` bytes per direction, so that what it can
+    /// no longer tell is in the recording as bytes.
+    Sftp {
+        audit: Box<SftpAudit>,
+        event: Event,
+        max: u64,
+    },
 }
 
 pub struct Transcript {
@@ -113,8 +119,12 @@ impl Transcript {
         })
     }
 
-    /// Charges the recording's bytes to `charge` from now on.
-    pub fn set_charge(&mut self, charge: Charge) {
+    /// Charges the recording's bytes to `charge` from now on, and what it holds already: the
+    /// header (whose TERM the admin's client chose) and the start marker, so that sessions that
+    /// end before their first write (a target that refuses) count too. The day's total takes
+    /// them whatever the result; a limit they pass ends the session at its next write.
+    pub fn set_charge(&mut self, mut charge: Charge) {
+        let _ = charge.add(self.recorder.as_ref().map_or(0, Recorder::bytes));
         self.charge = Some(charge);
     }
 
@@ -181,11 +191,13 @@ impl Transcript {
     }
 
     /// The channel carries the sftp subsystem: its file operations are audited as `event`
-    /// (`SESSION_START`'s fields) under their own codes, and recorded as markers.
-    pub fn sftp(mut self, event: Event) -> Self {
+    /// (`SESSION_START`'s fields) under their own codes, and recorded as markers; if the audit
+    /// stops following it, its bytes are recorded from there, up to `max` per direction.
+    pub fn sftp(mut self, event: Event, max: u64) -> Self {
         self.carries = Carries::Sftp {
             audit: Box::new(SftpAudit::default()),
             event,
+            max,
         };
         self
     }
@@ -194,13 +206,14 @@ impl Transcript {
         self.bytes_in += data.len() as u64;
         self.sha_in.update(data);
         self.last_activity = Instant::now();
+        if let Carries::Sftp { audit, .. } = &mut self.carries {
+            let found = audit.request(data);
+            self.sftp_found(found)?;
+        }
         let spend = match &mut self.carries {
             Carries::Terminal => Spend::Record,
             Carries::Stream { input, .. } => input.spend(data.len()),
-            Carries::Sftp { audit, .. } => {
-                let found = audit.request(data);
-                return self.sftp_found(found);
-            }
+            Carries::Sftp { .. } => return Ok(()),
         };
         if !self.record_input {
             return Ok(());
@@ -236,15 +249,15 @@ impl Transcript {
     }
 
     fn stream_output(&mut self, stream: Stream, data: &[u8]) -> Result<(), RecordingError> {
+        if let Carries::Sftp { audit, .. } = &mut self.carries
+            && stream == Stream::Stdout
+        {
+            let found = audit.reply(data);
+            self.sftp_found(found)?;
+        }
         let (spend, switched) = match &mut self.carries {
             Carries::Terminal => return self.record(|r| r.output(data)),
-            Carries::Sftp { audit, .. } => {
-                if stream == Stream::Stderr {
-                    return Ok(());
-                }
-                let found = audit.reply(data);
-                return self.sftp_found(found);
-            }
+            Carries::Sftp { .. } => return Ok(()),
             Carries::Stream { output, last, .. } => {
                 let spend = output.spend(data.len());
                 let switched = (!kept(spend, data).is_empty() && *last != stream).then(|| {
@@ -274,16 +287,29 @@ impl Transcript {
         Ok(())
     }
 
-    /// Audits what the sftp parser found and writes it to the recording.
+    /// Audits what the sftp parser found and writes it to the recording; when it stopped
+    /// following the channel, the channel is recorded as a stream from here on (the chunk that
+    /// stopped it included).
     fn sftp_found(&mut self, found: Vec<super::sftp::Found>) -> Result<(), RecordingError> {
-        let Carries::Sftp { event, .. } = &self.carries else {
+        let Carries::Sftp { event, max, .. } = &self.carries else {
             return Ok(());
         };
-        let event = event.clone();
+        let (event, max) = (event.clone(), *max);
+        let mut lost = false;
         for f in found {
+            lost |= f.code == Code::SftpUnparsed;
             let label = f.label();
             f.event(event.clone()).emit();
             self.record(|r| r.marker(&label))?;
+        }
+        if lost {
+            self.carries = Carries::Stream {
+                output: Budget::new(max),
+                input: Budget::new(max),
+                max,
+                last: Stream::Stdout,
+            };
+            self.record(|r| r.marker(SFTP_RAW))?;
         }
         Ok(())
     }
@@ -380,6 +406,10 @@ impl Finishing {
         (result, self.sha_in, self.sha_out)
     }
 }
+
+/// Written when the sftp audit stops following a channel.
+const SFTP_RAW: &str =
+    "recording: the sftp audit stopped; the channel's bytes follow as a channel without a pty";
 
 /// The part of `data` a direction's budget lets into the recording.
 fn kept(spend: Spend, data: &[u8]) -> &[u8] {
@@ -542,6 +572,94 @@ mod verdicts {
                 ev("m", "end: exit status 2"),
             ]
         );
+        assert!(bed.verdict(&id).ok(), "{}", bed.verdict(&id));
+    }
+
+    /// The header and start marker, written before the session is charged, count too: a
+    /// client's long TERM, or many sessions that end at once, cannot record around the quota.
+    #[tokio::test]
+    async fn what_was_written_before_the_charge_is_charged() {
+        let bed = Bed::new();
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 20,
+        };
+        let term = "x".repeat(300);
+        let r = Recorder::create(
+            &bed.store,
+            &id,
+            bed.chain.clone(),
+            cadence,
+            (80, 24),
+            &term,
+            "t",
+        )
+        .unwrap();
+        let config = crate::config::RecordingConfig {
+            max_bytes_per_session: 200,
+            min_free_bytes: 0,
+            ..Default::default()
+        };
+        let quota = Arc::new(crate::app::RecordingQuota::new(
+            &config,
+            bed.store.cast_path(&id).parent().unwrap().to_owned(),
+            Arc::new(crate::clock::SystemClock),
+        ));
+        let mut t = Transcript::start(&id, bed.chain.clone(), Some(r), true, true, &[])
+            .await
+            .unwrap();
+        t.set_charge(quota.charge("alice"));
+        let e = t.output(b"x").unwrap_err();
+        assert!(e.cause().contains("quota"), "{}", e.cause());
+    }
+
+    /// An sftp channel the audit stops following (here an INIT the target accepts and the audit
+    /// does not) goes on in the recording as bytes: giving up does not leave it unrecorded.
+    #[tokio::test]
+    async fn an_sftp_channel_the_audit_gives_up_on_is_recorded_as_bytes() {
+        let bed = Bed::new();
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 20,
+        };
+        let r = Recorder::create(
+            &bed.store,
+            &id,
+            bed.chain.clone(),
+            cadence,
+            (80, 24),
+            "",
+            "t",
+        )
+        .unwrap();
+        let event = crate::audit::Event::new(crate::audit::Code::SessionStart).session(&id);
+        let mut t = Transcript::start(&id, bed.chain.clone(), Some(r), true, false, &[])
+            .await
+            .unwrap()
+            .sftp(event, 1 << 20);
+        t.input(b"\0\0\0\x05\x01\0\0\0\x02").unwrap();
+        t.output(b"\0\0\0\x05\x02\0\0\0\x03").unwrap();
+        t.input(b"later").unwrap();
+        t.finish("end: closed", "closed").wait().await.0.unwrap();
+        let text = std::fs::read_to_string(bed.store.cast_path(&id)).unwrap();
+        let events: Vec<(String, String)> = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (_, k, d): (f64, String, String) = serde_json::from_str(l).unwrap();
+                (k, d)
+            })
+            .collect();
+        assert!(events[0].1.starts_with("sftp: SFTP_UNPARSED"), "{events:?}");
+        assert_eq!(events[1].1, super::SFTP_RAW);
+        assert_eq!(
+            events[2],
+            ("i".into(), "\0\0\0\u{5}\u{1}\0\0\0\u{2}".into())
+        );
+        assert_eq!(events[3].0, "o");
+        assert_eq!(events[4], ("i".into(), "later".into()));
         assert!(bed.verdict(&id).ok(), "{}", bed.verdict(&id));
     }
 

@@ -5,13 +5,19 @@
 //! from the output: on a pty, a line counts as echoed when its characters appear, in order
 //! (a subsequence, so that line editing and completion do not hide it), in the output written
 //! from the line's first keystroke up to the end of the first output line that follows its
-//! Enter; escape sequences are removed first. A prompt with echo off shows nothing (or `*`s)
+//! Enter (and at most [`AFTER_ENTER`] characters after the Enter's event, so that output without
+//! a newline, as a full-screen program's, does not make every later line read the whole rest of
+//! the recording); escape sequences are removed first. A prompt with echo off shows nothing (or `*`s)
 //! there, so its input is left out. Without a pty the target echoes nothing (the admin's own
 //! terminal did), so every line counts; a program reading a password there cannot turn the
 //! admin's echo off either.
 //!
 //! This only decides what the markers show: the input events themselves stay in the recording
 //! when the grant records input (`record_input`), passwords included.
+
+/// Output characters after a line's Enter that its window may hold: far more than an echo and
+/// the rest of its line, and a bound on the work per line whatever the output is.
+const AFTER_ENTER: usize = 4096;
 
 /// One recording event: time, kind (`o`, `i`, `m`, `r`), data.
 pub type CastEvent = (f64, String, String);
@@ -67,17 +73,23 @@ pub fn typed_lines(events: &[CastEvent], pty: bool) -> Vec<(f64, String)> {
 /// Whether `line` appears in the output of its window (see the module doc).
 fn echoed(events: &[CastEvent], line: &Line) -> bool {
     let mut window = String::new();
+    let mut after = AFTER_ENTER;
     for (i, (_, kind, data)) in events.iter().enumerate().skip(line.first) {
         if kind != "o" {
             continue;
         }
-        if i > line.enter
-            && let Some(at) = data.find('\n')
-        {
-            window.push_str(&data[..at]);
+        if i <= line.enter {
+            window.push_str(data);
+            continue;
+        }
+        let rest = data.split('\n').next().unwrap_or_default();
+        for c in rest.chars().take(after) {
+            window.push(c);
+            after = after.saturating_sub(1);
+        }
+        if after == 0 || rest.len() < data.len() {
             break;
         }
-        window.push_str(data);
     }
     let shown = String::from_utf8_lossy(&strip_ansi_escapes::strip(window)).into_owned();
     let mut shown = shown.chars();
@@ -129,6 +141,34 @@ mod tests {
         );
         // Without a pty the target echoes nothing, and every line counts.
         assert_eq!(typed_lines(&events, false).len(), 4);
+    }
+
+    /// Output without newlines after many lines (a full-screen program, or a hostile target):
+    /// each line's window stops a bounded distance after its Enter, so a small recording cannot
+    /// make the session page read it once per line.
+    #[test]
+    fn the_window_after_enter_is_bounded() {
+        let far = "z".repeat(AFTER_ENTER);
+        let events = [
+            ev(1.0, "i", "abc\r"),
+            ev(1.1, "o", &far),
+            ev(1.2, "o", "abc"),
+        ];
+        assert!(typed_lines(&events, true).is_empty(), "past the bound");
+        // Within the bound it is found.
+        let near = [
+            ev(1.0, "i", "abc\r"),
+            ev(1.1, "o", &far[3..]),
+            ev(1.2, "o", "abc"),
+        ];
+        assert_eq!(typed_lines(&near, true), vec![(1.0, "abc".into())]);
+        let events: Vec<CastEvent> = (0..3000)
+            .flat_map(|k| [ev(f64::from(k), "i", "ls\r"), ev(f64::from(k), "o", &far)])
+            .collect();
+        let started = std::time::Instant::now();
+        assert!(typed_lines(&events, true).is_empty());
+        // Unbounded, this reads 3000 windows of up to 12 MB: minutes, not milliseconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

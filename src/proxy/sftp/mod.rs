@@ -6,8 +6,15 @@
 //! Invariants: it only observes — the bytes it is shown pass unchanged whatever it makes of
 //! them; on anything it cannot follow (malformed or oversized packets, too many outstanding
 //! requests or open files) it stops watching that channel and says so once
-//! (`SFTP_UNPARSED`). Memory is bounded: one packet per direction ([`packet::MAX_PACKET`]),
-//! [`MAX_PENDING`] outstanding requests, [`MAX_FILES`] open files, paths cut at [`MAX_PATH`].
+//! (`SFTP_UNPARSED`). What it cannot tell apart is something it cannot follow, never a guess: a
+//! request id reused while its request awaits a reply (which reply is whose?), a request naming a
+//! handle the audit does not know while an OPEN awaits its reply (the target hands out
+//! predictable handles, so the request may act on the file being opened), and a handle the
+//! target gives while it is still open. A handle whose close was asked for is no longer that
+//! file's: the target may give it to the next file opened.
+//!
+//! Memory is bounded: one packet per direction ([`packet::MAX_PACKET`]), [`MAX_PENDING`]
+//! outstanding requests, [`MAX_FILES`] open files and directories, paths cut at [`MAX_PATH`].
 //!
 //! A file's SHA-256 covers its bytes in order only when every read (or write) continued where
 //! the last one ended, starting at offset 0; otherwise the close says `sequential: false` and
@@ -16,7 +23,7 @@
 
 pub mod packet;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -71,11 +78,25 @@ impl Found {
     }
 }
 
+/// A path as text, cut at [`MAX_PATH`] characters: UTF-8 as it is, but a byte that is not
+/// UTF-8 as `\xNN`, and a backslash or control character escaped as well, so that two names are
+/// never shown alike (a lossy conversion shows every bad byte as the same `\u{fffd}`) and a
+/// name cannot start a new line in a marker.
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .take(MAX_PATH)
-        .collect()
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' || c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.chars().take(MAX_PATH).collect()
 }
 
 /// Bytes one way through an open file, hashed while they come in order.
@@ -134,6 +155,8 @@ struct OpenFile {
     failed_writes: u64,
     /// Part of a server-side copy (`copy-data`).
     copied: bool,
+    /// Its close was asked for: later requests naming the handle are not about this file.
+    closing: bool,
 }
 
 impl OpenFile {
@@ -168,6 +191,7 @@ enum Pending {
         path: String,
         pflags: u32,
     },
+    Opendir,
     Read {
         handle: Vec<u8>,
         offset: u64,
@@ -183,6 +207,8 @@ enum Pending {
         code: Code,
         details: Vec<(&'static str, Value)>,
     },
+    /// A request the audit does not report; its id is in flight all the same.
+    Untracked,
 }
 
 /// The audit of one sftp channel.
@@ -192,6 +218,10 @@ pub struct SftpAudit {
     replies: Framer,
     pending: HashMap<u32, Pending>,
     files: HashMap<Vec<u8>, OpenFile>,
+    /// Directory handles the target gave (OPENDIR): known, but not files.
+    dirs: HashSet<Vec<u8>>,
+    /// OPEN requests awaiting their reply.
+    opening: usize,
     stopped: bool,
 }
 
@@ -206,6 +236,12 @@ enum Lost {
     Files,
     #[error("SFTP version {0} (only version 3 is audited)")]
     Version(u32),
+    #[error("request id {0} reused while its request awaits a reply")]
+    Reused(u32),
+    #[error("a request names a handle the target has not given while a file is being opened")]
+    EarlyHandle,
+    #[error("the target gave a handle that is still open")]
+    HandleInUse,
 }
 
 impl SftpAudit {
@@ -252,6 +288,8 @@ impl SftpAudit {
         let open: Vec<String> = self.files.values().map(|f| f.path.clone()).collect();
         self.pending.clear();
         self.files.clear();
+        self.dirs.clear();
+        self.opening = 0;
         self.requests = Framer::default();
         self.replies = Framer::default();
         Found {
@@ -279,137 +317,136 @@ impl SftpAudit {
     }
 
     fn expect(&mut self, id: u32, p: Pending) -> Result<(), Lost> {
-        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&id) {
+        if self.pending.contains_key(&id) {
+            return Err(Lost::Reused(id));
+        }
+        if self.pending.len() >= MAX_PENDING {
             return Err(Lost::Pending);
+        }
+        if matches!(p, Pending::Open { .. }) {
+            self.opening += 1;
         }
         self.pending.insert(id, p);
         Ok(())
     }
 
+    /// The request `id` awaited, now that its reply came.
+    fn take(&mut self, id: u32) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        if matches!(p, Pending::Open { .. }) {
+            self.opening = self.opening.saturating_sub(1);
+        }
+        Some(p)
+    }
+
+    /// The open file a request's `handle` names, if the audit follows one. A handle it does not
+    /// know fails at the target, unless an OPEN awaits its reply: then it may be that file's.
+    fn file(&mut self, handle: &[u8]) -> Result<Option<&mut OpenFile>, Lost> {
+        if self.files.get(handle).is_some_and(|f| !f.closing) {
+            return Ok(self.files.get_mut(handle));
+        }
+        if self.opening > 0 && !self.dirs.contains(handle) {
+            return Err(Lost::EarlyHandle);
+        }
+        Ok(None)
+    }
+
     fn on_request(&mut self, r: Request<'_>) -> Result<(), Lost> {
         let op = |code, details| Pending::Op { code, details };
-        match r {
-            Request::Init { version } => {
-                if version < 3 {
-                    return Err(Lost::Version(version));
+        let Some(id) = r.id() else {
+            return match r {
+                Request::Init { version } if version < 3 => Err(Lost::Version(version)),
+                _ => Ok(()),
+            };
+        };
+        let pending = match r {
+            Request::Init { .. } | Request::Other { .. } => Pending::Untracked,
+            Request::Open { path, pflags, .. } => Pending::Open {
+                path: text(path),
+                pflags,
+            },
+            Request::Opendir { .. } => Pending::Opendir,
+            Request::Close { handle, .. } => {
+                if let Some(f) = self.file(handle)? {
+                    f.closing = true;
                 }
-            }
-            Request::Open { id, path, pflags } => self.expect(
-                id,
-                Pending::Open {
-                    path: text(path),
-                    pflags,
-                },
-            )?,
-            Request::Close { id, handle } => self.expect(
-                id,
+                self.dirs.remove(handle);
                 Pending::Close {
                     handle: handle.to_vec(),
-                },
-            )?,
-            Request::Read { id, handle, offset } => {
-                if self.files.contains_key(handle) {
-                    self.expect(
-                        id,
-                        Pending::Read {
-                            handle: handle.to_vec(),
-                            offset,
-                        },
-                    )?;
                 }
             }
+            Request::Read { handle, offset, .. } => match self.file(handle)? {
+                Some(_) => Pending::Read {
+                    handle: handle.to_vec(),
+                    offset,
+                },
+                None => Pending::Untracked,
+            },
             Request::Write {
-                id,
                 handle,
                 offset,
                 data,
-            } => {
-                if let Some(f) = self.files.get_mut(handle) {
+                ..
+            } => match self.file(handle)? {
+                Some(f) => {
                     f.written.add(offset, data);
-                    self.expect(
-                        id,
-                        Pending::Write {
-                            handle: handle.to_vec(),
-                        },
-                    )?;
+                    Pending::Write {
+                        handle: handle.to_vec(),
+                    }
                 }
-            }
-            Request::Remove { id, path } => {
-                self.expect(id, op(Code::SftpRemove, vec![("path", json!(text(path)))]))?
-            }
-            Request::Rename { id, from, to } => self.expect(
-                id,
-                op(
-                    Code::SftpRename,
-                    vec![("from", json!(text(from))), ("to", json!(text(to)))],
-                ),
-            )?,
-            Request::Mkdir { id, path } => {
-                self.expect(id, op(Code::SftpMkdir, vec![("path", json!(text(path)))]))?
-            }
-            Request::Rmdir { id, path } => {
-                self.expect(id, op(Code::SftpRmdir, vec![("path", json!(text(path)))]))?
-            }
-            Request::Setstat { id, path, attrs } => self.expect(
-                id,
-                op(
+                None => Pending::Untracked,
+            },
+            Request::Remove { path, .. } => op(Code::SftpRemove, vec![("path", json!(text(path)))]),
+            Request::Rename { from, to, .. } => op(
+                Code::SftpRename,
+                vec![("from", json!(text(from))), ("to", json!(text(to)))],
+            ),
+            Request::Mkdir { path, .. } => op(Code::SftpMkdir, vec![("path", json!(text(path)))]),
+            Request::Rmdir { path, .. } => op(Code::SftpRmdir, vec![("path", json!(text(path)))]),
+            Request::Setstat { path, attrs, .. } => op(
+                Code::SftpSetstat,
+                vec![
+                    ("path", json!(text(path))),
+                    ("set", json!(attrs.describe())),
+                ],
+            ),
+            // Only files the audit follows have a path to report.
+            Request::Fsetstat { handle, attrs, .. } => match self.file(handle)? {
+                Some(f) => op(
                     Code::SftpSetstat,
                     vec![
-                        ("path", json!(text(path))),
+                        ("path", json!(f.path.clone())),
                         ("set", json!(attrs.describe())),
                     ],
                 ),
-            )?,
-            Request::Fsetstat { id, handle, attrs } => {
-                // Only files the audit follows have a path to report.
-                if let Some(f) = self.files.get(handle) {
-                    let path = f.path.clone();
-                    self.expect(
-                        id,
-                        op(
-                            Code::SftpSetstat,
-                            vec![("path", json!(path)), ("set", json!(attrs.describe()))],
-                        ),
-                    )?;
-                }
-            }
+                None => Pending::Untracked,
+            },
             Request::Symlink {
-                id,
-                points_to,
-                link,
-            } => self.expect(
-                id,
-                op(
-                    Code::SftpSymlink,
-                    vec![
-                        ("path", json!(text(link))),
-                        ("points_to", json!(text(points_to))),
-                    ],
-                ),
-            )?,
-            Request::Hardlink { id, from, to } => self.expect(
-                id,
-                op(
-                    Code::SftpLink,
-                    vec![("from", json!(text(from))), ("to", json!(text(to)))],
-                ),
-            )?,
-            Request::CopyData { from, to } => {
-                if let Some(f) = self.files.get_mut(from) {
+                points_to, link, ..
+            } => op(
+                Code::SftpSymlink,
+                vec![
+                    ("path", json!(text(link))),
+                    ("points_to", json!(text(points_to))),
+                ],
+            ),
+            Request::Hardlink { from, to, .. } => op(
+                Code::SftpLink,
+                vec![("from", json!(text(from))), ("to", json!(text(to)))],
+            ),
+            Request::CopyData { from, to, .. } => {
+                if let Some(f) = self.file(from)? {
                     f.read.sequential = false;
                     f.copied = true;
                 }
-                if let Some(f) = self.files.get_mut(to) {
+                if let Some(f) = self.file(to)? {
                     f.written.sequential = false;
                     f.copied = true;
                 }
+                Pending::Untracked
             }
-            Request::Other { id } => {
-                // A reused id must not be matched to an older request's reply.
-                self.pending.remove(&id);
-            }
-        }
-        Ok(())
+        };
+        self.expect(id, pending)
     }
 
     fn on_reply(&mut self, r: Reply<'_>, found: &mut Vec<Found>) -> Result<(), Lost> {
@@ -423,10 +460,19 @@ impl SftpAudit {
             }
             Reply::Status { id, code, .. } => (id, Some(code)),
             Reply::Handle { id, handle } => {
-                if let Some(Pending::Open { path, pflags }) = self.pending.remove(&id) {
-                    if self.files.len() >= MAX_FILES && !self.files.contains_key(handle) {
+                let pending = self.take(id);
+                if matches!(pending, Some(Pending::Open { .. } | Pending::Opendir)) {
+                    if self.files.contains_key(handle) || self.dirs.contains(handle) {
+                        return Err(Lost::HandleInUse);
+                    }
+                    if self.files.len() + self.dirs.len() >= MAX_FILES {
                         return Err(Lost::Files);
                     }
+                }
+                if let Some(Pending::Opendir) = pending {
+                    self.dirs.insert(handle.to_vec());
+                }
+                if let Some(Pending::Open { path, pflags }) = pending {
                     found.push(Found {
                         code: Code::SftpOpen,
                         status: "ok".into(),
@@ -444,13 +490,14 @@ impl SftpAudit {
                             written: Tally::default(),
                             failed_writes: 0,
                             copied: false,
+                            closing: false,
                         },
                     );
                 }
                 return Ok(());
             }
             Reply::Data { id, data } => {
-                if let Some(Pending::Read { handle, offset }) = self.pending.remove(&id)
+                if let Some(Pending::Read { handle, offset }) = self.take(id)
                     && let Some(f) = self.files.get_mut(&handle)
                 {
                     f.read.add(offset, data);
@@ -459,7 +506,7 @@ impl SftpAudit {
             }
             Reply::Other { id } => (id, None),
         };
-        let Some(pending) = self.pending.remove(&id) else {
+        let Some(pending) = self.take(id) else {
             return Ok(());
         };
         let status_text = status.map_or_else(|| "unexpected reply".into(), status_name);
@@ -485,7 +532,7 @@ impl SftpAudit {
                 }
             }
             // EOF, or an error: nothing was read.
-            Pending::Read { .. } => {}
+            Pending::Read { .. } | Pending::Opendir | Pending::Untracked => {}
             Pending::Op { code, details } => found.push(Found {
                 code,
                 status: status_text,
@@ -698,6 +745,107 @@ mod tests {
         let mut a = SftpAudit::default();
         let f = a.reply(&u32b(u32::MAX));
         assert!(f[0].status.contains("longer than"), "{}", f[0].status);
+    }
+
+    fn open(id: u32, path: &[u8], pflags: u32) -> Vec<u8> {
+        packet(3, &[&u32b(id), &string(path), &u32b(pflags), &u32b(0)])
+    }
+
+    fn write(id: u32, handle: &[u8], offset: u64, data: &[u8]) -> Vec<u8> {
+        packet(
+            6,
+            &[&u32b(id), &string(handle), &u64b(offset), &string(data)],
+        )
+    }
+
+    fn codes(found: &[Found]) -> Vec<Code> {
+        found.iter().map(|f| f.code).collect()
+    }
+
+    /// What a hostile client can do to hide a file: each one is reported as not followed,
+    /// never as an operation on another file or with a wrong hash.
+    #[test]
+    fn what_it_cannot_tell_apart_stops_it() {
+        // An id reused while in flight: the first OPEN's handle would be given the second's path.
+        let mut a = SftpAudit::default();
+        let mut f = a.request(&open(5, b"/etc/cron.d/evil", 0x1a));
+        f.extend(a.request(&open(5, b"/tmp/harmless", 0x1)));
+        f.extend(a.reply(&packet(102, &[&u32b(5), &string(b"\0\0\0\0")])));
+        assert_eq!(codes(&f), [Code::SftpUnparsed], "{f:?}");
+        assert!(f[0].status.contains("reused"), "{}", f[0].status);
+        // ...or by a request the audit does not report (a STAT), which dropped the OPEN.
+        let mut a = SftpAudit::default();
+        let mut f = a.request(&open(5, b"/etc/cron.d/evil", 0x1a));
+        f.extend(a.request(&packet(17, &[&u32b(5), &string(b"/")])));
+        assert_eq!(codes(&f), [Code::SftpUnparsed], "{f:?}");
+
+        // A write to the handle the target is about to give (OpenSSH's are predictable),
+        // sent before the OPEN's reply: the file would close with 0 bytes and the empty hash.
+        let mut a = SftpAudit::default();
+        let mut f = a.request(
+            &[
+                open(1, b"/etc/cron.d/evil", 0x1a),
+                write(2, b"\0\0\0\0", 0, b"* * * * * root sh"),
+                packet(4, &[&u32b(3), &string(b"\0\0\0\0")]),
+            ]
+            .concat(),
+        );
+        f.extend(a.reply(&packet(102, &[&u32b(1), &string(b"\0\0\0\0")])));
+        assert_eq!(codes(&f), [Code::SftpUnparsed], "{f:?}");
+        assert!(f[0].status.contains("handle"), "{}", f[0].status);
+
+        // A handle closed, a file opened, a write to the old handle before the replies: the
+        // target gives the new file the old handle, so the write is the new file's.
+        let mut a = SftpAudit::default();
+        a.request(&open(1, b"/tmp/ok", 0x1a));
+        a.reply(&packet(102, &[&u32b(1), &string(b"H")]));
+        let f = a.request(
+            &[
+                packet(4, &[&u32b(2), &string(b"H")]),
+                open(3, b"/etc/cron.d/evil", 0x1a),
+                write(4, b"H", 0, b"* * * * * root sh"),
+            ]
+            .concat(),
+        );
+        assert_eq!(codes(&f), [Code::SftpUnparsed], "{f:?}");
+
+        // Positive control: a write to a closed handle with no OPEN in flight fails at the
+        // target and changes nothing; the audit goes on.
+        let mut a = SftpAudit::default();
+        a.request(&open(1, b"/tmp/ok", 0x1a));
+        a.reply(&packet(102, &[&u32b(1), &string(b"H")]));
+        a.request(&write(2, b"H", 0, b"abc"));
+        a.request(&packet(4, &[&u32b(3), &string(b"H")]));
+        assert!(a.request(&write(4, b"H", 3, b"late")).is_empty());
+        let f = a.reply(&[status(2, 0), status(3, 0), status(4, 4)].concat());
+        assert_eq!(codes(&f), [Code::SftpClose], "{f:?}");
+        assert_eq!(detail(&f[0], "write_bytes"), 3);
+        assert_eq!(detail(&f[0], "write_sha256"), &json!(sha(b"abc")));
+        // A listing's handle, pipelined with an OPEN, is not mistaken for an early one.
+        a.request(&packet(11, &[&u32b(5), &string(b"/tmp")]));
+        a.reply(&packet(102, &[&u32b(5), &string(b"D")]));
+        let mut f = a.request(&open(6, b"/tmp/ok", 0x1));
+        f.extend(a.request(&packet(12, &[&u32b(7), &string(b"D")])));
+        f.extend(a.request(&packet(4, &[&u32b(8), &string(b"D")])));
+        f.extend(a.reply(&packet(102, &[&u32b(6), &string(b"H")])));
+        assert_eq!(codes(&f), [Code::SftpOpen], "{f:?}");
+        // The target giving a handle still open is not followed either.
+        let f = a.request(&open(9, b"/tmp/two", 0x1));
+        assert!(f.is_empty());
+        let f = a.reply(&packet(102, &[&u32b(9), &string(b"H")]));
+        assert_eq!(codes(&f), [Code::SftpUnparsed], "{f:?}");
+    }
+
+    /// Names that differ only in bytes that are not UTF-8, or that hold a newline, are shown
+    /// apart and on one line.
+    #[test]
+    fn paths_are_shown_exactly() {
+        assert_eq!(text(b"/etc/hosts"), "/etc/hosts");
+        assert_eq!(text("/tmp/caf\u{e9}".as_bytes()), "/tmp/caf\u{e9}");
+        assert_eq!(text(b"/etc/cron.d/\xff"), "/etc/cron.d/\\xff");
+        assert_ne!(text(b"/x/\xff"), text(b"/x/\xfe"));
+        assert_ne!(text(b"/x/\xff"), text(b"/x/\\xff"));
+        assert_eq!(text(b"/tmp/a\n(ok)"), "/tmp/a\\n(ok)");
     }
 
     #[test]

@@ -224,13 +224,42 @@ pub enum Request<'a> {
     },
     /// `copy-data`: the target copies between two open files; the bytes never cross.
     CopyData {
+        id: u32,
         from: &'a [u8],
         to: &'a [u8],
+    },
+    /// A directory opened for listing: its handle is one the audit must know, not a file's.
+    Opendir {
+        id: u32,
     },
     /// Anything else that carries a request id (stat, readdir, realpath, other extensions).
     Other {
         id: u32,
     },
+}
+
+impl Request<'_> {
+    /// The request id, which its reply repeats; `INIT` has none.
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Request::Init { .. } => None,
+            Request::Open { id, .. }
+            | Request::Close { id, .. }
+            | Request::Read { id, .. }
+            | Request::Write { id, .. }
+            | Request::Remove { id, .. }
+            | Request::Rename { id, .. }
+            | Request::Mkdir { id, .. }
+            | Request::Rmdir { id, .. }
+            | Request::Setstat { id, .. }
+            | Request::Fsetstat { id, .. }
+            | Request::Symlink { id, .. }
+            | Request::Hardlink { id, .. }
+            | Request::CopyData { id, .. }
+            | Request::Opendir { id }
+            | Request::Other { id } => Some(*id),
+        }
+    }
 }
 
 pub fn request(body: &[u8]) -> Result<Request<'_>, PacketError> {
@@ -271,6 +300,7 @@ pub fn request(body: &[u8]) -> Result<Request<'_>, PacketError> {
             handle: r.handle()?,
             attrs: r.attrs()?,
         },
+        11 => Request::Opendir { id },
         13 => Request::Remove {
             id,
             path: r.string()?,
@@ -315,6 +345,7 @@ pub fn request(body: &[u8]) -> Result<Request<'_>, PacketError> {
                 r.u64()?;
                 r.u64()?;
                 Request::CopyData {
+                    id,
                     from,
                     to: r.handle()?,
                 }
