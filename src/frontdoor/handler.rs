@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use russh::keys::ssh_key::Fingerprint;
@@ -10,7 +9,7 @@ use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Certificate, HashAlg};
 use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig, client};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::Shared;
 use super::refusal::AuthRefusal;
@@ -70,8 +69,8 @@ struct Admin {
 pub struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
-    unauth_permit: Option<OwnedSemaphorePermit>,
-    authenticated: Arc<AtomicBool>,
+    unauth_slot: Option<super::preauth::Slot>,
+    login: Arc<super::preauth::Login>,
     admin: Option<Admin>,
     channels: HashMap<ChannelId, ChannelState>,
     /// Port forwards this connection may hold at once.
@@ -96,14 +95,14 @@ impl Connection {
     pub fn new(
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
-        permit: OwnedSemaphorePermit,
-        authenticated: Arc<AtomicBool>,
+        slot: super::preauth::Slot,
+        login: Arc<super::preauth::Login>,
     ) -> Self {
         Self {
             shared,
             peer,
-            unauth_permit: Some(permit),
-            authenticated,
+            unauth_slot: Some(slot),
+            login,
             admin: None,
             channels: HashMap::new(),
             forwards: Arc::new(Semaphore::new(MAX_CHANNELS)),
@@ -725,8 +724,11 @@ impl Handler for Connection {
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> HResult {
-        self.authenticated.store(true, Ordering::SeqCst);
-        self.unauth_permit = None;
+        if !self.login.authenticate() {
+            // The grace ran out first: the connection is being cut off.
+            return Err(russh::Error::Disconnect);
+        }
+        self.unauth_slot = None;
         Ok(())
     }
 
