@@ -182,6 +182,11 @@ pub struct Limits {
     /// Of those, from one source (an IPv4 address or an IPv6 /64), so one source cannot take
     /// them all.
     pub max_unauthenticated_per_source: usize,
+    /// Refusals anyone can cause (CONN_LIMIT, AUTH_DENIED, LOGIN_TIMEOUT, console refusals)
+    /// logged one by one per code and source in each `audit_window`; the rest are summed up.
+    pub audit_events_per_source: u64,
+    #[serde(deserialize_with = "duration")]
+    pub audit_window: Duration,
     /// Time allowed for connecting and logging in to a target.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
@@ -196,6 +201,8 @@ impl Default for Limits {
             max_auth_attempts: 6,
             max_unauthenticated: 32,
             max_unauthenticated_per_source: 8,
+            audit_events_per_source: 20,
+            audit_window: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
         }
     }

@@ -221,3 +221,74 @@ fn one_source_cannot_take_every_slot() {
     let again = hostile(&env, "10.77.1.3", 1, &["version"; 3]);
     assert_eq!(again.line(10), "ready 3");
 }
+
+#[test]
+fn a_flood_of_refusals_is_summed_up_not_logged_one_by_one() {
+    let env = testbed!(Options {
+        max_unauthenticated_per_source: 1,
+        extra_limits: "audit_events_per_source = 3\naudit_window = \"2s\"\n",
+        ..Default::default()
+    });
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &env.ns_admin,
+            "addr",
+            "add",
+            "10.77.1.3/24",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // One connection holds the source's place; the next 30 are refused (CONN_LIMIT each).
+    let flood = hostile(&env, "10.77.1.3", 1, &["version"; 31]);
+    let mut refused = 0;
+    loop {
+        let line = flood.line(10);
+        if line.starts_with("ready") {
+            assert_eq!(line, "ready 1");
+            break;
+        }
+        refused += 1;
+    }
+    assert_eq!(refused, 30);
+    // Every refusal is in the log, one by one or in a summary, and the summary comes when the
+    // window ends although the flood has stopped.
+    let from_flood = |e: &serde_json::Value| {
+        e["source"]
+            .as_str()
+            .is_some_and(|s| s == "10.77.1.3" || s.starts_with("10.77.1.3:"))
+    };
+    let start = Instant::now();
+    let (logged, summed) = loop {
+        let audit = env.audit();
+        let logged = audit
+            .iter()
+            .filter(|e| e["code"] == "CONN_LIMIT" && from_flood(e))
+            .count();
+        let summed: u64 = audit
+            .iter()
+            .filter(|e| e["code"] == "CONN_LIMIT_SUPPRESSED" && from_flood(e))
+            .map(|e| Env::detail(e)["count"].as_u64().unwrap())
+            .sum();
+        if logged as u64 + summed == 30 {
+            break (logged, summed);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{logged} logged and {summed} summed of 30 refusals"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The flood spans one window or two.
+    assert!((3..=6).contains(&logged), "{logged} logged one by one");
+    assert!(summed >= 24, "{summed}");
+    // The same events from another source are still logged (here: the admin's own address).
+    let other = hostile(&env, "10.77.1.2", 1, &["version"; 2]);
+    assert_eq!(other.line(10), "refused 1");
+    env.wait_audit("CONN_LIMIT", |e| {
+        e["source"].as_str().unwrap().starts_with("10.77.1.2:")
+    });
+}

@@ -5,6 +5,7 @@
 //! them; codes never change meaning. Secrets never appear here.
 
 mod chain;
+pub mod flood;
 mod human;
 mod note;
 mod verify;
@@ -31,7 +32,7 @@ use crate::config::AuditSink;
 pub const TARGET: &str = "stapsteen::audit";
 
 /// Stable event codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     AuthOk,
     AuthDenied,
@@ -74,6 +75,11 @@ pub enum Code {
     KeyCounterRegression,
     KeyCounterZero,
     PolicyWarning,
+    ConnLimitSuppressed,
+    AuthDeniedSuppressed,
+    LoginTimeoutSuppressed,
+    ConsoleRefusedSuppressed,
+    ConsoleLoginFailedSuppressed,
 }
 
 impl Code {
@@ -120,6 +126,23 @@ impl Code {
             Code::KeyCounterRegression => "KEY_COUNTER_REGRESSION",
             Code::KeyCounterZero => "KEY_COUNTER_ZERO",
             Code::PolicyWarning => "POLICY_WARNING",
+            Code::ConnLimitSuppressed => "CONN_LIMIT_SUPPRESSED",
+            Code::AuthDeniedSuppressed => "AUTH_DENIED_SUPPRESSED",
+            Code::LoginTimeoutSuppressed => "LOGIN_TIMEOUT_SUPPRESSED",
+            Code::ConsoleRefusedSuppressed => "CONSOLE_REFUSED_SUPPRESSED",
+            Code::ConsoleLoginFailedSuppressed => "CONSOLE_LOGIN_FAILED_SUPPRESSED",
+        }
+    }
+
+    /// The summary code of a code anyone on the network can cause in bulk (see [`flood`]).
+    pub fn suppressed(self) -> Option<Code> {
+        match self {
+            Code::ConnLimit => Some(Code::ConnLimitSuppressed),
+            Code::AuthDenied => Some(Code::AuthDeniedSuppressed),
+            Code::LoginTimeout => Some(Code::LoginTimeoutSuppressed),
+            Code::ConsoleRefused => Some(Code::ConsoleRefusedSuppressed),
+            Code::ConsoleLoginFailed => Some(Code::ConsoleLoginFailedSuppressed),
+            _ => None,
         }
     }
 }
@@ -201,7 +224,11 @@ impl Event {
         self.with_code(code).emit();
     }
 
+    /// Writes the event, unless it is one too many of a flood from its source (see [`flood`]).
     pub fn emit(self) {
+        if !flood::admit(&self) {
+            return;
+        }
         let detail = serde_json::Value::Object(self.detail).to_string();
         tracing::info!(
             target: TARGET,
