@@ -77,6 +77,9 @@ pub struct Connection {
     forwards: Arc<Semaphore>,
     /// Why the last verified key was refused, for the admin's SSH banner.
     rejection: Option<&'static str>,
+    /// Requests and window changes this connection may still make (see [`super::budget`]).
+    requests: super::budget::Bucket,
+    window_changes: super::budget::Bucket,
 }
 
 type HResult<T = ()> = Result<T, russh::Error>;
@@ -107,7 +110,18 @@ impl Connection {
             channels: HashMap::new(),
             forwards: Arc::new(Semaphore::new(MAX_CHANNELS)),
             rejection: None,
+            requests: super::budget::requests(),
+            window_changes: super::budget::window_changes(),
         }
+    }
+
+    /// Takes one of the connection's requests; a connection that floods is closed.
+    fn spend(&mut self, what: &str) -> HResult {
+        if self.requests.take(self.shared.app.clock.now()) {
+            return Ok(());
+        }
+        self.request_denied(&format!("request flood ({what}): connection closed"));
+        Err(russh::Error::Disconnect)
     }
 
     fn denied(&self, user: &str, fingerprint: Option<Fingerprint>, reason: AuthRefusal) {
@@ -765,6 +779,7 @@ impl Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> HResult {
+        self.spend("x11_channel")?;
         self.request_denied("x11_channel");
         reply
             .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -894,6 +909,7 @@ impl Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> HResult {
+        self.spend("streamlocal_forwarding")?;
         self.request_denied("streamlocal_forwarding");
         reply
             .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -907,16 +923,19 @@ impl Handler for Connection {
         _port: &mut u32,
         _session: &mut Session,
     ) -> HResult<bool> {
+        self.spend("remote_forwarding")?;
         self.request_denied("remote_forwarding");
         Ok(false)
     }
 
     async fn streamlocal_forward(&mut self, _path: &str, _session: &mut Session) -> HResult<bool> {
+        self.spend("remote_streamlocal_forwarding")?;
         self.request_denied("remote_streamlocal_forwarding");
         Ok(false)
     }
 
     async fn agent_request(&mut self, _id: ChannelId, _session: &mut Session) -> HResult<bool> {
+        self.spend("agent_forwarding")?;
         self.request_denied("agent_forwarding");
         Ok(false)
     }
@@ -930,6 +949,7 @@ impl Handler for Connection {
         _screen: u32,
         session: &mut Session,
     ) -> HResult {
+        self.spend("x11_forwarding")?;
         self.request_denied("x11_forwarding");
         session.channel_failure(id)
     }
@@ -945,6 +965,8 @@ impl Handler for Connection {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> HResult {
+        self.spend("pty")?;
+        let (cols, rows) = super::budget::clamp_pty(cols, rows);
         match self.channels.get_mut(&id) {
             Some(state) if !state.started => {
                 state.pty = Some(PtyRequest {
@@ -968,6 +990,7 @@ impl Handler for Connection {
         value: &str,
         session: &mut Session,
     ) -> HResult {
+        self.spend("env")?;
         match self.channels.get_mut(&id) {
             Some(state) if !state.started && env_allowed(name) && state.env.len() < 32 => {
                 state.env.push((name.to_owned(), value.to_owned()));
@@ -1004,6 +1027,10 @@ impl Handler for Connection {
         pix_height: u32,
         _session: &mut Session,
     ) -> HResult {
+        if !self.window_changes.take(self.shared.app.clock.now()) {
+            return Ok(());
+        }
+        let (cols, rows) = super::budget::clamp_pty(cols, rows);
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             if let Err(e) = lock(&live.transcript).resize(cols, rows) {
                 live.stop
@@ -1018,6 +1045,7 @@ impl Handler for Connection {
     }
 
     async fn signal(&mut self, id: ChannelId, signal: Sig, _session: &mut Session) -> HResult {
+        self.spend("signal")?;
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             let _ = live.writer.signal(signal).await;
         }

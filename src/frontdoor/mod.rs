@@ -10,6 +10,7 @@
 //! number (in total and per source) and in time, whatever they send (see [`preauth`]). Every
 //! accepted channel request is bound to the authenticated admin.
 
+mod budget;
 #[cfg(debug_assertions)]
 mod bypass;
 mod handler;
