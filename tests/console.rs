@@ -449,3 +449,43 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn a_slow_request_body_is_cut_off() {
+    let env = testbed!(console_options(""));
+    let reviewer = env.ns_reviewer.clone().unwrap();
+    env.wait_audit("CONSOLE_START", |_| true);
+    // Positive control: a body that comes gets its answer (a refusal of the unknown reviewer).
+    let (_, status, _) = curl(
+        &env,
+        &reviewer,
+        &[
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("origin: {}", url("")),
+            "-d",
+            r#"{"name":"nobody"}"#,
+            &url("/login/start"),
+        ],
+    );
+    assert_eq!(status, "403");
+    // A body that never ends: the head announces 100 bytes, one comes.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &reviewer, "python3"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/slow_body.py"
+        ))
+        .args([CONSOLE_IP, "8443", HOST, "/login/start", "40"])
+        .output()
+        .unwrap();
+    let answer = stdout(&out);
+    let (line, took) = answer.trim().split_once('|').unwrap();
+    assert!(line.starts_with("HTTP/1.1 408"), "{answer}");
+    let took: f64 = took.parse().unwrap();
+    assert!(
+        (9.0..20.0).contains(&took),
+        "answered after {took} s, not at the 10 s body timeout"
+    );
+}

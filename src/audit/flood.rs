@@ -7,7 +7,7 @@
 //! when its window ends (at the next event or the next timer tick, whichever is first) or at
 //! shutdown, so no refusal goes uncounted. At most `max_sources` sources are tracked per window;
 //! events from further sources share one "other" source. Events without a source are never
-//! limited.
+//! limited. A source is an IPv4 address or an IPv6 /64 ([`crate::net::source_of`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -176,7 +176,11 @@ pub(super) fn admit(event: &Event) -> bool {
     if event.code.suppressed().is_none() {
         return true;
     }
-    let Ok(source) = event.source.parse::<SocketAddr>().map(|a| a.ip()) else {
+    let Ok(source) = event
+        .source
+        .parse::<SocketAddr>()
+        .map(|a| crate::net::source_of(a.ip()))
+    else {
         return true;
     };
     let (admitted, ended) = lock(&g.limiter).admit(event.code, source, g.clock.now());

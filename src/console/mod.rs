@@ -4,12 +4,12 @@
 //! - TLS 1.3 only; every response carries HSTS, a strict CSP and no-sniff/no-frame headers.
 //! - Every page except login, enrolment and the static assets needs a console login. Only a
 //!   WebAuthn assertion with user verification, from a key enrolled for a reviewer named in the
-//!   policy in force, gives one. It ends after `idle_timeout` without a request, at logout, or
-//!   when the reviewer is no longer in the policy.
+//!   policy in force, gives one. It ends after `idle_timeout` without a request (a live view is
+//!   none), at logout, or when the reviewer is no longer in the policy.
 //! - Requests other than GET must carry the console's own `Origin`.
 //! - Recording ids from URLs are parsed into [`SessionId`] before they touch the file system.
-//! - Request bodies and headers are bounded; connections that do not finish the TLS handshake in
-//!   time are closed.
+//! - Request bodies and headers are bounded in size and in time; connections that do not finish
+//!   the TLS handshake in time are closed.
 //! - Every console action is an audit event (`CONSOLE_*`), naming the reviewer and the source.
 
 mod assets;
@@ -67,6 +67,9 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a request head (hyper's header timeout) and, after it, for its body.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An enrolment waiting for the browser: who, under which user handle, the WebAuthn state.
 type Enrolling = (ReviewerName, Uuid, PasskeyRegistration);
@@ -92,6 +95,13 @@ impl Console {
         let policy = self.shared.policy();
         self.logins
             .check(token, |r| policy.reviewer(r.as_str()).is_some())
+    }
+
+    /// The same, for a live view: not counted as activity.
+    fn watch_login(&self, token: &str) -> Check {
+        let policy = self.shared.policy();
+        self.logins
+            .peek(token, |r| policy.reviewer(r.as_str()).is_some())
     }
 }
 
@@ -241,18 +251,47 @@ async fn accept_loop(
             else {
                 return;
             };
-            let service =
-                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    router.clone().oneshot(req.map(axum::body::Body::new))
-                });
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let router = router.clone();
+                async move {
+                    let (mut parts, body) = req.into_parts();
+                    parts.extensions.insert(ConnectInfo(peer));
+                    let body = match read_body(body).await {
+                        Ok(b) => b,
+                        Err(refused) => return Ok(refused),
+                    };
+                    router
+                        .oneshot(Request::from_parts(parts, axum::body::Body::from(body)))
+                        .await
+                }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
         });
+    }
+}
+
+/// A request's whole body, read before any handler runs: at most [`MAX_BODY`] bytes within
+/// [`BODY_TIMEOUT`], so a slow or endless body cannot hold a connection (and its place among
+/// [`MAX_CONNECTIONS`]).
+async fn read_body(body: hyper::body::Incoming) -> Result<axum::body::Bytes, Response> {
+    let read = axum::body::to_bytes(axum::body::Body::new(body), MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(with_headers(
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or broken",
+            )
+                .into_response(),
+        )),
+        Err(_) => Err(with_headers(
+            (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
+        )),
     }
 }
 

@@ -8,13 +8,11 @@
 //! drops the handler (and with it the slot) and closes the TCP connection. A connection is either
 //! authenticated or expired, never both ([`Login`]).
 //!
-//! A source is an IPv4 address, or an IPv6 /64: one host picks any address in its /64 at will
-//! (privacy addresses), so counting IPv6 per address would let one host take every slot.
-//! Counting per /64 puts the hosts of one IPv6 LAN in one share, which the total still bounds.
+//! A source is an IPv4 address, or an IPv6 /64 (see [`crate::net::source_of`] for why).
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +22,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::net::source_of;
 use crate::sync::lock;
 
 /// Why a connection got no slot.
@@ -102,18 +101,6 @@ impl Drop for Slot {
                 sources.remove(&self.source);
             }
         }
-    }
-}
-
-/// The source a connection is counted under: the IPv4 address (also when it comes as an
-/// IPv4-mapped IPv6 address), or the IPv6 /64.
-fn source_of(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
-        },
     }
 }
 
