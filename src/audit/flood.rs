@@ -148,7 +148,8 @@ pub fn install(
         clock,
     });
     async move {
-        let mut tick = tokio::time::interval(window);
+        // Often enough that a window ends at most a second late, whenever it started.
+        let mut tick = tokio::time::interval(window.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
