@@ -109,6 +109,20 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         e["session"] != done_id.as_str() && e["session"] != exec_id.as_str()
     });
     let live_id = started["session"].as_str().unwrap().to_owned();
+    // Another, watched at the end while the console login idles.
+    let _watched = env.spawn_ssh_pty(
+        "alice",
+        &[
+            "pacs01",
+            "for i in $(seq 1 300); do echo WATCH-MARK $i; sleep 1; done",
+        ],
+        json!([["expect", "WATCH-MARK 1"]]),
+    );
+    let started = env.wait_audit("SESSION_START", |e| {
+        let s = e["session"].as_str().unwrap_or_default();
+        s != done_id && s != exec_id && s != live_id
+    });
+    let watch_id = started["session"].as_str().unwrap().to_owned();
 
     let enrol = env.cli(&["console", "enrol", "c.visser"]);
     assert!(enrol.status.success(), "{}", common::stderr(&enrol));
@@ -134,6 +148,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         .env("CODE", &code)
         .env("DONE_ID", &done_id)
         .env("LIVE_ID", &live_id)
+        .env("WATCH_ID", &watch_id)
         .env("EXEC_ID", &exec_id)
         .env("FIND", "FINDME-42")
         .env("KILL_REASON", reason)
