@@ -504,3 +504,56 @@ fn a_slow_request_body_is_cut_off() {
         "answered after {took} s, not at the 10 s body timeout"
     );
 }
+
+#[test]
+fn one_source_cannot_hold_every_console_connection() {
+    let env = testbed!(console_options(""));
+    let reviewer = env.ns_reviewer.clone().unwrap();
+    env.wait_audit("CONSOLE_START", |_| true);
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &reviewer,
+            "addr",
+            "add",
+            "10.77.3.3/24",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // 32 silent connections from one address hold its share (each until the TLS handshake
+    // timeout); one more from there is closed at once.
+    let mut hold = Command::new("ip")
+        .args(["netns", "exec", &reviewer, "python3"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/hold_tcp.py"
+        ))
+        .args([CONSOLE_IP, "8443", "10.77.3.2", "32", "8"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(hold.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "held 32");
+    assert_eq!(lines.next().unwrap().unwrap(), "extra closed");
+    let refused = env.wait_audit("CONSOLE_REFUSED", |e| {
+        e["reason"] == "too many connections from this source"
+    });
+    assert!(
+        refused["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.77.3.2:")
+    );
+    // Meanwhile a reviewer from another address is served.
+    let (rc, status, _) = curl(
+        &env,
+        &reviewer,
+        &["--interface", "10.77.3.3", &url("/login")],
+    );
+    assert_eq!((rc, status.as_str()), (0, "200"));
+    let _ = hold.kill();
+    let _ = hold.wait();
+}

@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::{Full, Slots};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -34,7 +35,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 use webauthn_rs::prelude::{PasskeyAuthentication, PasskeyRegistration, Url, Uuid};
 use webauthn_rs::{Webauthn, WebauthnBuilder};
@@ -64,8 +64,10 @@ pub enum ConsoleError {
 const MAX_BODY: usize = 64 * 1024;
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once, and from one source (IPv4 address or IPv6 /64); more are closed
+/// at once (`CONSOLE_REFUSED`), so one source cannot hold every connection.
 const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a request head (hyper's header timeout) and, after it, for its body.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -171,7 +173,7 @@ pub async fn start(shared: Arc<Bastion>) -> Result<Vec<tokio::task::JoinHandle<(
         shared,
     });
     let router = router(app.clone());
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Slots::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE));
     let mut tasks = Vec::new();
     let mut addrs = Vec::new();
     for l in listeners {
@@ -230,12 +232,9 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
-    limit: Arc<Semaphore>,
+    limit: Arc<Slots>,
 ) {
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -244,9 +243,22 @@ async fn accept_loop(
                 continue;
             }
         };
+        let slot = match limit.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                Event::new(Code::ConsoleRefused)
+                    .source(Some(peer))
+                    .reason(match full {
+                        Full::Total => "too many connections",
+                        Full::Source => "too many connections from this source",
+                    })
+                    .emit();
+                continue;
+            }
+        };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             else {
                 return;

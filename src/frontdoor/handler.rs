@@ -69,7 +69,7 @@ struct Admin {
 pub struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
-    unauth_slot: Option<super::preauth::Slot>,
+    unauth_slot: Option<crate::net::Slot>,
     login: Arc<super::preauth::Login>,
     admin: Option<Admin>,
     channels: HashMap<ChannelId, ChannelState>,
@@ -98,7 +98,7 @@ impl Connection {
     pub fn new(
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
-        slot: super::preauth::Slot,
+        slot: crate::net::Slot,
         login: Arc<super::preauth::Login>,
     ) -> Self {
         Self {

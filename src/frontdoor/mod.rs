@@ -43,13 +43,13 @@ pub struct Shared {
     ca_key: Secret<PrivateKey>,
     /// The last signature counter of each admin key.
     counters: Arc<CounterStore>,
-    unauthenticated: preauth::Slots,
+    unauthenticated: crate::net::Slots,
 }
 
 impl Shared {
     pub fn new(app: Arc<Bastion>, ca_key: Secret<PrivateKey>, counters: CounterStore) -> Self {
         let limits = &app.config.limits;
-        let unauthenticated = preauth::Slots::new(
+        let unauthenticated = crate::net::Slots::new(
             limits.max_unauthenticated,
             limits.max_unauthenticated_per_source,
         );
@@ -103,7 +103,12 @@ pub async fn accept_loop(
             Err(full) => {
                 Event::new(Code::ConnLimit)
                     .source(Some(peer))
-                    .reason(full.reason())
+                    .reason(match full {
+                        crate::net::Full::Total => "too many unauthenticated connections",
+                        crate::net::Full::Source => {
+                            "too many unauthenticated connections from this source"
+                        }
+                    })
                     .emit();
                 drop(stream);
                 continue;
@@ -127,7 +132,7 @@ async fn serve_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     config: Arc<ServerConfig>,
-    slot: preauth::Slot,
+    slot: crate::net::Slot,
 ) {
     let login = Arc::new(preauth::Login::default());
     let grace = shared.app.config.limits.login_grace;

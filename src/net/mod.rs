@@ -3,6 +3,10 @@
 //! Invariant: a connection into the management network carries its grant's firewall mark from
 //! before its first packet, so the kernel's output rules judge every packet of it.
 
+mod slots;
+
+pub use slots::{Full, Slot, Slots};
+
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use tokio::net::{TcpSocket, TcpStream};
