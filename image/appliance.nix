@@ -90,6 +90,54 @@ in
     SizeMinBytes = "4G";
   };
 
+  # Storage classes: the journal and the recordings on partitions of their own, so that a flood
+  # of recordings (or of log lines) never takes the space the audit chain, on `state`, needs.
+  # Recordings take most of the disk (Weight). Priority 1: on an appliance whose `state` already
+  # took the whole disk, repart drops these instead of failing, and everything stays on `state`
+  # (the mounts are nofail; the daemon's min_free_bytes still keeps the chain's space there).
+  systemd.repart.partitions."40-journal" = {
+    Type = "linux-generic";
+    Format = "ext4";
+    Label = "journal";
+    SizeMinBytes = "1G";
+    SizeMaxBytes = "4G";
+    Priority = "1";
+  };
+  systemd.repart.partitions."50-recordings" = {
+    Type = "linux-generic";
+    Format = "ext4";
+    Label = "recordings";
+    SizeMinBytes = "4G";
+    Weight = "8000";
+    Priority = "1";
+  };
+  fileSystems."/var/log/journal" = {
+    device = "/dev/disk/by-partlabel/journal";
+    fsType = "ext4";
+    options = [ "nosuid" "nodev" "noexec" "nofail" ];
+  };
+  # state_dir/recordings of the daemon's DynamicUser state directory.
+  fileSystems."/var/lib/private/stapsteen/recordings" = {
+    device = "/dev/disk/by-partlabel/recordings";
+    fsType = "ext4";
+    options = [ "nosuid" "nodev" "noexec" "nofail" ];
+  };
+  # A nofail mount is not waited for by local-fs.target: the daemon waits for it itself.
+  systemd.services.stapsteen.after = [ "var-lib-private-stapsteen-recordings.mount" ];
+  # The mounted file system's root belongs to root; the daemon's dynamic user must own it. "+"
+  # runs this with full privileges, after systemd has set up the state directory.
+  systemd.services.stapsteen.serviceConfig.ExecStartPre = [
+    "+${pkgs.writeShellScript "stapsteen-recordings-owner" ''
+      set -eu
+      d=/var/lib/private/stapsteen/recordings
+      ${pkgs.coreutils}/bin/mkdir -p "$d"
+      ${pkgs.coreutils}/bin/chown --reference=/var/lib/private/stapsteen "$d"
+      ${pkgs.coreutils}/bin/chmod 0700 "$d"
+    ''}"
+  ];
+  # Making the mount point creates /var/lib/private 0755; systemd wants it 0700.
+  systemd.tmpfiles.rules = [ "d /var/lib/private 0700 root root -" ];
+
   # --- no way in but the bastion itself ------------------------------------
   services.openssh.enable = false;
   security.sudo.enable = false;

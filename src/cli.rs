@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::audit::{Code, Event, NoteVerifier, read_lines, verify_chain};
+use crate::audit::{Code, Event, NoteVerifier, Start, read_segments, verify_segments};
 use crate::config::Config;
 use crate::firewall::Enforcer;
 use crate::ids::SessionId;
@@ -168,13 +168,18 @@ enum ConsoleCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every entry's signature, sequence and link to the one before; exit 1 on a finding.
+    /// Check every entry's signature, sequence and link to the one before, across the chain's
+    /// segments; exit 1 on a finding.
     Verify {
         #[arg(long, short, env = "STAPSTEEN_CONFIG")]
         config: PathBuf,
         /// The signing key's public half (default: the configured signing key with `.pub`).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Start from this signed checkpoint (an entry's note, as in the off-site copy's
+        /// `audit/SEQ.note` or a CHECKPOINT event): earlier entries and segments are not needed.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -312,8 +317,8 @@ pub fn main() -> ExitCode {
         Command::Firewall { command } => firewall(command),
         Command::Recordings { command } => recordings(command),
         Command::Audit {
-            command: AuditCommand::Verify { config, key },
-        } => audit_verify(&config, key.as_deref()),
+            command: AuditCommand::Verify { config, key, from },
+        } => audit_verify(&config, key.as_deref(), from.as_deref()),
         Command::Console {
             command:
                 ConsoleCommand::Enrol {
@@ -566,6 +571,7 @@ struct OffsiteCheck {
 fn checked_chain(
     config: &Config,
     key: Option<&Path>,
+    from: Option<&Path>,
 ) -> Result<(crate::audit::ChainReport, Option<OffsiteCheck>)> {
     let pub_path = key.map(Path::to_owned).unwrap_or_else(|| {
         let mut p = config.signing_key.as_os_str().to_owned();
@@ -581,14 +587,30 @@ fn checked_chain(
     let public = russh::keys::PublicKey::from_openssh(text.trim())
         .with_context(|| format!("{} is not an OpenSSH public key", pub_path.display()))?;
     let verifier = NoteVerifier::from_public(&public)?;
+    let start = match from {
+        Some(f) => {
+            let note = std::fs::read(f).with_context(|| format!("checkpoint {}", f.display()))?;
+            Some(
+                Start::from_note(&note, &verifier)
+                    .with_context(|| format!("checkpoint {}", f.display()))?,
+            )
+        }
+        None => None,
+    };
     let path = config.chain_path();
-    let lines = read_lines(&path).with_context(|| format!("audit chain {}", path.display()))?;
-    let report = verify_chain(&lines, &verifier);
+    let segments = read_segments(&path, start.map_or(0, |s| s.seq))
+        .with_context(|| format!("audit chain {}", path.display()))?;
+    let report = verify_segments(&segments, &verifier, start);
     let offsite = match &config.offsite {
         Some(cfg) => {
             let offsite = Offsite::new(cfg)?;
             let rt = runtime()?;
-            let comparison = rt.block_on(compare_chain(&offsite, &report, &verifier))?;
+            let comparison = rt.block_on(compare_chain(
+                &offsite,
+                &report,
+                &verifier,
+                start.map_or(0, |s| s.seq),
+            ))?;
             Some(OffsiteCheck {
                 offsite,
                 comparison,
@@ -600,9 +622,9 @@ fn checked_chain(
     Ok((report, offsite))
 }
 
-fn audit_verify(config: &Path, key: Option<&Path>) -> Result<()> {
+fn audit_verify(config: &Path, key: Option<&Path>, from: Option<&Path>) -> Result<()> {
     let config = Config::load(config)?;
-    let (report, offsite) = checked_chain(&config, key)?;
+    let (report, offsite) = checked_chain(&config, key, from)?;
     let chain = config.chain_path();
     let mut findings: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     if let Some(check) = &offsite {
@@ -634,7 +656,7 @@ fn audit_verify(config: &Path, key: Option<&Path>) -> Result<()> {
 
 fn recordings_verify(config: &Path, key: Option<&Path>, id: Option<&str>, all: bool) -> Result<()> {
     let config = Config::load(config)?;
-    let (report, offsite) = checked_chain(&config, key)?;
+    let (report, offsite) = checked_chain(&config, key, None)?;
     let mut findings = 0;
     for p in &report.problems {
         println!("audit chain {p}");
@@ -671,7 +693,11 @@ fn recordings_verify(config: &Path, key: Option<&Path>, id: Option<&str>, all: b
         let verdict = verify_recording(&store, id, &report);
         let mut ok = verdict.ok();
         let mut line = format!("{id}  {verdict}");
-        if let Some(check) = &offsite {
+        // A pruned recording's off-site copy follows the store's own lifecycle rule.
+        if let Some(check) = offsite
+            .as_ref()
+            .filter(|_| !matches!(verdict, crate::recording::Verdict::Pruned { .. }))
+        {
             match check
                 .rt
                 .block_on(compare_recording(&check.offsite, &store, id))?

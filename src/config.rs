@@ -135,6 +135,22 @@ pub struct RecordingConfig {
     pub checkpoint_interval: Duration,
     /// ...and after at most this many bytes.
     pub checkpoint_bytes: u64,
+    /// Recordings are deleted this many days after their session ended (a signed `pruned`
+    /// entry says so); unset: kept for ever.
+    pub retention_days: Option<std::num::NonZeroU32>,
+    /// The audit chain's live segment is closed at this size and a new one begun.
+    pub chain_segment_bytes: std::num::NonZeroU64,
+    /// A channel without a terminal (a command, `ssh -T`, scp) is recorded up to this many bytes
+    /// per direction; past it only counts and SHA-256 are kept (binary and bulk streams).
+    pub max_channel_bytes: u64,
+    /// A session whose recording grows past this many bytes is ended (`RECORDING_QUOTA`).
+    pub max_bytes_per_session: u64,
+    /// An admin whose recordings of the day (Europe/Amsterdam) reach this many bytes has the
+    /// recording session ended and new ones refused until midnight (`RECORDING_QUOTA`).
+    pub max_bytes_per_admin_per_day: u64,
+    /// Recorded sessions are refused, and ended, when the recordings directory's file system has
+    /// less free space than this: the audit chain and the journal keep theirs.
+    pub min_free_bytes: u64,
 }
 
 impl Default for RecordingConfig {
@@ -143,6 +159,15 @@ impl Default for RecordingConfig {
             on_failure: OnFailure::EndSessions,
             checkpoint_interval: Duration::from_secs(10),
             checkpoint_bytes: 4 << 20,
+            retention_days: None,
+            chain_segment_bytes: std::num::NonZeroU64::new(crate::audit::DEFAULT_SEGMENT_BYTES)
+                .unwrap_or(std::num::NonZeroU64::MIN),
+            max_channel_bytes: 64 << 20,
+            max_bytes_per_session: 1 << 30,
+            max_bytes_per_admin_per_day: 8 << 30,
+            // The chain and the journal need little (a checkpoint entry is under 1 KiB), and
+            // journald keeps its own 15 % free on top.
+            min_free_bytes: 256 << 20,
         }
     }
 }
@@ -190,6 +215,12 @@ pub struct Limits {
     /// Time allowed for connecting and logging in to a target.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Authenticated connections one admin may hold at once (`ADMIN_LIMIT`).
+    pub max_connections_per_admin: usize,
+    /// Sessions (shell, command, file transfer) one admin may run at once (`ADMIN_LIMIT`).
+    pub max_sessions_per_admin: usize,
+    /// Port forwards one admin may hold at once (`ADMIN_LIMIT`).
+    pub max_forwards_per_admin: usize,
 }
 
 impl Default for Limits {
@@ -204,6 +235,11 @@ impl Default for Limits {
             audit_events_per_source: 20,
             audit_window: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            // Far above one person's terminals (the boot test opens 11 at once), far below what
+            // the unit's descriptor and memory ceilings allow.
+            max_connections_per_admin: 32,
+            max_sessions_per_admin: 64,
+            max_forwards_per_admin: 64,
         }
     }
 }

@@ -43,6 +43,34 @@ pub fn login(user: &str, command: &[u8]) {
     }
 }
 
+/// The SFTP file audit on a fuzzed conversation: each chunk is one byte (low bit: from the
+/// admin or from the target; the rest: the chunk's length) and that many bytes. Whatever comes,
+/// the audit stops at most once and then reports nothing more.
+pub fn sftp(data: &[u8]) -> usize {
+    use crate::audit::Code;
+    use crate::proxy::sftp::SftpAudit;
+    let mut audit = SftpAudit::default();
+    let mut found = Vec::new();
+    let mut rest = data;
+    while let Some((&head, tail)) = rest.split_first() {
+        let (chunk, after) = tail.split_at(usize::from(head >> 1).min(tail.len()));
+        found.extend(if head & 1 == 0 {
+            audit.request(chunk)
+        } else {
+            audit.reply(chunk)
+        });
+        rest = after;
+    }
+    found.extend(audit.finish());
+    if let Some(at) = found.iter().position(|f| f.code == Code::SftpUnparsed) {
+        assert_eq!(at, found.len() - 1, "reported after it stopped: {found:?}");
+    }
+    for f in &found {
+        let _ = f.label();
+    }
+    found.len()
+}
+
 /// The audit chain's parsers, with a signing key of its own.
 pub struct AuditFixture {
     signer: NoteSigner,
@@ -113,6 +141,7 @@ pub fn console(query: &str, events: &[u8]) {
         end: Some(jiff::Timestamp::UNIX_EPOCH),
         exit_status: Some(0),
         end_reason: None,
+        pty: true,
     };
     for (_, label) in markers_of(&meta, &events) {
         assert!(!label.contains(['\r', '\n']), "marker {label:?}");
@@ -150,13 +179,14 @@ impl RecordingFixture {
             bytes: 1 << 30,
         };
         let mut r = Recorder::create(&store, &id, chain.clone(), cadence, (80, 24), "xterm", "t")?;
-        chain.append(Draft::new(Kind::Start).session(&id).seal(r.seal()))?;
+        r.seal_with(Draft::new(Kind::Start).session(&id))
+            .wait_blocking()?;
         for line in output.split_inclusive(|b| *b == b'\n') {
             r.output(line)?;
         }
         r.input(b"ls\r")?;
-        r.sync()?;
-        chain.append(Draft::new(Kind::End).session(&id).seal(r.seal()))?;
+        r.seal_with(Draft::new(Kind::End).session(&id))
+            .wait_blocking()?;
         drop(r);
         let report = verify_chain(&read_lines(chain.path())?, chain.verifier());
         let cast = std::fs::read(store.cast_path(&id))?;
@@ -327,6 +357,8 @@ mod tests {
             .filter(|s| a.verify(s, b"stapsteen fuzz challenge").is_some())
             .count();
         assert_eq!(verified, 1, "the software key's own attestation verifies");
+        let reported: usize = seeds("sftp").iter().map(|s| sftp(s)).sum();
+        assert!(reported > 0, "the sftp seeds hold file operations");
         for s in seeds("console") {
             let (query, events) = split_line(&s);
             console(&String::from_utf8_lossy(query), events);

@@ -67,11 +67,12 @@ pub async fn start(config: Config) -> Result<Running> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let clock = Arc::new(SystemClock);
-    let audit = Arc::new(AuditChain::open(
+    let audit = Arc::new(AuditChain::open_segmented(
         &config.chain_path(),
         signer,
         clock.clone(),
         config.recording.on_failure,
+        config.recording.chain_segment_bytes.get(),
     )?);
     let offsite = config.offsite.as_ref().map(Offsite::new).transpose()?;
     let server_config = Arc::new(server_config(&host_key, &config));
@@ -103,6 +104,14 @@ pub async fn start(config: Config) -> Result<Running> {
             o,
             app.audit.clone(),
             app.store.clone(),
+        )));
+    }
+    if let Some(days) = app.config.recording.retention_days {
+        tasks.push(tokio::spawn(crate::recording::run_retention(
+            app.store.clone(),
+            app.audit.clone(),
+            app.clock.clone(),
+            days.get(),
         )));
     }
     tasks.extend(crate::console::start(app.clone()).await?);
@@ -227,17 +236,22 @@ impl Running {
                     }
                 }
                 policy_warnings(&p);
-                self.app.set_policy(p);
+                // Incident response: what the new policy no longer allows (an admin, a key, a
+                // grant) ends at once, connections included.
+                let ended = self.app.set_policy(p);
                 Event::new(Code::PolicyLoaded)
                     .detail("file", path.display().to_string())
                     .emit();
-                // Incident response: a revoked admin or key loses its running sessions at once.
-                for (session, admin) in self.app.sessions.revoke(&self.app.policy()) {
-                    Event::new(Code::SessionRevoked)
-                        .admin(admin)
-                        .session(session)
-                        .reason("admin or key no longer in the policy")
-                        .emit();
+                for e in ended {
+                    let mut event = Event::new(Code::SessionRevoked)
+                        .admin(e.admin)
+                        .reason(e.revoked.to_string())
+                        .detail("removed", e.revoked.kind())
+                        .detail("ended", e.slot.as_str());
+                    if let Some(s) = e.session {
+                        event = event.session(s);
+                    }
+                    event.emit();
                 }
             }
             Err(e) => Event::new(Code::PolicyReloadFailed)

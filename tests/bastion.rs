@@ -4,7 +4,7 @@
 #[macro_use]
 mod common;
 
-use common::{BASTION, Env, Options, PACS01, stderr, stdout};
+use common::{BASTION, Env, Options, PACS01, held_session, stderr, stdout, wait_for_file};
 use serde_json::json;
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -763,6 +763,21 @@ fn recording_failure_refuses_session() {
             .contains("Accepted publickey"),
         "target never dialled"
     );
+    // That recording's failure is its session's alone: no storage alert. A command without a
+    // pty is recorded too, so it is refused the same way; once the directory is back, it runs.
+    assert!(!env.audit().iter().any(|e| e["code"] == "STORAGE_FAILED"));
+    let out = env.ssh("alice", &["pacs01", "echo", "ok"], None);
+    assert!(
+        stderr(&out).contains("session refused: the recording cannot be written"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    assert_eq!(
+        stdout(&env.ssh("alice", &["pacs01", "echo", "ok"], None)),
+        "ok\n"
+    );
 }
 
 #[test]
@@ -771,22 +786,14 @@ fn policy_reload_keeps_live_sessions_and_rejects_invalid_policy() {
     // The session lasts until the test has checked both reloads, so it cannot pass by having
     // ended before them.
     let release = env.path("release-live");
-    let live = {
-        let mut args = env.ssh_opts("agent.sock");
-        args.extend([
-            format!("alice@{BASTION}"),
-            "pacs01".into(),
-            held_session(&env.path("live-started"), &release, "survived"),
-        ]);
-        let ns = env.ns_admin.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new("ip")
-                .args(["netns", "exec", &ns, "ssh"])
-                .args(&args)
-                .output()
-                .unwrap()
-        })
-    };
+    let live = env.spawn_ssh(
+        "agent.sock",
+        &[
+            &format!("alice@{BASTION}"),
+            "pacs01",
+            &held_session(&env.path("live-started"), &release, "survived"),
+        ],
+    );
     wait_for_file(&env.path("live-started"));
     // An invalid policy is refused and the old one stays.
     std::fs::write(
@@ -807,44 +814,25 @@ fn policy_reload_keeps_live_sessions_and_rejects_invalid_policy() {
         stdout(&env.ssh("alice", &["pacs01", "echo", "still"], None)),
         "still\n"
     );
-    // A valid policy without alice's grant takes effect; the live session survives it.
-    let without = env.policy_text("").replace(
-        "groups = [\"pacs-beheer\"]\ntargets",
-        "admins = [\"bob\"]\ntargets",
+    // A valid policy that takes pacs-changed out of alice's grant takes effect; the live session
+    // on pacs01, which the grant still covers, survives it.
+    let narrower = env.policy_text("").replace(
+        "targets = [\"pacs01\", \"pacs-changed\"]",
+        "targets = [\"pacs01\"]",
     );
-    std::fs::write(env.path("policy.toml"), without).unwrap();
+    std::fs::write(env.path("policy.toml"), narrower).unwrap();
     env.reload();
     env.wait_audit("POLICY_LOADED", |_| true);
-    let out = env.ssh("alice", &["pacs01", "true"], None);
+    let out = env.ssh("alice", &["pacs-changed", "true"], None);
     assert!(stderr(&out).contains("no grant"), "{}", stderr(&out));
+    assert!(
+        !env.audit().iter().any(|e| e["code"] == "SESSION_REVOKED"),
+        "nothing was revoked"
+    );
     assert!(!live.is_finished(), "the live session ended early");
     std::fs::write(&release, b"").unwrap();
     let live = live.join().unwrap();
     assert_eq!(stdout(&live), "survived\n", "{}", stderr(&live));
-}
-
-/// A remote command that creates `started` and then waits (up to a minute) until the test
-/// creates `release` (the target runs on the same file system), then prints `done`; "timed-out"
-/// if the release never came.
-fn held_session(started: &std::path::Path, release: &std::path::Path, done: &str) -> String {
-    format!(
-        "touch '{}'; for i in $(seq 600); do [ -e '{}' ] && echo {done} && exit; sleep 0.1; done; echo timed-out",
-        started.display(),
-        release.display()
-    )
-}
-
-/// Waits (up to 15 s) for a file that a remote command creates.
-fn wait_for_file(file: &std::path::Path) {
-    let start = std::time::Instant::now();
-    while !file.exists() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(15),
-            "{} never appeared",
-            file.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -1068,24 +1056,16 @@ fn revoking_an_admin_ends_their_live_sessions() {
     });
     // Both sessions last until the test releases them: bob's can only end by revocation.
     let release = env.path("release");
-    let spawn = |agent: &'static str, user: &'static str, target: &'static str| {
-        let mut args = env.ssh_opts(agent);
-        args.extend([
-            format!("{user}@{BASTION}"),
-            target.into(),
-            format!(
-                "echo started; {}",
-                held_session(&env.path(&format!("{user}-started")), &release, "survived")
-            ),
-        ]);
-        let ns = env.ns_admin.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new("ip")
-                .args(["netns", "exec", &ns, "ssh"])
-                .args(&args)
-                .output()
-                .unwrap()
-        })
+    let spawn = |agent: &str, user: &str, target: &str| {
+        let held = held_session(&env.path(&format!("{user}-started")), &release, "survived");
+        env.spawn_ssh(
+            agent,
+            &[
+                &format!("{user}@{BASTION}"),
+                target,
+                &format!("echo started; {held}"),
+            ],
+        )
     };
     let bob = spawn("bob-agent.sock", "bob", "import01");
     let alice = spawn("agent.sock", "alice", "pacs01");

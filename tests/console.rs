@@ -90,11 +90,30 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
     let done = env.wait_audit("SESSION_END", |_| true);
     let done_id = done["session"].as_str().unwrap().to_owned();
 
-    // A command without a terminal: nothing to record, but its start and end are signed.
+    // A command without a terminal: recorded too.
     let out = env.ssh("alice", &["pacs01", "true"], None);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let exec = env.wait_audit("SESSION_END", |e| e["session"] != done_id.as_str());
     let exec_id = exec["session"].as_str().unwrap().to_owned();
+
+    // An sftp session: its file operations are listed on its page.
+    std::fs::write(env.path("put.txt"), b"for the file audit\n").unwrap();
+    let batch = format!(
+        "put {} {}\n",
+        env.path("put.txt").display(),
+        env.path("SFTP-PUT.txt").display()
+    );
+    let out = env.run(
+        "sftp",
+        "agent.sock",
+        &["-b", "-", &format!("alice+pacs01@{}", common::BASTION)],
+        Some(batch.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let sftp = env.wait_audit("SESSION_END", |e| {
+        e["session"] != done_id.as_str() && e["session"] != exec_id.as_str()
+    });
+    let sftp_id = sftp["session"].as_str().unwrap().to_owned();
 
     // A session that keeps printing until it is ended.
     let live = env.spawn_ssh_pty(
@@ -106,7 +125,9 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         json!([["expect", "LIVE-MARK 1"]]),
     );
     let started = env.wait_audit("SESSION_START", |e| {
-        e["session"] != done_id.as_str() && e["session"] != exec_id.as_str()
+        e["session"] != done_id.as_str()
+            && e["session"] != exec_id.as_str()
+            && e["session"] != sftp_id.as_str()
     });
     let live_id = started["session"].as_str().unwrap().to_owned();
     // Another, watched at the end while the console login idles.
@@ -150,6 +171,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         .env("LIVE_ID", &live_id)
         .env("WATCH_ID", &watch_id)
         .env("EXEC_ID", &exec_id)
+        .env("SFTP_ID", &sftp_id)
         .env("FIND", "FINDME-42")
         .env("KILL_REASON", reason)
         .env("IDLE_SECONDS", IDLE_SECONDS.to_string())

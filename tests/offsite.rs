@@ -251,3 +251,142 @@ fn store_down_then_back_loses_nothing_and_verify_compares() {
         "{text}"
     );
 }
+
+/// moto's S3 server in the bastion's namespace, on its loopback: it honours `If-None-Match: *`
+/// on PUT and on CompleteMultipartUpload, as AWS S3, MinIO and Ceph RGW do. (Garage 2.5, above,
+/// ignores the header and overwrites: checked by hand with curl.)
+struct Moto {
+    ns: String,
+    child: Child,
+}
+
+const MOTO: &str = "http://127.0.0.1:3902";
+
+impl Moto {
+    fn start(env: &Env) -> Moto {
+        let log = std::fs::File::create(env.path("moto.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &env.ns_bastion, "moto_server"])
+            .args(["-H", "127.0.0.1", "-p", "3902"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let moto = Moto {
+            ns: env.ns_bastion.clone(),
+            child,
+        };
+        wait_for("moto_server answers", || {
+            moto.s3(&["-X", "PUT"], "stapsteen").0 == "200"
+        });
+        moto
+    }
+
+    /// A signed request to `path` (bucket/key); the status and the body.
+    fn s3(&self, args: &[&str], path: &str) -> (String, String) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+            .arg(format!("{KEY_ID}:{SECRET}"))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            // Not curl's form type, which the server would parse away.
+            .args(["-H", "Content-Type: application/octet-stream"])
+            .args(args)
+            .arg(format!("{MOTO}/{path}"))
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (status.to_owned(), body.to_owned())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_copy_is_create_only_and_a_refused_overwrite_is_an_alert() {
+    if !common::prerequisites_with(&[common::Extra::Moto]) {
+        return;
+    }
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), SECRET).unwrap();
+    let env = Env::new(Options {
+        extra_config: format!(
+            "[offsite]\nendpoint = \"{MOTO}\"\nbucket = \"stapsteen\"\n\
+             prefix = \"bastion-test\"\naccess_key_id = \"{KEY_ID}\"\n\
+             secret_access_key_file = \"{}\"\n",
+            secret.path().display()
+        ),
+        ..Options::default()
+    });
+    // The store starts after the bastion (its namespace is the bastion's): the `open` entry
+    // goes up once it answers.
+    let moto = Moto::start(&env);
+    wait_for("the open entry off-site", || {
+        moto.s3(&[], "stapsteen/bastion-test/audit/000000000000.note")
+            .0
+            == "200"
+    });
+    // Someone else's object where the first session's start entry (seq 1) will go.
+    let planted = "bastion-test/audit/000000000001.note";
+    let (status, _) = moto.s3(
+        &["-X", "PUT", "--data-binary", "planted"],
+        &format!("stapsteen/{planted}"),
+    );
+    assert_eq!(status, "200");
+
+    let id = session(&env, "create-only");
+    let refused = env.wait_audit("OFFSITE_OVERWRITE_REFUSED", |_| true);
+    assert_eq!(Env::detail(&refused)["object"], "audit/000000000001.note");
+    // Not replaced.
+    assert_eq!(
+        moto.s3(&[], &format!("stapsteen/{planted}")),
+        ("200".to_owned(), "planted".to_owned())
+    );
+    // The entries after it went on, and `verify` names the one that differs.
+    wait_for("the whole chain off-site", || {
+        cli(&env, &["audit", "verify"])
+            .1
+            .contains(", 0 not sent yet")
+    });
+    let (ok, text) = cli(&env, &["audit", "verify"]);
+    assert!(
+        !ok && text.contains("off-site seq 1 does not verify with the signing key"),
+        "{text}"
+    );
+    // Positive control: the recording went up (a multipart upload, then a create-only copy).
+    wait_for("the recording off-site", || {
+        cli(&env, &["recordings", "verify", &id])
+            .1
+            .contains("off-site copy identical")
+    });
+
+    // Root on the appliance rewrites the recording and queues it to be sent again: the
+    // multipart copy's CompleteMultipartUpload carries If-None-Match, and the store refuses.
+    let cast = env.recordings_dir().join(format!("{id}.cast"));
+    let original = std::fs::read_to_string(&cast).unwrap();
+    std::fs::write(&cast, original.replace("create-only", "rewritten!!")).unwrap();
+    std::fs::write(env.path("state/audit/offsite.pending"), format!("{id}\n")).unwrap();
+    let refused = env.wait_audit("OFFSITE_OVERWRITE_REFUSED", |e| {
+        Env::detail(e)["object"] == format!("recordings/{id}.cast")
+    });
+    assert_eq!(refused["session"], id.as_str());
+    let (status, body) = moto.s3(&[], &format!("stapsteen/bastion-test/recordings/{id}.cast"));
+    assert!(
+        status == "200" && body.contains("create-only") && !body.contains("rewritten!!"),
+        "{status} {body}"
+    );
+}

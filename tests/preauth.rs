@@ -226,7 +226,7 @@ fn one_source_cannot_take_every_slot() {
 fn a_flood_of_refusals_is_summed_up_not_logged_one_by_one() {
     let env = testbed!(Options {
         max_unauthenticated_per_source: 1,
-        extra_limits: "audit_events_per_source = 3\naudit_window = \"2s\"\n",
+        extra_limits: "audit_events_per_source = 3\naudit_window = \"2s\"\n".into(),
         ..Default::default()
     });
     let out = Command::new("ip")

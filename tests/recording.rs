@@ -7,9 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{Env, Options, stderr, stdout};
+use common::{Env, Options, held_session, stderr, stdout, wait_for_file};
 use serde_json::json;
 
 fn fast_checkpoints() -> Options {
@@ -327,34 +327,28 @@ fn bursts_invalid_utf8_and_resize_storms_stay_valid_and_playable() {
     assert!(size > 50_000_000, "{size}");
 }
 
-/// Runs `args` in the bastion's mount namespace.
-fn in_bastion_mounts(env: &Env, args: &[&str]) -> Output {
-    Command::new("nsenter")
-        .args(["-t", &env.bastion_pid().to_string(), "-m"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
-fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
-    let env = testbed!(Options::default());
+fn full_disk_ends_the_writing_session_refuses_new_ones_and_recovers() {
+    // No free-space floor: this is about the write that fails (quotas.rs tests the floor).
+    let env = testbed!(Options {
+        extra_config: "[recording]\nmin_free_bytes = 0\n".into(),
+        ..Options::default()
+    });
     let dir = env.recordings_dir();
     let d = dir.to_str().unwrap();
     // A small file system under the recordings (in the bastion's own mount namespace, which
     // `ip netns exec` gave it; it goes away with the process).
-    let out = in_bastion_mounts(
-        &env,
-        &["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", d],
-    );
+    let out = env.in_bastion_mounts(&["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", d]);
     assert!(out.status.success(), "{}", stderr(&out));
-    // A quiet session, then one that fills the disk: both end.
+    // A quiet session, then one that fills the disk: only the one whose write failed ends.
+    let release = env.path("release");
+    let held = held_session(&env.path("quiet-started"), &release, "quiet-done");
     let quiet = env.spawn_ssh_pty(
         "alice",
-        &["pacs01", "echo quiet; sleep 60"],
-        json!([["expect", "quiet"]]),
+        &["pacs01", &format!("echo quiet; {held}")],
+        json!([["expect", "quiet-done"]]),
     );
-    env.wait_audit("SESSION_START", |_| true);
+    wait_for_file(&env.path("quiet-started"));
     let out = env.ssh_pty(
         "alice",
         &[
@@ -370,18 +364,18 @@ fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
         "{}",
         &text[text.len().saturating_sub(300)..]
     );
-    let failed = env.wait_audit("STORAGE_FAILED", |_| true);
+    let failed = env.wait_audit("RECORDING_FAILED", |_| true);
     assert!(
         failed["reason"].as_str().unwrap().contains("No space left"),
         "{failed}"
     );
-    let quiet = quiet.join().unwrap();
+    // The recordings' file system is that session's failure, not the shared chain's.
+    assert!(!env.audit().iter().any(|e| e["code"] == "STORAGE_FAILED"));
     assert!(
-        stdout(&quiet).contains("session ended"),
-        "the quiet session ends too: {}",
-        stdout(&quiet)
+        !quiet.is_finished(),
+        "the quiet session ended with the other"
     );
-    // New sessions are refused while the disk is full.
+    // New recorded sessions are refused while the disk is full.
     let out = env.ssh_pty(
         "alice",
         &["pacs01", "echo should-not-run"],
@@ -393,48 +387,49 @@ fn full_disk_ends_sessions_refuses_new_ones_and_recovers() {
         "{}",
         stdout(&out)
     );
-    // Space again (the filled recording is removed): sessions work.
-    let out = in_bastion_mounts(&env, &["sh", "-c", &format!("rm -f {d}/*.cast {d}/*.idx")]);
+    // Space again (the filled recording is emptied): sessions work, the quiet one too.
+    let script = format!(
+        "for f in {d}/*.cast; do [ $(stat -c %s \"$f\") -gt 50000 ] && : > \"$f\"; done; true"
+    );
+    let out = env.in_bastion_mounts(&["sh", "-c", &script]);
     assert!(out.status.success());
     let id = recorded(&env, "echo works-again");
     let cfg = env.path("stapsteen.toml");
-    let out = in_bastion_mounts(
-        &env,
-        &[
-            common::bin(),
-            "recordings",
-            "verify",
-            "--config",
-            cfg.to_str().unwrap(),
-            &id,
-        ],
-    );
+    let out = env.in_bastion_mounts(&[
+        common::bin(),
+        "recordings",
+        "verify",
+        "--config",
+        cfg.to_str().unwrap(),
+        &id,
+    ]);
     assert!(
         out.status.success() && stdout(&out).contains("sealed"),
         "{}",
         stdout(&out)
     );
+    std::fs::write(&release, b"").unwrap();
+    let quiet = quiet.join().unwrap();
+    assert!(stdout(&quiet).contains("quiet-done"), "{}", stdout(&quiet));
 }
 
 #[test]
 fn alert_and_continue_lets_sessions_go_on_unrecorded() {
     let env = testbed!(Options {
-        extra_config: "[recording]\non_failure = \"alert-and-continue\"\n".into(),
+        extra_config: "[recording]\non_failure = \"alert-and-continue\"\nmin_free_bytes = 0\n"
+            .into(),
         ..Options::default()
     });
     let d = env.recordings_dir();
-    let out = in_bastion_mounts(
-        &env,
-        &[
-            "mount",
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=64k",
-            "tmpfs",
-            d.to_str().unwrap(),
-        ],
-    );
+    let out = env.in_bastion_mounts(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=64k",
+        "tmpfs",
+        d.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = env.ssh_pty(
         "alice",
@@ -445,11 +440,14 @@ fn alert_and_continue_lets_sessions_go_on_unrecorded() {
         json!([["expect", "finished"]]),
     );
     assert!(stdout(&out).contains("finished"), "the session went on");
-    let failed = env.wait_audit("STORAGE_FAILED", |_| true);
-    assert_eq!(Env::detail(&failed)["on_failure"], "alert-and-continue");
+    // The alert: this recording's failure (the chain is fine, so no STORAGE_FAILED).
     env.wait_audit("RECORDING_FAILED", |e| {
-        e["reason"].as_str().unwrap().contains("goes on unrecorded")
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("goes on unrecorded (alert-and-continue)")
     });
+    assert!(!env.audit().iter().any(|e| e["code"] == "STORAGE_FAILED"));
 }
 
 /// Unmounts when dropped, so a failing test leaves no mount behind.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, if it is missing: OpenSSH server and client,
-# iproute2 (network namespaces), nftables, ping, python3 (terminal driver), asciinema (replay check),
+# iproute2 (network namespaces), nftables, ping, python3 (terminal driver) with its cryptography
+# module (the hostile-input suite's raw SSH client), asciinema (replay check),
 # Garage (an S3-compatible store, for the off-site copy tests) and cargo-fuzz (the fuzz targets),
 # built from crates.io; for the review console: OpenSSL headers (webauthn-rs), Node.js and npm
 # (the player is bundled from its npm package at build time; playwright-core drives the browser
@@ -13,6 +14,8 @@ have ssh && have scp && have sftp || missing+=(openssh-client)
 have ip || missing+=(iproute2)
 have nft || missing+=(nftables)
 have python3 || missing+=(python3)
+# The hostile-input suite's raw SSH client (tests/support/ssh_raw.py) does X25519 and AES-GCM.
+python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 have asciinema || missing+=(asciinema)
 have setsid && have nsenter || missing+=(util-linux)
 have cc || missing+=(gcc)
@@ -40,6 +43,12 @@ if ! have garage && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
   echo "building Garage (S3 store for the tests) from crates.io; this takes several minutes" >&2
   cargo install garage --version 2.5.0 --locked --debug \
     --no-default-features --features bundled-libs,sqlite >&2
+fi
+
+# moto's S3 server: a store that honours If-None-Match, for the create-only off-site copy test.
+if ! have moto_server; then
+  echo "installing moto[server] (S3 store with conditional writes) from PyPI" >&2
+  python3 -m pip install --quiet 'moto[server]==5.2.5' >&2
 fi
 
 # cargo-fuzz, for the fuzz targets in fuzz/ (fuzz/run, .ci/run).

@@ -3,12 +3,15 @@
 //! the review console both work on it; neither reaches into the other.
 //!
 //! Invariants: the policy is replaced whole, so a reader sees the old or the new one, never a
-//! mix; no session starts while the kernel rules are not in place ([`Bastion::mark_for`]); a storage
-//! failure of the audit chain ends every live session.
+//! mix, and what the new one no longer allows ends with the swap ([`LiveSessions`]); no session
+//! starts while the kernel rules are not in place ([`Bastion::mark_for`]); a storage failure of
+//! the audit chain ends every live session, a failure of one recording only its own session.
 
+mod quota;
+mod revocation;
 mod sessions;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::audit::AuditChain;
 use crate::clock::Clock;
@@ -17,15 +20,18 @@ use crate::firewall::Enforcer;
 use crate::policy::{GrantName, Policy};
 use crate::recording::RecordingStore;
 
-pub use sessions::{LiveSessions, Registration};
+pub use quota::{Charge, RecordingQuota};
+pub use revocation::{Access, Under, revoked};
+pub use sessions::{Ended, LiveSessions, Refused, Registration, Slot};
 
 pub struct Bastion {
     pub config: Config,
-    policy: RwLock<Arc<Policy>>,
     pub clock: Arc<dyn Clock>,
     pub store: RecordingStore,
     pub audit: Arc<AuditChain>,
+    /// The policy in force and what lives under it.
     pub sessions: Arc<LiveSessions>,
+    pub quota: Arc<RecordingQuota>,
     /// Kernel enforcement, when the config enables it.
     pub firewall: Option<Arc<Enforcer>>,
 }
@@ -39,34 +45,34 @@ impl Bastion {
         audit: Arc<AuditChain>,
     ) -> Self {
         let store = RecordingStore::new(config.recordings_dir());
-        let sessions: Arc<LiveSessions> = Arc::default();
+        let sessions = Arc::new(LiveSessions::new(policy, config.limits.clone()));
         let live = sessions.clone();
         audit.on_storage_failure(Box::new(move |reason| live.stop_all(reason)));
+        let quota = Arc::new(RecordingQuota::new(
+            &config.recording,
+            config.recordings_dir(),
+            clock.clone(),
+        ));
         Self {
             config,
-            policy: RwLock::new(Arc::new(policy)),
             clock,
             store,
             audit,
             sessions,
+            quota,
             firewall,
         }
     }
 
     /// The policy in force now.
     pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.sessions.policy()
     }
 
-    /// Replaces the policy; running sessions keep the grant they started with.
-    pub fn set_policy(&self, policy: Policy) {
-        match self.policy.write() {
-            Ok(mut p) => *p = Arc::new(policy),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
-        }
+    /// Replaces the policy and ends every connection, session and forward it no longer allows
+    /// (admin, key or grant gone, or the grant no longer covering it); returns what was ended.
+    pub fn set_policy(&self, policy: Policy) -> Vec<Ended> {
+        self.sessions.replace_policy(policy, self.clock.now())
     }
 
     /// The socket mark for connections under `grant`; `Err` with a reason while the kernel

@@ -1,5 +1,6 @@
 //! Audit floods: the refusals anyone on the network can cause (`CONN_LIMIT`, `AUTH_DENIED`,
-//! `LOGIN_TIMEOUT`, `CONSOLE_REFUSED`, `CONSOLE_LOGIN_FAILED`) are limited per source, so a flood
+//! `LOGIN_TIMEOUT`, `CONSOLE_REFUSED`, `CONSOLE_LOGIN_FAILED`), and the refused requests a
+//! logged-in client can repeat on new connections (`REQUEST_DENIED`), are limited per source, so a flood
 //! of them cannot push journald into its own rate limit, which would drop real events unseen.
 //!
 //! Invariants: in each window, the first `per_window` events of a code from a source are

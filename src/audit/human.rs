@@ -89,7 +89,7 @@ fn audit_line(time: &str, f: &Fields) -> String {
     for (key, value) in &detail {
         // The signed note and the content hashes are for `audit verify` and a SIEM, not for
         // reading.
-        if ["note", "sha256_in", "sha256_out"].contains(&key.as_str()) {
+        if ["note", "sha256_in", "sha256_out", "sha256_err"].contains(&key.as_str()) {
             continue;
         }
         if let Some(v) = shown(value) {

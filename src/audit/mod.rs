@@ -12,12 +12,15 @@ mod verify;
 
 #[cfg(test)]
 pub use chain::test_chain;
-pub use chain::{AuditChain, ChainError, Line, read_lines};
+pub use chain::{
+    Ack, AuditChain, ChainError, DEFAULT_SEGMENT_BYTES, Line, read_lines, read_segments,
+    segment_path, segments, seq_of,
+};
 pub use human::init_human;
 pub use note::{
     Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal, parse as parse_entry,
 };
-pub use verify::{ChainReport, Problem, verify_chain};
+pub use verify::{ChainReport, Problem, Start, verify_chain, verify_from, verify_segments};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -44,6 +47,8 @@ pub enum Code {
     SessionStart,
     SessionEnd,
     SessionRevoked,
+    AdminLimit,
+    RecordingQuota,
     RecordingFailed,
     RequestDenied,
     PolicyLoaded,
@@ -60,6 +65,7 @@ pub enum Code {
     StorageFailed,
     OffsiteFailed,
     OffsiteResumed,
+    OffsiteOverwriteRefused,
     ConsoleStart,
     ConsoleEnrolCode,
     ConsoleEnrolled,
@@ -80,6 +86,17 @@ pub enum Code {
     LoginTimeoutSuppressed,
     ConsoleRefusedSuppressed,
     ConsoleLoginFailedSuppressed,
+    RequestDeniedSuppressed,
+    SftpOpen,
+    SftpClose,
+    SftpRemove,
+    SftpRename,
+    SftpMkdir,
+    SftpRmdir,
+    SftpSetstat,
+    SftpSymlink,
+    SftpLink,
+    SftpUnparsed,
 }
 
 impl Code {
@@ -95,6 +112,8 @@ impl Code {
             Code::SessionStart => "SESSION_START",
             Code::SessionEnd => "SESSION_END",
             Code::SessionRevoked => "SESSION_REVOKED",
+            Code::AdminLimit => "ADMIN_LIMIT",
+            Code::RecordingQuota => "RECORDING_QUOTA",
             Code::RecordingFailed => "RECORDING_FAILED",
             Code::RequestDenied => "REQUEST_DENIED",
             Code::PolicyLoaded => "POLICY_LOADED",
@@ -111,6 +130,7 @@ impl Code {
             Code::StorageFailed => "STORAGE_FAILED",
             Code::OffsiteFailed => "OFFSITE_FAILED",
             Code::OffsiteResumed => "OFFSITE_RESUMED",
+            Code::OffsiteOverwriteRefused => "OFFSITE_OVERWRITE_REFUSED",
             Code::ConsoleStart => "CONSOLE_START",
             Code::ConsoleEnrolCode => "CONSOLE_ENROL_CODE",
             Code::ConsoleEnrolled => "CONSOLE_ENROLLED",
@@ -126,11 +146,22 @@ impl Code {
             Code::KeyCounterRegression => "KEY_COUNTER_REGRESSION",
             Code::KeyCounterZero => "KEY_COUNTER_ZERO",
             Code::PolicyWarning => "POLICY_WARNING",
+            Code::SftpOpen => "SFTP_OPEN",
+            Code::SftpClose => "SFTP_CLOSE",
+            Code::SftpRemove => "SFTP_REMOVE",
+            Code::SftpRename => "SFTP_RENAME",
+            Code::SftpMkdir => "SFTP_MKDIR",
+            Code::SftpRmdir => "SFTP_RMDIR",
+            Code::SftpSetstat => "SFTP_SETSTAT",
+            Code::SftpSymlink => "SFTP_SYMLINK",
+            Code::SftpLink => "SFTP_LINK",
+            Code::SftpUnparsed => "SFTP_UNPARSED",
             Code::ConnLimitSuppressed => "CONN_LIMIT_SUPPRESSED",
             Code::AuthDeniedSuppressed => "AUTH_DENIED_SUPPRESSED",
             Code::LoginTimeoutSuppressed => "LOGIN_TIMEOUT_SUPPRESSED",
             Code::ConsoleRefusedSuppressed => "CONSOLE_REFUSED_SUPPRESSED",
             Code::ConsoleLoginFailedSuppressed => "CONSOLE_LOGIN_FAILED_SUPPRESSED",
+            Code::RequestDeniedSuppressed => "REQUEST_DENIED_SUPPRESSED",
         }
     }
 
@@ -142,6 +173,7 @@ impl Code {
             Code::LoginTimeout => Some(Code::LoginTimeoutSuppressed),
             Code::ConsoleRefused => Some(Code::ConsoleRefusedSuppressed),
             Code::ConsoleLoginFailed => Some(Code::ConsoleLoginFailedSuppressed),
+            Code::RequestDenied => Some(Code::RequestDeniedSuppressed),
             _ => None,
         }
     }

@@ -8,12 +8,12 @@
 //! seq 17
 //! prev <hex SHA-256 of the previous entry's whole note; 64 zeros for seq 0>
 //! time 2026-11-23T12:00:00.123Z
-//! kind start|checkpoint|end|open
+//! kind start|checkpoint|end|open|pruned
 //! session <session id>
 //! lines <lines of the recording covered>
 //! bytes <bytes of the recording covered>
 //! chain <hex line-chain hash after those lines>
-//! admin|target|account|reason|sha256_in|sha256_out <value>
+//! admin|target|account|reason|sha256_in|sha256_out|sha256_err <value>
 //! ```
 //!
 //! The signing key is an Ed25519 key in OpenSSH format, like the host key; its note key name is
@@ -163,6 +163,9 @@ pub enum Kind {
     Checkpoint,
     /// The session ended; `lines` is the final count.
     End,
+    /// The session's recording was deleted because its retention period had passed; written
+    /// before the files are removed.
+    Pruned,
 }
 
 impl Kind {
@@ -172,6 +175,7 @@ impl Kind {
             Kind::Start => "start",
             Kind::Checkpoint => "checkpoint",
             Kind::End => "end",
+            Kind::Pruned => "pruned",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -180,6 +184,7 @@ impl Kind {
             "start" => Kind::Start,
             "checkpoint" => Kind::Checkpoint,
             "end" => Kind::End,
+            "pruned" => Kind::Pruned,
             _ => return None,
         })
     }
@@ -259,8 +264,10 @@ const FIELDS: &[&str] = &[
     "reason",
     "sha256_in",
     "sha256_out",
+    "sha256_err",
     "exit_status",
     "pid",
+    "retention_days",
 ];
 
 /// One line, printable: control characters become `?` (a note may not hold them).

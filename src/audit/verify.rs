@@ -1,26 +1,56 @@
 //! Verification of the audit chain: every entry signed by the appliance key, numbered without
 //! gaps or repeats, and naming the hash of the entry before it.
 //!
+//! The chain is read across its segments as one sequence, so a segment deleted shows as the
+//! entries it held missing, and one changed as entries changed, named by segment file and line.
+//! Verification may start from a signed checkpoint (an entry's note kept elsewhere: the off-site
+//! copy, the SIEM): the entries before it are not needed, so old segments can be archived.
+//!
 //! Limit: deleting entries at the end of the chain leaves a shorter chain that is still whole;
 //! only the copies elsewhere (journald forwarded to the SIEM, the off-site store) show it.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 
-use super::note::{Entry, NoteVerifier, note_hash, parse};
+use super::note::{Entry, NoteError, NoteVerifier, note_hash, parse};
 use super::{Line, Seal};
 use crate::ids::SessionId;
 
 /// Something wrong at a line of the chain file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Line in the segment (or, without one, in all the lines given).
     pub line: usize,
+    /// The segment file's name, when read from segments.
+    pub segment: Option<String>,
     pub what: String,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.what)
+        match &self.segment {
+            Some(s) => write!(f, "{s} line {}: {}", self.line, self.what),
+            None => write!(f, "line {}: {}", self.line, self.what),
+        }
+    }
+}
+
+/// Where verification starts: an entry known good from elsewhere (its signed note).
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    pub seq: u64,
+    hash: [u8; 32],
+}
+
+impl Start {
+    /// From an entry's signed note, checked with `verifier`.
+    pub fn from_note(note: &[u8], verifier: &NoteVerifier) -> Result<Self, NoteError> {
+        let entry = parse(&verifier.open(note)?)?;
+        Ok(Self {
+            seq: entry.seq,
+            hash: note_hash(note),
+        })
     }
 }
 
@@ -77,16 +107,57 @@ impl ChainReport {
     }
 }
 
-/// Checks the lines of a chain file.
+/// Checks the lines of a chain from its first entry.
 pub fn verify_chain(lines: &[String], verifier: &NoteVerifier) -> ChainReport {
+    verify_from(lines, verifier, None)
+}
+
+/// Checks the segments (as [`super::read_segments`] gives them), from `start` if given; problems
+/// name the segment file and its line.
+pub fn verify_segments(
+    segments: &[(PathBuf, Vec<String>)],
+    verifier: &NoteVerifier,
+    start: Option<Start>,
+) -> ChainReport {
+    let lines: Vec<String> = segments.iter().flat_map(|(_, l)| l.clone()).collect();
+    let mut report = verify_from(&lines, verifier, start);
+    for p in &mut report.problems {
+        let mut line = p.line;
+        for (path, l) in segments {
+            if line <= l.len() {
+                p.segment = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                p.line = line;
+                break;
+            }
+            line -= l.len();
+        }
+    }
+    report
+}
+
+/// Checks chain lines; with `start`, entries before it are passed over and the entry at it
+/// must be the one the checkpoint names.
+pub fn verify_from(lines: &[String], verifier: &NoteVerifier, start: Option<Start>) -> ChainReport {
     let mut report = ChainReport::default();
-    let mut expected = 0u64;
+    let mut expected = start.map_or(0, |s| s.seq);
     // The hash of the last entry that verified; `None` after a broken one, so one damaged entry
-    // is reported once, not again by the entry after it.
-    let mut prev: Option<[u8; 32]> = Some([0; 32]);
+    // is reported once, not again by the entry after it. From a checkpoint, the entry at it is
+    // checked against the checkpoint instead.
+    let mut prev: Option<[u8; 32]> = if start.is_some() { None } else { Some([0; 32]) };
     for (i, text) in lines.iter().enumerate() {
         let line = i + 1;
-        let mut problem = |what: String| report.problems.push(Problem { line, what });
+        if let Some(s) = start
+            && super::seq_of(text).is_some_and(|q| q < s.seq)
+        {
+            continue;
+        }
+        let mut problem = |what: String| {
+            report.problems.push(Problem {
+                line,
+                segment: None,
+                what,
+            })
+        };
         let note = match serde_json::from_str::<Line>(text) {
             Ok(l) => l.note,
             Err(_) => {
@@ -120,6 +191,15 @@ pub fn verify_chain(lines: &[String], verifier: &NoteVerifier) -> ChainReport {
                 format!("seq {expected} to {} are missing", entry.seq - 1)
             };
             problem(format!("{missing} before seq {} (deleted)", entry.seq));
+        } else if let Some(s) = start
+            && entry.seq == s.seq
+        {
+            if note_hash(note.as_bytes()) != s.hash {
+                problem(format!(
+                    "seq {} is not the entry the signed checkpoint names (replaced)",
+                    entry.seq
+                ));
+            }
         } else if let Some(p) = prev
             && p != entry.prev
         {

@@ -9,14 +9,16 @@ use serde::Deserialize;
 use crate::app::Bastion;
 use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
 use crate::ids::SessionId;
+use crate::recording::typed::typed_lines;
 use crate::recording::{Meta, Verdict, verify_recording};
 
 /// One row of the sessions page.
 pub struct Row {
     pub meta: Meta,
     pub live: bool,
-    /// `None` for a session without a terminal (a command, scp, sftp, a forward): nothing was
-    /// recorded, and what is known comes from its signed start and end entries.
+    /// `None` for a session without a recording (one that went on unrecorded under
+    /// `on_failure = "alert-and-continue"`, or one from a version that recorded only pty
+    /// sessions): what is known comes from its signed start and end entries.
     pub verdict: Option<Verdict>,
 }
 
@@ -29,7 +31,7 @@ impl Row {
     pub fn integrity(&self) -> String {
         match &self.verdict {
             Some(v) => v.to_string(),
-            None => "no recording (no terminal); start and end are in the audit chain".into(),
+            None => "no recording; start and end are in the audit chain".into(),
         }
     }
 
@@ -154,7 +156,8 @@ pub fn rows(shared: &Bastion, filter: &Filter) -> Result<Listing, FilterError> {
     })
 }
 
-/// `recorded`: the session had a terminal, so its recording is verified (and may be missing).
+/// `recorded`: the session has a recording's metadata, so its recording is verified (and may be
+/// missing).
 fn make_row(shared: &Bastion, report: &ChainReport, meta: Meta, recorded: bool) -> Row {
     Row {
         live: shared.sessions.is_live(meta.id.as_str()),
@@ -163,7 +166,7 @@ fn make_row(shared: &Bastion, report: &ChainReport, meta: Meta, recorded: bool) 
     }
 }
 
-/// Sessions without a terminal, from their start and end entries in the chain.
+/// Sessions without a recording, from their start and end entries in the chain.
 fn unrecorded(report: &ChainReport) -> Vec<Meta> {
     let mut out = Vec::new();
     for start in report.sessions() {
@@ -183,6 +186,7 @@ fn unrecorded(report: &ChainReport) -> Vec<Meta> {
             end: end.map(|e| e.time),
             exit_status: end.and_then(|e| e.field("exit_status")?.parse().ok()),
             end_reason: end.and_then(|e| e.field("reason")).map(str::to_owned),
+            pty: false,
             id,
         });
     }
@@ -223,7 +227,8 @@ fn output_contains(shared: &Bastion, id: &SessionId, needle: &str) -> bool {
 }
 
 /// Player markers: the start, the target's first output, each command line typed (when input
-/// was recorded), the end.
+/// was recorded; not those typed at a prompt that did not echo them, see
+/// [`crate::recording::typed`]), each sftp file operation, the end.
 pub fn markers(shared: &Bastion, meta: &Meta) -> Vec<(f64, String)> {
     markers_of(meta, &events(shared, &meta.id))
 }
@@ -233,31 +238,19 @@ pub(crate) fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(
     if let Some((t, _, _)) = events.iter().find(|(_, k, _)| k == "o") {
         out.push((*t, format!("target: {}@{}", meta.account, meta.target)));
     }
-    let mut typed = String::new();
+    for (t, line) in typed_lines(events, meta.pty) {
+        out.push((
+            t,
+            format!("$ {}", line.chars().take(60).collect::<String>()),
+        ));
+    }
+    // File operations (sftp) and the recording's own notes (a byte budget run out).
     for (t, kind, data) in events {
-        if kind != "i" {
-            continue;
-        }
-        for c in data.chars() {
-            match c {
-                '\r' | '\n' => {
-                    let line = typed.trim();
-                    if !line.is_empty() {
-                        out.push((
-                            *t,
-                            format!("$ {}", line.chars().take(60).collect::<String>()),
-                        ));
-                    }
-                    typed.clear();
-                }
-                '\u{7f}' | '\u{8}' => {
-                    typed.pop();
-                }
-                c if !c.is_control() => typed.push(c),
-                _ => {}
-            }
+        if kind == "m" && (data.starts_with("sftp: ") || data.starts_with("recording: ")) {
+            out.push((*t, data.chars().take(200).collect()));
         }
     }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
     if let (Some((t, _, _)), Some(_)) = (events.last(), meta.end) {
         let why = meta
             .end_reason
@@ -286,15 +279,21 @@ mod tests {
             end: Some("2026-11-23T10:01:00Z".parse().unwrap()),
             exit_status: Some(0),
             end_reason: Some("closed".into()),
+            pty: true,
         };
         let ev = |t: f64, k: &str, d: &str| (t, k.to_owned(), d.to_owned());
         let events = [
             ev(0.2, "o", "$ "),
             ev(1.0, "i", "lx"),
+            ev(1.0, "o", "lx"),
             ev(1.1, "i", "\u{7f}s -l\r"),
+            ev(1.1, "o", "\u{8} \u{8}s -l\r\n"),
             ev(1.2, "o", "total 0\r\n"),
             ev(2.0, "i", "\r"),
+            ev(2.5, "m", "sftp: SFTP_REMOVE /tmp/x (ok)"),
+            ev(2.6, "m", "stream: stderr"),
             ev(3.0, "i", "exit\r"),
+            ev(3.0, "o", "exit\r\n"),
             ev(3.1, "o", "logout"),
         ];
         let labels: Vec<(f64, String)> = markers_of(&meta, &events);
@@ -304,6 +303,7 @@ mod tests {
                 (0.0, "start: alice to pacs01".into()),
                 (0.2, "target: beheer@pacs01".into()),
                 (1.1, "$ ls -l".into()),
+                (2.5, "sftp: SFTP_REMOVE /tmp/x (ok)".into()),
                 (3.0, "$ exit".into()),
                 (3.1, "end: closed".into()),
             ]

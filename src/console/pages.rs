@@ -213,7 +213,7 @@ pub async fn session(
                 dt { "Integrity" } dd #integrity { (verdict(&row)) }
             }
             @if row.verdict.is_none() {
-                p.notice { "This session had no terminal (a command, scp, sftp or a port forward), so there is no recording to replay." }
+                p.notice { "This session has no recording to replay (it went on unrecorded after a storage failure, or was made by a version that recorded only terminal sessions); its start and end are in the audit chain." }
             } @else if row.live {
                 div #player data-live=(format!("/sessions/{id}/live")) data-markers="[]" {}
             } @else {

@@ -15,9 +15,10 @@ use super::Shared;
 use super::refusal::AuthRefusal;
 use super::request::{Action, Login, action};
 use super::setup::{Dialer, Recorded};
+use crate::app::{Access, Refused, Registration, Slot, Under};
 use crate::audit::{Code, Event};
 use crate::ids::SessionId;
-use crate::policy::{AdminName, Allowed, Denial, TargetSpec};
+use crate::policy::{AdminName, Allowed, Denial, TargetSpec, Use};
 use crate::proxy::{
     ForwardContext, PtyRequest, PumpContext, Run, SessionStop, Transcript, deadline, env_allowed,
     open_target_channel, spawn_forward, spawn_pump,
@@ -80,12 +81,22 @@ pub struct Connection {
     /// Requests and window changes this connection may still make (see [`super::budget`]).
     requests: super::budget::Bucket,
     window_changes: super::budget::Bucket,
+    /// Ends the whole connection, with a reason, when a reload revokes its admin or key.
+    stop: SessionStop,
+    /// The authenticated connection, registered for revocation and the admin's limit.
+    registration: Option<Registration>,
 }
 
 type HResult<T = ()> = Result<T, russh::Error>;
 
 /// Told to the admin whose key's counter went back, then and at every later try.
 const QUARANTINE_BANNER: &str = "stapsteen: login refused: this security key's signature counter went back, as a copy of the key would.\r\nReport this to the security team; the key stays refused until they replace it or mark it in the policy.\r\n";
+
+/// Told to an admin who holds the most connections allowed at once.
+const CONNECTION_LIMIT_BANNER: &str = "stapsteen: login refused: you have the most connections to the bastion allowed at once; close one first.\r\n";
+
+/// Told to an admin whose access a reload removed while they logged in.
+const REVOKED_BANNER: &str = "stapsteen: login refused: your access was revoked by the policy.\r\n";
 
 /// Session channels, and port forwards, one connection may hold at once; each one dials a target.
 const MAX_CHANNELS: usize = 8;
@@ -112,6 +123,8 @@ impl Connection {
             rejection: None,
             requests: super::budget::requests(),
             window_changes: super::budget::window_changes(),
+            stop: SessionStop::default(),
+            registration: None,
         }
     }
 
@@ -172,6 +185,25 @@ impl Connection {
             .detail("counter", assertion.counter)
             .emit();
         self.rejection = Some(banner);
+    }
+
+    /// Whether this connection's admin and key are still in the policy in force and the
+    /// connection was not ended: asked again at every new channel.
+    fn allowed_now(&self) -> bool {
+        let Some(admin) = &self.admin else {
+            return false;
+        };
+        let access = Access {
+            admin: admin.name.to_string(),
+            key: admin.key.clone(),
+            under: None,
+        };
+        let policy = self.shared.app.policy();
+        let revoked = crate::app::revoked(&policy, &access, self.shared.app.clock.now());
+        if let Some(r) = &revoked {
+            self.request_denied(&format!("access revoked ({r})"));
+        }
+        revoked.is_none() && self.stop.stopped().is_none()
     }
 
     fn request_denied(&self, what: &str) {
@@ -265,6 +297,41 @@ impl Connection {
             Ok(a) => a,
             Err(denial) => return self.deny_target(id, is_pty, &spec, &denial, session),
         };
+        if let Err(denial) = allowed.check_terminal(run == Run::Shell, is_pty) {
+            return self.deny_target(id, is_pty, &spec, &denial, session);
+        }
+        let under = Under {
+            grant: allowed.grant.clone(),
+            target: allowed.target.name.to_string(),
+            what: Use::Account(allowed.account.to_string()),
+        };
+        #[cfg(debug_assertions)]
+        let under = super::bypass::registered_under(under);
+        #[cfg(not(debug_assertions))]
+        let under = Some(under);
+        let access = Access {
+            admin: name.to_string(),
+            key: key.clone(),
+            under,
+        };
+        if let Err(refused) = self.shared.app.sessions.admits(Slot::Session, &access, now) {
+            refused.emit(
+                self.event(Code::SessionStart)
+                    .target(&allowed.target.name)
+                    .account(&allowed.account),
+            );
+            return self.refuse(id, is_pty, &format!("session refused: {refused}"), session);
+        }
+        // Every session is recorded, so every one takes recording space.
+        if let Err(e) = self.shared.app.quota.admit(name.as_str()) {
+            self.event(Code::RecordingQuota)
+                .target(&allowed.target.name)
+                .account(&allowed.account)
+                .reason(&e)
+                .detail("limit", e.limit())
+                .emit();
+            return self.refuse(id, is_pty, &format!("session refused: {e}"), session);
+        }
         let mark = match self.shared.app.mark_for(&allowed.grant) {
             Ok(m) => m,
             Err(msg) => {
@@ -287,27 +354,34 @@ impl Connection {
             .detail("pty", is_pty);
 
         // The recording and the chain's start entry exist before the target is dialled: no
-        // recording, no session (unless on_failure = "alert-and-continue").
+        // recording, no session (unless on_failure = "alert-and-continue"). Every channel is
+        // recorded; one without a pty as an 80x24 terminal.
         let audit = &self.shared.app.audit;
-        let (recorder, meta) = match &pty {
-            None => (None, None),
-            Some(p) => match self.open_recording(&session_id, &name, &allowed, p, now) {
+        let term = env
+            .iter()
+            .find(|(k, _)| k == "TERM")
+            .map_or("", |(_, v)| v.as_str());
+        let screen = pty
+            .as_ref()
+            .map_or((80, 24, term), |p| (p.cols, p.rows, p.term.as_str()));
+        let (recorder, meta) =
+            match self.open_recording(&session_id, &name, &allowed, screen, is_pty, now) {
                 Ok((r, m)) => (Some(r), Some(m)),
                 Err(e) => {
-                    audit.storage_failed(&format!("recording cannot be created: {e}"));
+                    // This session's failure (a full directory, no file descriptors): it ends
+                    // this session only.
                     event.clone().reason(&e).emit_as(Code::RecordingFailed);
                     if audit.fail_closed() {
                         return self.refuse(
                             id,
-                            true,
+                            is_pty,
                             "session refused: the recording cannot be written",
                             session,
                         );
                     }
                     (None, None)
                 }
-            },
-        };
+            };
         let fields = [
             ("admin", name.to_string()),
             ("target", allowed.target.name.to_string()),
@@ -317,15 +391,18 @@ impl Connection {
             ("key_flags", assertion.flag_names().to_owned()),
             ("key_counter", assertion.counter.to_string()),
         ];
-        let transcript = match Transcript::start(
+        let mut transcript = match Transcript::start(
             &session_id,
             audit.clone(),
             recorder,
             allowed.record_input,
             is_pty,
             &fields,
-        ) {
-            Ok(t) => t,
+        )
+        .await
+        {
+            Ok(t) if run == Run::Subsystem("sftp".into()) => t.sftp(event.clone()),
+            Ok(t) => t.limit(self.shared.app.config.recording.max_channel_bytes),
             Err(e) => {
                 event.clone().reason(&e).emit_as(Code::RecordingFailed);
                 return self.refuse(
@@ -336,16 +413,19 @@ impl Connection {
                 );
             }
         };
+        transcript.set_charge(self.shared.app.quota.charge(name.as_str()));
         event.clone().emit();
-        // Registered before dialling: a revocation from here on ends this session.
+        #[cfg(debug_assertions)]
+        super::seam::before_registration().await;
+        // Registered before dialling, against the policy in force now (a reload since the
+        // decision refuses it here): a revocation from here on ends this session.
         let recorded = Recorded::new(
             &self.shared.app,
             &session_id,
             transcript,
             meta,
             event,
-            name.as_str(),
-            &key,
+            access,
         );
         let limits = &self.shared.app.config.limits;
         let dialer = UpstreamDialer {
@@ -442,14 +522,15 @@ impl Connection {
         Ok(())
     }
 
-    /// The recording of a pty session and its metadata, both written before the target is
-    /// dialled.
+    /// The recording of a session and its metadata, both written before the target is
+    /// dialled; `screen` is the terminal's columns, rows and TERM.
     fn open_recording(
         &self,
         session_id: &SessionId,
         name: &AdminName,
         allowed: &Allowed,
-        p: &PtyRequest,
+        screen: (u32, u32, &str),
+        pty: bool,
         now: jiff::Timestamp,
     ) -> Result<(Recorder, Meta), String> {
         let store = &self.shared.app.store;
@@ -464,6 +545,7 @@ impl Connection {
             end: None,
             exit_status: None,
             end_reason: None,
+            pty,
         };
         let title = format!(
             "{name} → {}@{} ({session_id})",
@@ -478,8 +560,8 @@ impl Connection {
                 interval: rc.checkpoint_interval,
                 bytes: rc.checkpoint_bytes,
             },
-            (p.cols, p.rows),
-            &p.term,
+            (screen.0, screen.1),
+            screen.2,
             &title,
         )
         .map_err(|e| e.to_string())?;
@@ -532,6 +614,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.stop.cancel();
         for state in self.channels.values() {
             if let Some(live) = &state.live {
                 live.stop.cancel();
@@ -697,6 +780,36 @@ impl Handler for Connection {
             );
             return Ok(Auth::reject());
         }
+        // Registered before it is accepted: a reload from here on reaches this connection.
+        let access = Access {
+            admin: name.to_string(),
+            key: key.public_key.clone(),
+            under: None,
+        };
+        let now = self.shared.app.clock.now();
+        let registered = self.shared.app.sessions.register(
+            Slot::Connection,
+            None,
+            access,
+            self.stop.clone(),
+            now,
+        );
+        match registered {
+            Ok(r) => self.registration = Some(r),
+            Err(refused) => {
+                refused.emit(
+                    Event::new(Code::AdminLimit)
+                        .admin(&name)
+                        .source(self.peer)
+                        .fingerprint(fingerprint),
+                );
+                self.rejection = Some(match refused {
+                    Refused::Limit { .. } => CONNECTION_LIMIT_BANNER,
+                    Refused::Revoked(_) => REVOKED_BANNER,
+                });
+                return Ok(Auth::reject());
+            }
+        }
         Event::new(Code::AuthOk)
             .admin(&name)
             .source(self.peer)
@@ -737,12 +850,26 @@ impl Handler for Connection {
         Ok(Auth::reject())
     }
 
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> HResult {
+    async fn auth_succeeded(&mut self, session: &mut Session) -> HResult {
         if !self.login.authenticate() {
             // The grace ran out first: the connection is being cut off.
             return Err(russh::Error::Disconnect);
         }
         self.unauth_slot = None;
+        // A revocation ends the whole connection: every channel, every forward and the TCP
+        // connection, with the reason in the SSH disconnect message.
+        let (stop, handle) = (self.stop.clone(), session.handle());
+        tokio::spawn(async move {
+            if let Some(reason) = stop.wait().await {
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        format!("stapsteen: {reason}"),
+                        String::new(),
+                    )
+                    .await;
+            }
+        });
         Ok(())
     }
 
@@ -755,7 +882,10 @@ impl Handler for Connection {
         // The handler methods carry the channel's traffic; the Channel object is not needed.
         let id = channel.id();
         drop(channel);
-        if self.admin.is_none() {
+        // Every opening, refused or not, draws on the budget: a client opening channels in a
+        // loop is closed instead of being answered (and audited) at wire speed.
+        self.spend("session_channel")?;
+        if !self.allowed_now() {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -797,6 +927,7 @@ impl Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         session: &mut Session,
     ) -> HResult {
+        self.spend("direct_tcpip_channel")?;
         let Some(admin) = &self.admin else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -804,6 +935,12 @@ impl Handler for Connection {
             return Ok(());
         };
         let (name, key) = (admin.name.clone(), admin.key.clone());
+        if !self.allowed_now() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let now = self.shared.app.clock.now();
         let event = self
             .event(Code::ForwardStart)
@@ -838,6 +975,23 @@ impl Handler for Connection {
         let event = event
             .target(&allowed.target.name)
             .detail("grant", allowed.grant.as_str());
+        let access = Access {
+            admin: name.to_string(),
+            key,
+            under: Some(Under {
+                grant: allowed.grant.clone(),
+                target: allowed.target.name.to_string(),
+                what: Use::Port(allowed.port),
+            }),
+        };
+        let sessions = self.shared.app.sessions.clone();
+        if let Err(refused) = sessions.admits(Slot::Forward, &access, now) {
+            refused.emit(event);
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let (mark, permit) = match (
             self.shared.app.mark_for(&allowed.grant),
             self.forwards.clone().try_acquire_owned(),
@@ -875,14 +1029,25 @@ impl Handler for Connection {
         };
         let session_id = SessionId::generate(now);
         let event = event.session(&session_id);
-        event.clone().emit();
         let stop = SessionStop::default();
-        let registration = self.shared.app.sessions.register(
-            session_id.as_str(),
-            name.as_str(),
-            &key,
+        // Registered against the policy in force now, before it is audited as started.
+        let registration = match sessions.register(
+            Slot::Forward,
+            Some(session_id.as_str()),
+            access,
             stop.clone(),
-        );
+            now,
+        ) {
+            Ok(r) => r,
+            Err(refused) => {
+                refused.emit(event);
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+        };
+        event.clone().emit();
         let (deadline, deadline_reason) =
             deadline(now, allowed.until, allowed.max_session, &allowed.grant);
         reply.accept().await;

@@ -17,6 +17,8 @@ mod handler;
 mod preauth;
 mod refusal;
 pub(crate) mod request;
+#[cfg(debug_assertions)]
+mod seam;
 mod setup;
 
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::app::{Bastion, Registration};
+use crate::app::{Access, Bastion, Registration, Slot};
 use crate::audit::{Code, Event};
 use crate::clock::Clock;
 use crate::ids::SessionId;
@@ -42,26 +42,38 @@ pub(super) struct Recorded {
 }
 
 impl Recorded {
-    /// Registers the session of `transcript` for `admin` and `key`.
+    /// Registers the session of `transcript` for `access`, checked against the policy in force
+    /// now and the admin's session limit. A refusal is audited (`SESSION_REVOKED` or
+    /// `ADMIN_LIMIT`) and stops the session, so that [`Recorded::dial`] dials nothing.
     pub fn new(
         bastion: &Bastion,
         id: &SessionId,
         transcript: Transcript,
         meta: Option<Meta>,
         event: Event,
-        admin: &str,
-        key: &russh::keys::PublicKey,
+        access: Access,
     ) -> Self {
         let stop = SessionStop::default();
-        let registration = bastion
-            .sessions
-            .register(id.as_str(), admin, key, stop.clone());
+        let registration = match bastion.sessions.register(
+            Slot::Session,
+            Some(id.as_str()),
+            access,
+            stop.clone(),
+            bastion.clock.now(),
+        ) {
+            Ok(r) => Some(r),
+            Err(refused) => {
+                refused.emit(event.clone());
+                stop.stop(format!("session refused: {refused}"));
+                None
+            }
+        };
         Self {
             transcript: Some(transcript),
             meta,
             event,
             stop,
-            registration: Some(registration),
+            registration,
             store: bastion.store.clone(),
             clock: bastion.clock.clone(),
             ending: "setup abandoned".into(),
@@ -83,9 +95,12 @@ impl Recorded {
         target: &str,
     ) -> Result<Dialled<D::Conn>, String> {
         let stop = self.stop.clone();
+        if let Some(reason) = stop.stopped() {
+            return Err(self.end(reason).await);
+        }
         let dialled = match stop.unless_stopped(dialer.dial()).await {
             Ok(d) => d,
-            Err(reason) => return Err(self.abandon(reason)),
+            Err(reason) => return Err(self.end(reason).await),
         };
         match dialled {
             Ok(conn) => Ok(Dialled {
@@ -101,25 +116,54 @@ impl Recorded {
                     _ => (Code::TargetFailed, e.to_string()),
                 };
                 self.event.clone().reason(e.to_string()).emit_as(code);
-                Err(self.abandon(msg))
+                Err(self.end(msg).await)
             }
         }
     }
 }
 
-impl Drop for Recorded {
-    fn drop(&mut self) {
-        let Some(mut transcript) = self.transcript.take() else {
-            return;
-        };
-        let msg = &self.ending;
-        let _ = transcript.finish(&format!("end: {msg}"), msg);
-        if let Some(mut m) = self.meta.take() {
+impl Recorded {
+    /// Ends the setup and waits until its end entry is stored; returns `reason`, for the admin.
+    async fn end(mut self, reason: String) -> String {
+        self.ending = reason.clone();
+        if let Some(done) = self.ended() {
+            done.await;
+        }
+        reason
+    }
+
+    /// What ending the setup takes: the end entry, then the metadata, then `SESSION_END`;
+    /// `None` once done. The entry is handed to the writer here, so it is stored even if nobody
+    /// awaits the rest.
+    fn ended(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let mut transcript = self.transcript.take()?;
+        let msg = self.ending.clone();
+        let finishing = transcript.finish(&format!("end: {msg}"), &msg);
+        let meta = self.meta.take().map(|mut m| {
             m.end = Some(self.clock.now());
             m.end_reason = Some(msg.clone());
-            let _ = self.store.write_meta(&m);
+            m
+        });
+        let store = self.store.clone();
+        let event = self.event.clone().reason(msg);
+        Some(async move {
+            let _ = finishing.wait().await;
+            if let Some(m) = meta {
+                let _ = tokio::task::spawn_blocking(move || store.write_meta(&m)).await;
+            }
+            event.emit_as(Code::SessionEnd);
+        })
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        // A setup is only dropped inside the daemon's runtime; nothing waits here.
+        if let Some(done) = self.ended()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(done);
         }
-        self.event.clone().reason(msg).emit_as(Code::SessionEnd);
     }
 }
 
@@ -209,7 +253,12 @@ mod tests {
                 "listen = []\npolicy = \"p.toml\"\nstate_dir = \"state\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[firewall]\nenabled = false\n",
             )
             .unwrap();
-            let policy = crate::policy::parse_policy(std::path::Path::new("p.toml"), "").unwrap();
+            let policy = crate::policy::parse_policy(
+                std::path::Path::new("p.toml"),
+                include_str!("../../policies/example-hospital.toml"),
+            )
+            .unwrap();
+            let key = policy.admin("j.devries").unwrap().keys[0].key.clone();
             let bastion = Bastion::new(
                 config,
                 policy,
@@ -217,10 +266,6 @@ mod tests {
                 None,
                 chain,
             );
-            let key = crate::secrets::generate_key("k")
-                .expose()
-                .public_key()
-                .clone();
             Self {
                 _dir: dir,
                 bastion,
@@ -228,12 +273,18 @@ mod tests {
             }
         }
 
-        fn recorded(&self) -> (SessionId, Recorded) {
+        async fn recorded(&self) -> (SessionId, Recorded) {
             let id = SessionId::generate(jiff::Timestamp::now());
-            let t =
-                Transcript::start(&id, self.bastion.audit.clone(), None, true, false, &[]).unwrap();
+            let t = Transcript::start(&id, self.bastion.audit.clone(), None, true, false, &[])
+                .await
+                .unwrap();
             let event = Event::new(Code::SessionStart).session(&id);
-            let r = Recorded::new(&self.bastion, &id, t, None, event, "alice", &self.key);
+            let access = Access {
+                admin: "j.devries".into(),
+                key: self.key.clone(),
+                under: None,
+            };
+            let r = Recorded::new(&self.bastion, &id, t, None, event, access);
             (id, r)
         }
 
@@ -252,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_dial_undoes_the_setup() {
         let bed = Bed::new();
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         assert!(bed.bastion.sessions.is_live(id.as_str()));
         let msg = r.dial(&Fake(Err("refused")), "pacs01").await.err().unwrap();
         assert!(msg.contains("refused"), "{msg}");
@@ -263,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_while_dialling_ends_it_with_its_reason() {
         let bed = Bed::new();
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         let stop = r.stop.clone();
         let dialling = r.dial(&Fake(Err("hang")), "pacs01");
         stop.stop("key revoked");
@@ -274,17 +325,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_the_policy_in_force_refuses_is_never_dialled() {
+        let bed = Bed::new();
+        // The decision was made under the old policy; the reload removed the admin before the
+        // session was registered.
+        let without = include_str!("../../policies/example-hospital.toml")
+            .replace("name = \"j.devries\"", "name = \"j.jansen\"");
+        let ended = bed.bastion.set_policy(
+            crate::policy::parse_policy(std::path::Path::new("p.toml"), &without).unwrap(),
+        );
+        assert!(ended.is_empty());
+        let (id, r) = bed.recorded().await;
+        assert!(!bed.bastion.sessions.is_live(id.as_str()));
+        // A dialler that would hang: the refusal must come before it.
+        let msg = r.dial(&Fake(Err("hang")), "pacs01").await.err().unwrap();
+        assert!(msg.contains("admin j.devries removed"), "{msg}");
+        assert_eq!(bed.ended(&id).as_deref(), Some(msg.as_str()));
+    }
+
+    #[tokio::test]
     async fn a_dialled_session_is_undone_unless_it_runs() {
         let bed = Bed::new();
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         let dialled = r.dial(&Fake(Ok(())), "pacs01").await.ok().unwrap();
         assert!(bed.bastion.sessions.is_live(id.as_str()));
         assert_eq!(bed.ended(&id), None);
         drop(dialled);
         assert!(!bed.bastion.sessions.is_live(id.as_str()));
+        // A drop hands the end entry to the writer without waiting for it.
+        let waited = std::time::Instant::now();
+        while bed.ended(&id).is_none() && waited.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert_eq!(bed.ended(&id).as_deref(), Some("setup abandoned"));
 
-        let (id, r) = bed.recorded();
+        let (id, r) = bed.recorded().await;
         let dialled = r.dial(&Fake(Ok(())), "pacs01").await.ok().unwrap();
         let running = dialled.into_running().unwrap();
         assert!(bed.bastion.sessions.is_live(id.as_str()));

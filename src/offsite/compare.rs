@@ -31,14 +31,17 @@ fn ranges(seqs: &[u64]) -> Vec<String> {
     out
 }
 
-/// Every off-site entry against the local chain.
+/// Every off-site entry from seq `from` on (where local verification started) against the
+/// local chain.
 pub async fn compare_chain(
     offsite: &Offsite,
     local: &ChainReport,
     verifier: &NoteVerifier,
+    from: u64,
 ) -> Result<Comparison, OffsiteError> {
     let mut c = Comparison::default();
-    let remote = offsite.note_seqs().await?;
+    let mut remote = offsite.note_seqs().await?;
+    remote.retain(|seq| *seq >= from);
     let mut gone = Vec::new();
     for seq in &remote {
         let Some(note) = offsite.get(&Offsite::note_name(*seq)).await? else {

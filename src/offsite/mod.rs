@@ -7,8 +7,10 @@
 //! `recordings/<id>.cast`, `.idx`, `.json` once the session's `end` entry is written.
 //!
 //! Invariants: the local chain is the backlog. `audit/offsite.cursor` holds how many bytes of the
-//! chain are sent, and moves only past a line whose entry and recording are stored, so an unreachable
-//! store delays the copy but loses nothing; sessions never wait for it.
+//! chain are sent, and moves only past a line whose entry is stored and whose recording is stored
+//! or listed in `audit/offsite.pending` (retried until stored), so an unreachable store delays the
+//! copy but loses nothing, and one recording that fails does not hold back the chain; sessions
+//! never wait for it. Every object is written create-only (see [`store`]).
 
 mod compare;
 mod store;

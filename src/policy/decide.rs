@@ -18,6 +18,23 @@ pub struct Allowed {
     pub until: Option<Timestamp>,
     pub max_session: Duration,
     pub record_input: bool,
+    /// A shell under this grant needs a pty (`require_pty`).
+    pub require_pty: bool,
+}
+
+impl Allowed {
+    /// Whether a shell (`shell`) or another request (a command, a subsystem) may run with or
+    /// without a pty: `require_pty` refuses only a shell without one. A command runs as
+    /// asked (it may well be `bash -i`: its channel is recorded all the same).
+    pub fn check_terminal(&self, shell: bool, pty: bool) -> Result<(), Denial> {
+        if self.require_pty && shell && !pty {
+            return Err(Denial::PtyRequired {
+                target: self.target.name.to_string(),
+                grant: self.grant.to_string(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A port forward that a grant allows now.
@@ -28,6 +45,13 @@ pub struct AllowedForward {
     pub port: u16,
     pub until: Option<Timestamp>,
     pub max_session: Duration,
+}
+
+/// What a live session uses under its grant: an account (a login) or a port (a forward).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Use {
+    Account(String),
+    Port(u16),
 }
 
 /// Why a request was refused. `code` is stable and goes into audit events.
@@ -64,6 +88,11 @@ pub enum Denial {
         target: String,
         port: u16,
     },
+    /// A shell without a pty under a grant with `require_pty`.
+    PtyRequired {
+        target: String,
+        grant: String,
+    },
 }
 
 impl Denial {
@@ -78,6 +107,7 @@ impl Denial {
             Denial::OutsideWindow { .. } => "outside_window",
             Denial::PortNotAllowed { .. } => "port_not_allowed",
             Denial::UnrecordedTunnel { .. } => "unrecorded_tunnel",
+            Denial::PtyRequired { .. } => "pty_required",
         }
     }
 }
@@ -117,6 +147,10 @@ impl fmt::Display for Denial {
             Denial::UnrecordedTunnel { target, port } => write!(
                 f,
                 "port {port} on {target} is its SSH port; a tunnel there would not be recorded, log in through the bastion instead"
+            ),
+            Denial::PtyRequired { target, grant } => write!(
+                f,
+                "grant {grant} allows a shell on {target} only with a terminal; use ssh -t"
             ),
         }
     }
@@ -262,6 +296,7 @@ impl Policy {
                             until,
                             max_session: g.max_session,
                             record_input: g.record_input,
+                            require_pty: g.require_pty,
                         });
                     }
                 }
@@ -360,6 +395,32 @@ impl Policy {
                     .unwrap_or(Denial::PortNotAllowed { target: name, port }))
             }
         }
+    }
+
+    /// Whether grant `grant` still lets `admin` use `target` as `what` at `now`: what a live
+    /// session is checked against after a reload. The grant must still exist, name the admin
+    /// (or a group of theirs) and the target, allow the account or port, and be open now.
+    pub fn still_allows(
+        &self,
+        grant: &str,
+        admin: &str,
+        target: &str,
+        what: &Use,
+        now: Timestamp,
+    ) -> bool {
+        let (Some(admin), Some(t)) = (self.admin(admin), self.target(target)) else {
+            return false;
+        };
+        self.grants.iter().any(|g| {
+            g.name.as_str() == grant
+                && g.covers(&admin.name, &admin.groups, target)
+                && match what {
+                    Use::Account(a) => g.accounts.iter().any(|x| x.as_str() == a),
+                    Use::Port(p) if *p == t.port => g.unrecorded_tunnels,
+                    Use::Port(p) => g.forward_ports.contains(p),
+                }
+                && g.open_until(now).is_some()
+        })
     }
 
     /// Everything `admin` may reach at `now`: one entry per target and account.

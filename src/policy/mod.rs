@@ -10,7 +10,7 @@ mod parse;
 mod types;
 mod window;
 
-pub use decide::{Allowed, Denial, local, policy_zone};
+pub use decide::{Allowed, Denial, Use, local, policy_zone};
 pub use parse::{load_policy, parse_policy, parse_time};
 pub use types::{
     Account, AdminName, EnrolmentCode, GrantName, Policy, Reviewer, ReviewerName, Target,

@@ -164,6 +164,8 @@ struct RawGrant {
     forward_ports: Vec<Spanned<u16>>,
     #[serde(default)]
     unrecorded_tunnels: bool,
+    #[serde(default)]
+    require_pty: bool,
 }
 
 fn yes() -> bool {
@@ -796,6 +798,7 @@ fn grant(
         record_input: r.record_input,
         forward_ports,
         unrecorded_tunnels: r.unrecorded_tunnels,
+        require_pty: r.require_pty,
     })
 }
 
@@ -923,6 +926,49 @@ mod tests {
         );
         let b = p.decide("a", &spec("beheer@t"), now).unwrap();
         assert_eq!(b.grant.as_str(), "g1", "the grant that stays open longest");
+    }
+
+    #[test]
+    fn require_pty_refuses_only_a_shell_without_one() {
+        let key = EXAMPLE
+            .lines()
+            .find(|l| l.contains("sk-ssh-ed25519"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(',');
+        let host = EXAMPLE
+            .lines()
+            .find(|l| l.trim_start().starts_with("host_keys"))
+            .unwrap();
+        let text = |extra: &str| {
+            format!(
+                "[[admin]]\nname = \"a\"\nkeys = [{key}]\n[[target]]\nname = \"t\"\naddress = \"10.20.0.9\"\n{host}\naccounts = [\"beheer\"]\n[[grant]]\nname = \"g\"\nadmins = [\"a\"]\ntargets = [\"t\"]\naccounts = [\"beheer\"]\n{extra}"
+            )
+        };
+        let now = at("2026-11-24T10:00");
+        let p = parse_policy(Path::new("x"), &text("require_pty = true\n")).unwrap();
+        let a = p.decide("a", &spec("t"), now).unwrap();
+        let e = a.check_terminal(true, false).unwrap_err();
+        assert_eq!(e.code(), "pty_required");
+        assert!(e.to_string().contains("use ssh -t"), "{e}");
+        assert!(a.check_terminal(true, true).is_ok());
+        assert!(
+            a.check_terminal(false, false).is_ok(),
+            "a command stays allowed"
+        );
+        let p = parse_policy(Path::new("x"), &text("")).unwrap();
+        let a = p.decide("a", &spec("t"), now).unwrap();
+        assert!(a.check_terminal(true, false).is_ok(), "off unless set");
+        let Err(PolicyError::Invalid(problems)) =
+            parse_policy(Path::new("p.toml"), &text("require_pty = \"yes\"\n"))
+        else {
+            panic!("must fail")
+        };
+        assert!(
+            problems[0].to_string().starts_with("p.toml:"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub struct Grant {
     /// Whether a forward may reach the target's SSH port: an end-to-end tunnel that the bastion
     /// cannot record.
     pub unrecorded_tunnels: bool,
+    /// A shell needs a pty (`ssh -t`); commands and subsystems are not affected.
+    pub require_pty: bool,
 }
 
 /// A security reviewer: logs in to the review console with a WebAuthn security key.

@@ -7,6 +7,7 @@
 
 mod forward;
 mod pump;
+pub(crate) mod sftp;
 mod stop;
 mod transcript;
 

@@ -64,9 +64,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                         }
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
-                        if ctx.pty
-                            && let Err(e) = lock(&ctx.transcript).output(&data)
-                        {
+                        if let Err(e) = lock(&ctx.transcript).stderr(&data) {
                             break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
                         if ctx.front.extended_data(id, ext, data).await.is_err() {
@@ -122,40 +120,60 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
     }
     let _ = ctx.front.eof(id).await;
     let _ = ctx.front.close(id).await;
-    finish(ctx, &reason);
+    finish(ctx, &reason).await;
 }
 
-fn finish(ctx: PumpContext, reason: &str) {
+async fn finish(ctx: PumpContext, reason: &str) {
     (ctx.on_end)();
-    let mut t = lock(&ctx.transcript);
-    let exit = t.exit_status;
-    let label = match (exit, &t.exit_signal) {
-        (Some(code), _) => format!("end: exit status {code}"),
-        (None, Some(sig)) => format!("end: signal {sig}"),
-        (None, None) => format!("end: {reason}"),
+    let (finishing, bytes_in, bytes_out, exit, exit_signal, stderr) = {
+        let mut t = lock(&ctx.transcript);
+        let label = match (t.exit_status, &t.exit_signal) {
+            (Some(code), _) => format!("end: exit status {code}"),
+            (None, Some(sig)) => format!("end: signal {sig}"),
+            (None, None) => format!("end: {reason}"),
+        };
+        let finishing = t.finish(&label, reason);
+        (
+            finishing,
+            t.bytes_in,
+            t.bytes_out,
+            t.exit_status,
+            t.exit_signal.clone(),
+            t.stderr_digest(),
+        )
     };
-    let (synced, sha_in, sha_out) = t.finish(&label, reason);
+    // The recording's end reaches the disk on the writer; this task only waits for it.
+    let (synced, sha_in, sha_out) = finishing.wait().await;
     let mut event = ctx
         .event
         .reason(reason)
-        .detail("bytes_in", t.bytes_in)
-        .detail("bytes_out", t.bytes_out)
+        .detail("bytes_in", bytes_in)
+        .detail("bytes_out", bytes_out)
         .detail("sha256_in", sha_in)
         .detail("sha256_out", sha_out);
+    if let Some((bytes, sha)) = stderr {
+        event = event.detail("bytes_err", bytes).detail("sha256_err", sha);
+    }
     if let Some(code) = exit {
         event = event.detail("exit_status", code);
     }
-    if let Some(sig) = &t.exit_signal {
+    if let Some(sig) = &exit_signal {
         event = event.detail("exit_signal", sig.as_str());
     }
-    drop(t);
     if let Some(mut meta) = ctx.meta {
         meta.end = Some(jiff::Timestamp::now());
         meta.exit_status = exit;
         meta.end_reason = Some(reason.to_owned());
-        let written = synced
-            .map_err(|e| e.to_string())
-            .and_then(|()| ctx.store.write_meta(&meta).map_err(|e| e.to_string()));
+        let written = match synced {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => {
+                let (store, m) = (ctx.store.clone(), meta.clone());
+                tokio::task::spawn_blocking(move || store.write_meta(&m))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|w| w.map_err(|e| e.to_string()))
+            }
+        };
         if let Err(e) = written {
             Event::new(Code::RecordingFailed)
                 .session(&meta.id)

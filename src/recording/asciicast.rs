@@ -2,18 +2,24 @@
 //! split across chunks are joined, invalid UTF-8 becomes U+FFFD.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use super::RecordingStore;
 use super::seal::{LineChain, index_entry};
-use crate::audit::{AuditChain, ChainError, Draft, Kind, Seal};
+use crate::audit::{AuditChain, ChainError, Draft, Kind};
 use crate::ids::SessionId;
+use crate::sync::lock;
+
+/// Most bytes a recording may hold in memory while its disk lags; past it the recording fails
+/// (storage too slow is a storage failure).
+const MAX_QUEUED: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
@@ -24,6 +30,12 @@ pub enum RecordingError {
     },
     #[error("{0}")]
     Chain(#[from] ChainError),
+    /// A failure of the background writer, seen at the next call.
+    #[error("recording {path} cannot be written: {reason}")]
+    Stored { path: PathBuf, reason: String },
+    /// A recording limit was reached (per session, per admin per day, free space).
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl RecordingError {
@@ -35,6 +47,8 @@ impl RecordingError {
                 format!("audit chain: {source}")
             }
             RecordingError::Chain(e) => e.to_string(),
+            RecordingError::Stored { reason, .. } => reason.clone(),
+            RecordingError::Quota(why) => why.clone(),
         }
     }
 }
@@ -91,20 +105,217 @@ impl Utf8Stream {
     }
 }
 
+/// An entry to append once everything queued before it is on disk, and who waits for it.
+type SealRequest = (
+    Option<Draft>,
+    Option<oneshot::Sender<Result<(), RecordingError>>>,
+);
+
+/// What the session has handed to the background writer and it has not taken yet.
+#[derive(Default)]
+struct Queue {
+    lines: Vec<u8>,
+    index: Vec<u8>,
+    /// In order; `None` only syncs (a barrier for tests).
+    seals: Vec<SealRequest>,
+    /// A writer job is running; it takes whatever is queued until the queue is empty.
+    busy: bool,
+    /// The first failure; the recording takes nothing more after it.
+    failed: Option<String>,
+}
+
+/// The files, owned by whichever writer job runs (one at a time).
+struct Disk {
+    /// Locked (exclusive) while the recording is open, so a verifier can tell live from crashed.
+    file: File,
+    index: File,
+    /// Bytes of whole lines written.
+    len: u64,
+}
+
+/// A recording's files and queue, shared by the session and its writer job.
+struct Pipe {
+    path: PathBuf,
+    audit: Arc<AuditChain>,
+    queue: Mutex<Queue>,
+    disk: Mutex<Disk>,
+}
+
+impl Pipe {
+    /// Starts a writer job unless one runs or nothing waits: on the blocking pool inside a
+    /// runtime, so no async worker waits on the disk; in place outside one (the command line,
+    /// tests, fuzzing).
+    fn kick(self: &Arc<Self>) {
+        {
+            let mut q = lock(&self.queue);
+            if q.busy || (q.lines.is_empty() && q.seals.is_empty()) {
+                return;
+            }
+            q.busy = true;
+        }
+        let me = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || me.drain());
+            }
+            Err(_) => me.drain(),
+        }
+    }
+
+    /// Writes what is queued until the queue is empty: lines and index, an fsync when an entry
+    /// waits, then the entries, in order.
+    fn drain(&self) {
+        loop {
+            let (lines, index, seals) = {
+                let mut q = lock(&self.queue);
+                if let Some(reason) = q.failed.clone() {
+                    // Nobody may wait for ever on an entry that will not be written.
+                    for (_, ack) in q.seals.drain(..) {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Err(RecordingError::Stored {
+                                path: self.path.clone(),
+                                reason: reason.clone(),
+                            }));
+                        }
+                    }
+                    q.busy = false;
+                    return;
+                }
+                if q.lines.is_empty() && q.seals.is_empty() {
+                    q.busy = false;
+                    return;
+                }
+                (
+                    std::mem::take(&mut q.lines),
+                    std::mem::take(&mut q.index),
+                    std::mem::take(&mut q.seals),
+                )
+            };
+            // The first failure; every entry after it is refused.
+            let mut failure = self
+                .write(&lines, &index, !seals.is_empty())
+                .err()
+                .map(|e| e.cause());
+            for (draft, ack) in seals {
+                let r = match (&failure, draft) {
+                    (Some(reason), _) => Err(reason.clone()),
+                    (None, None) => Ok(()),
+                    (None, Some(d)) => self
+                        .audit
+                        .append_blocking(d)
+                        .map(|_| ())
+                        .map_err(|e| RecordingError::Chain(e).cause()),
+                };
+                if let Err(reason) = &r {
+                    failure = Some(reason.clone());
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(r.map_err(|reason| RecordingError::Stored {
+                        path: self.path.clone(),
+                        reason,
+                    }));
+                }
+            }
+            if let Some(reason) = failure {
+                let mut q = lock(&self.queue);
+                q.failed = Some(reason);
+                q.lines = Vec::new();
+                q.index = Vec::new();
+            }
+        }
+    }
+    fn write(&self, lines: &[u8], index: &[u8], sync: bool) -> Result<(), RecordingError> {
+        let io = |source| RecordingError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut d = lock(&self.disk);
+        let mut done = 0;
+        while done < lines.len() {
+            match d.file.write(&lines[done..]) {
+                Ok(0) => {
+                    return Err(self.cut(
+                        &mut d,
+                        lines,
+                        done,
+                        index,
+                        io(std::io::ErrorKind::WriteZero.into()),
+                    ));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.cut(&mut d, lines, done, index, io(e))),
+            }
+        }
+        d.len += lines.len() as u64;
+        d.index.write_all(index).map_err(io)?;
+        if sync {
+            d.file.sync_data().map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// After a failed write of `lines` of which `done` bytes went out: keeps the whole lines
+    /// (and their index entries) and cuts a torn one, so the file stays whole lines and a full
+    /// disk stays full; returns `e`.
+    fn cut(
+        &self,
+        d: &mut Disk,
+        lines: &[u8],
+        done: usize,
+        index: &[u8],
+        e: RecordingError,
+    ) -> RecordingError {
+        let whole = lines[..done]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let count = lines[..whole].iter().filter(|b| **b == b'\n').count();
+        d.len += whole as u64;
+        let len = d.len;
+        let _ = d.file.set_len(len);
+        let _ = d.index.write_all(
+            index
+                .get(..count * super::seal::INDEX_BYTES)
+                .unwrap_or_default(),
+        );
+        e
+    }
+}
+
+/// Waits for an entry handed to the recording's writer.
+#[must_use = "the entry is only known to be stored once this says so"]
+pub struct SealAck(oneshot::Receiver<Result<(), RecordingError>>);
+
+impl SealAck {
+    pub async fn wait(self) -> Result<(), RecordingError> {
+        self.0
+            .await
+            .unwrap_or(Err(RecordingError::Chain(ChainError::Stopped)))
+    }
+
+    /// Blocks the calling thread; not on an async worker.
+    pub fn wait_blocking(self) -> Result<(), RecordingError> {
+        self.0
+            .blocking_recv()
+            .unwrap_or(Err(RecordingError::Chain(ChainError::Stopped)))
+    }
+}
+
 /// An open asciicast v2 recording, sealed line by line into the audit chain.
+///
+/// The session's calls only format, hash and queue lines; a writer job (on the blocking pool)
+/// writes them, fsyncs, and appends the audit entries that seal them, in that order, so an entry
+/// never covers lines that are not on disk. A failure of the job is returned by the next call.
 pub struct Recorder {
     id: SessionId,
-    path: PathBuf,
-    /// Locked (exclusive) while the session lives, so a verifier can tell live from crashed.
-    file: File,
-    index: BufWriter<File>,
+    pipe: Arc<Pipe>,
     started: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
     /// The line being written (kept to save an allocation per line).
     buf: Vec<u8>,
     chain: LineChain,
-    audit: Arc<AuditChain>,
     cadence: Cadence,
     /// Lines and time of the last checkpoint.
     sealed_lines: u64,
@@ -135,25 +346,9 @@ impl Recorder {
                 .mode(0o600)
                 .open(p)
         };
-        let file = open(&path).map_err(io)?;
+        let mut file = open(&path).map_err(io)?;
         file.try_lock().map_err(|e| io(e.into()))?;
-        let index = BufWriter::new(open(&store.index_path(id)).map_err(io)?);
-        let mut rec = Self {
-            id: id.clone(),
-            path: path.clone(),
-            file,
-            index,
-            started: Instant::now(),
-            output: Utf8Stream::default(),
-            input: Utf8Stream::default(),
-            buf: Vec::new(),
-            chain: LineChain::new(id),
-            audit,
-            cadence,
-            sealed_lines: 0,
-            sealed_bytes: 0,
-            sealed_at: Instant::now(),
-        };
+        let mut index = open(&store.index_path(id)).map_err(io)?;
         let header = json!({
             "version": 2,
             "width": size.0.max(1),
@@ -162,13 +357,41 @@ impl Recorder {
             "title": title,
             "env": {"TERM": term, "SHELL": ""},
         });
-        rec.line(&header)?;
-        Ok(rec)
+        let mut line = serde_json::to_vec(&header).map_err(|e| io(e.into()))?;
+        line.push(b'\n');
+        // The header is written here, before the target is dialled: a disk that cannot take
+        // it refuses the session with "the recording cannot be written".
+        let mut chain = LineChain::new(id);
+        let line_hash = chain.push(&line);
+        file.write_all(&line).map_err(io)?;
+        index.write_all(index_entry(&line_hash)).map_err(io)?;
+        Ok(Self {
+            id: id.clone(),
+            pipe: Arc::new(Pipe {
+                path: path.clone(),
+                audit,
+                queue: Mutex::new(Queue::default()),
+                disk: Mutex::new(Disk {
+                    file,
+                    index,
+                    len: line.len() as u64,
+                }),
+            }),
+            started: Instant::now(),
+            output: Utf8Stream::default(),
+            input: Utf8Stream::default(),
+            buf: Vec::new(),
+            chain,
+            cadence,
+            sealed_lines: 0,
+            sealed_bytes: 0,
+            sealed_at: Instant::now(),
+        })
     }
 
     fn io(&self, source: std::io::Error) -> RecordingError {
         RecordingError::Io {
-            path: self.path.clone(),
+            path: self.pipe.path.clone(),
             source,
         }
     }
@@ -188,24 +411,41 @@ impl Recorder {
     }
 
     fn write_line(&mut self, line: &[u8]) -> Result<(), RecordingError> {
-        if let Err(e) = self.file.write_all(line) {
-            // Cut a partly written line, so the file stays whole lines.
-            let _ = self.file.set_len(self.chain.bytes);
-            return Err(self.io(e));
+        {
+            let mut q = lock(&self.pipe.queue);
+            if let Some(reason) = &q.failed {
+                return Err(RecordingError::Stored {
+                    path: self.pipe.path.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            if q.lines.len() + line.len() > MAX_QUEUED {
+                let reason = "the disk does not keep up with the recording".to_owned();
+                q.failed = Some(reason.clone());
+                return Err(RecordingError::Stored {
+                    path: self.pipe.path.clone(),
+                    reason,
+                });
+            }
+            let line_hash = self.chain.push(line);
+            q.lines.extend_from_slice(line);
+            q.index.extend_from_slice(index_entry(&line_hash));
         }
-        let line_hash = self.chain.push(line);
-        self.index
-            .write_all(index_entry(&line_hash))
-            .map_err(|e| self.io(e))?;
         if self.chain.bytes - self.sealed_bytes >= self.cadence.bytes {
-            self.checkpoint()?;
+            self.checkpoint();
         }
+        self.pipe.kick();
         Ok(())
     }
 
     fn event(&mut self, kind: &str, data: &str) -> Result<(), RecordingError> {
         let t = (self.started.elapsed().as_micros() as f64) / 1e6;
         self.line(&(t, kind, data))
+    }
+
+    /// Bytes written to the recording so far.
+    pub fn bytes(&self) -> u64 {
+        self.chain.bytes
     }
 
     pub fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {
@@ -232,38 +472,64 @@ impl Recorder {
         self.event("m", label)
     }
 
-    /// Writes a checkpoint if lines are waiting and the interval has passed.
+    /// Queues a checkpoint if lines are waiting and the interval has passed; returns an earlier
+    /// failure of the writer.
     pub fn tick(&mut self) -> Result<(), RecordingError> {
+        if let Some(reason) = &lock(&self.pipe.queue).failed {
+            return Err(RecordingError::Stored {
+                path: self.pipe.path.clone(),
+                reason: reason.clone(),
+            });
+        }
         if self.chain.lines > self.sealed_lines && self.sealed_at.elapsed() >= self.cadence.interval
         {
-            self.checkpoint()?;
+            self.checkpoint();
+            self.pipe.kick();
         }
         Ok(())
     }
 
-    /// Syncs the recording and appends a checkpoint for it.
-    fn checkpoint(&mut self) -> Result<(), RecordingError> {
-        self.sync()?;
-        self.audit.append(
-            Draft::new(Kind::Checkpoint)
-                .session(&self.id)
-                .seal(self.chain.seal()),
-        )?;
+    /// Queues a checkpoint for what is queued so far; a failure shows at the next call.
+    fn checkpoint(&mut self) {
+        let draft = Draft::new(Kind::Checkpoint)
+            .session(&self.id)
+            .seal(self.chain.seal());
+        lock(&self.pipe.queue).seals.push((Some(draft), None));
         self.sealed_lines = self.chain.lines;
         self.sealed_bytes = self.chain.bytes;
         self.sealed_at = Instant::now();
-        Ok(())
     }
 
-    /// Where the recording stands now.
-    pub fn seal(&self) -> Seal {
-        self.chain.seal()
+    /// Appends `draft`, sealed with where the recording stands now, once every line queued
+    /// so far is on disk.
+    pub fn seal_with(&mut self, draft: Draft) -> SealAck {
+        self.queue_seal(Some(draft.seal(self.chain.seal())))
     }
 
-    /// Flushes the recording and its index to stable storage.
-    pub fn sync(&mut self) -> Result<(), RecordingError> {
-        self.file.sync_data().map_err(|e| self.io(e))?;
-        self.index.flush().map_err(|e| self.io(e))
+    /// Resolves once every line queued so far is on disk.
+    #[cfg(test)]
+    pub fn flushed(&mut self) -> SealAck {
+        self.queue_seal(None)
+    }
+
+    fn queue_seal(&mut self, draft: Option<Draft>) -> SealAck {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = lock(&self.pipe.queue);
+            if let Some(reason) = &q.failed {
+                let _ = tx.send(Err(RecordingError::Stored {
+                    path: self.pipe.path.clone(),
+                    reason: reason.clone(),
+                }));
+                return SealAck(rx);
+            }
+            q.seals.push((draft, Some(tx)));
+        }
+        self.sealed_lines = self.chain.lines;
+        self.sealed_bytes = self.chain.bytes;
+        self.sealed_at = Instant::now();
+        self.pipe.kick();
+        SealAck(rx)
     }
 }
 

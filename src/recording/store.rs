@@ -19,6 +19,13 @@ pub struct Meta {
     pub end: Option<jiff::Timestamp>,
     pub exit_status: Option<u32>,
     pub end_reason: Option<String>,
+    /// Whether the channel had a terminal (recordings from before this field all had one).
+    #[serde(default = "yes")]
+    pub pty: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +56,18 @@ impl RecordingStore {
         let text = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, text)?;
         std::fs::rename(tmp, self.meta_path(&meta.id))
+    }
+
+    /// Deletes a recording's files (those that exist).
+    pub fn remove(&self, id: &SessionId) -> std::io::Result<()> {
+        for path in [self.cast_path(id), self.index_path(id), self.meta_path(id)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     pub fn read_meta(&self, id: &SessionId) -> std::io::Result<Meta> {

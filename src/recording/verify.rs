@@ -45,6 +45,10 @@ pub enum Verdict {
         holds: SessionId,
     },
     Missing,
+    /// Deleted on purpose when its retention period had passed (a signed `pruned` entry says so).
+    Pruned {
+        at: jiff::Timestamp,
+    },
     /// A recording the chain has no start entry for.
     Unknown,
 }
@@ -52,7 +56,10 @@ pub enum Verdict {
 impl Verdict {
     /// Intact or sealed; anything else is a finding.
     pub fn ok(&self) -> bool {
-        matches!(self, Verdict::Sealed { .. } | Verdict::Intact { .. })
+        matches!(
+            self,
+            Verdict::Sealed { .. } | Verdict::Intact { .. } | Verdict::Pruned { .. }
+        )
     }
 }
 
@@ -60,6 +67,7 @@ impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Verdict::Sealed { lines } => write!(f, "sealed ({lines} lines)"),
+            Verdict::Pruned { at } => write!(f, "pruned at {at} (retention period passed)"),
             Verdict::Intact { lines, unsealed } => write!(
                 f,
                 "intact to line {lines} (live; {unsealed} lines since the last checkpoint)"
@@ -127,13 +135,20 @@ fn locate(own: &[[u8; 32]], index: &[u8]) -> Option<(u64, &'static str)> {
 }
 
 /// Whether the daemon still holds the recording open.
-fn is_live(path: &std::path::Path) -> bool {
+pub(super) fn is_live(path: &std::path::Path) -> bool {
     std::fs::File::open(path)
         .map(|f| matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)))
         .unwrap_or(false)
 }
 
 pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainReport) -> Verdict {
+    if let Some((pruned, _)) = chain
+        .notes(id)
+        .into_iter()
+        .find(|(e, _)| e.kind == crate::audit::Kind::Pruned)
+    {
+        return Verdict::Pruned { at: pruned.time };
+    }
     let seals = chain.seals(id);
     if seals.is_empty() {
         return Verdict::Unknown;

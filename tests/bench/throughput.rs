@@ -105,12 +105,27 @@ fn pipeline(mib: u64) -> (f64, f64) {
             )
             .unwrap()
         });
-        let mut t = Transcript::start(&id, chain.clone(), recorder, true, true, &[]).unwrap();
+        // As in the daemon: the recording's writes run on the runtime's blocking pool.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut t = rt
+            .block_on(Transcript::start(
+                &id,
+                chain.clone(),
+                recorder,
+                true,
+                true,
+                &[],
+            ))
+            .unwrap();
         let start = Instant::now();
-        for _ in 0..count {
-            t.output(&chunk).unwrap();
-        }
-        t.finish("end", "closed").0.unwrap();
+        rt.block_on(async {
+            for _ in 0..count {
+                t.output(&chunk).unwrap();
+            }
+            t.finish("end", "closed").wait().await.0.unwrap();
+        });
         rates.push((count * chunk.len() as u64) as f64 / 1048576.0 / start.elapsed().as_secs_f64());
     }
     (rates[0], rates[1])

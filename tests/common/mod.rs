@@ -27,8 +27,14 @@ pub enum Extra {
     Browser,
     /// Garage, an S3 store: the off-site copy.
     Garage,
+    /// moto's S3 server (PyPI `moto[server]`): an S3 store with conditional writes, for the
+    /// create-only off-site copy (Garage 2.5 ignores `If-None-Match` and overwrites).
+    Moto,
     /// OpenSSH's sk-dummy provider: the stock-OpenSSH security-key test.
     SkDummy,
+    /// Python's `cryptography` module: the raw SSH client of the hostile-input suite
+    /// (tests/support/ssh_raw.py).
+    PyCryptography,
 }
 
 fn on_path(tool: &str) -> bool {
@@ -73,6 +79,9 @@ pub fn prerequisites_with(extra: &[Extra]) -> bool {
     if extra.contains(&Extra::Browser) {
         tools.extend(["node", "chromium"]);
     }
+    if extra.contains(&Extra::Moto) {
+        tools.push("moto_server");
+    }
     missing.extend(tools.into_iter().filter(|t| !on_path(t)).map(str::to_owned));
     if let Err(e) = stapsteen::demo::find_sshd() {
         missing.push(e.to_string());
@@ -94,6 +103,15 @@ pub fn prerequisites_with(extra: &[Extra]) -> bool {
             "OpenSSH's sk-dummy provider at {} (SK_DUMMY names another path)",
             sk_dummy().display()
         ));
+    }
+    if extra.contains(&Extra::PyCryptography)
+        && !Command::new("python3")
+            .args(["-c", "import cryptography"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        missing.push("python3's cryptography module (python3-cryptography)".to_owned());
     }
     if missing.is_empty() {
         return true;
@@ -168,8 +186,6 @@ pub struct Options {
     pub idle_timeout: &'static str,
     pub max_unauthenticated: usize,
     pub max_unauthenticated_per_source: usize,
-    /// Appended to `[limits]`.
-    pub extra_limits: &'static str,
     pub extra_policy: String,
     /// Kernel enforcement in the bastion namespace (on unless a test or benchmark needs other
     /// traffic from the bastion namespace into the management network).
@@ -178,6 +194,8 @@ pub struct Options {
     pub bastion_env: Vec<(&'static str, &'static str)>,
     /// Appended to stapsteen.toml (after `[firewall]`).
     pub extra_config: String,
+    /// Appended to stapsteen.toml's `[limits]`.
+    pub extra_limits: String,
     /// A fourth namespace for the security team's reviewers, 10.77.3.0/24 behind the bastion.
     pub reviewer_network: bool,
 }
@@ -188,11 +206,11 @@ impl Default for Options {
             idle_timeout: "15m",
             max_unauthenticated: 32,
             max_unauthenticated_per_source: 8,
-            extra_limits: "",
             extra_policy: String::new(),
             firewall: true,
             bastion_env: Vec::new(),
             extra_config: String::new(),
+            extra_limits: String::new(),
             reviewer_network: false,
         }
     }
@@ -279,7 +297,7 @@ impl Env {
         std::fs::write(
             env.path("stapsteen.toml"),
             format!(
-                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nmax_unauthenticated_per_source = {}\nconnect_timeout = \"3s\"\n{}[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n{}",
+                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nmax_unauthenticated_per_source = {}\nconnect_timeout = \"3s\"\n{}\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n{}",
                 opts.idle_timeout,
                 opts.max_unauthenticated,
                 opts.max_unauthenticated_per_source,
@@ -599,6 +617,32 @@ max_session = "1h"
         ]
     }
 
+    /// Runs `args` in the bastion's mount namespace (`ip netns exec` gave it its own, so a
+    /// mount the test makes would not reach it).
+    pub fn in_bastion_mounts(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.bastion_pid().to_string(), "-m"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `ssh ARGS` with the agent `agent` in the admin namespace on a thread; joining it
+    /// gives the output once ssh has ended.
+    pub fn spawn_ssh(&self, agent: &str, args: &[&str]) -> std::thread::JoinHandle<Output> {
+        let mut all = self.ssh_opts(agent);
+        all.extend(args.iter().map(|a| a.to_string()));
+        let ns = self.ns_admin.clone();
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "ssh"])
+                .args(&all)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    }
+
     /// Runs a client program (`ssh`, `scp`, `sftp`) in the admin namespace.
     pub fn client(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new("ip");
@@ -748,6 +792,30 @@ impl Drop for Env {
                 });
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+    }
+}
+
+/// A remote command that creates `started` and then waits (up to a minute) until the test
+/// creates `release` (the target runs on the same file system), then prints `done`; "timed-out"
+/// if the release never came.
+pub fn held_session(started: &Path, release: &Path, done: &str) -> String {
+    format!(
+        "touch '{}'; for i in $(seq 600); do [ -e '{}' ] && echo {done} && exit; sleep 0.1; done; echo timed-out",
+        started.display(),
+        release.display()
+    )
+}
+
+/// Waits (up to 15 s) for a file that a remote command (or the bastion) creates.
+pub fn wait_for_file(file: &Path) {
+    let start = Instant::now();
+    while !file.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{} never appeared",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -113,7 +113,7 @@ try {
   check(await page.locator(`a[href="/sessions/${doneId}"]`).count() === 1, "the recorded session is listed");
   check(await page.locator(`tr.live a[href="/sessions/${liveId}"]`).count() === 1, "the running session is listed as live");
   const execRow = page.locator("tr", { has: page.locator(`a[href="/sessions/${execId}"]`) });
-  check(/no recording/.test(await execRow.textContent()) && /success/.test(await execRow.textContent()), "a session without a terminal is listed from the audit chain, with its exit status");
+  check(/sealed/.test(await execRow.textContent()) && /success/.test(await execRow.textContent()), "a session without a terminal is recorded and listed, with its exit status");
   await shot(page, "03-sessions");
   await page.fill("input[name=q]", env("FIND"));
   await page.click("form.filters button[type=submit]");
@@ -129,7 +129,7 @@ try {
   await page.goto(`${url}/sessions?admin=alice&from=2000-01-01T00:00&to=2999-01-01T00:00`);
   check(await page.locator("#sessions tbody tr").count() === 4, "admin and time range filters");
   await page.goto(`${url}/sessions?status=success`);
-  check(await page.locator("#sessions tbody tr").count() === 2, "the exit status filter");
+  check(await page.locator("#sessions tbody tr").count() === 3, "the exit status filter");
   await page.goto(`${url}/sessions?from=2999-01-01T00:00`);
   check(await page.locator("#sessions tbody tr").count() === 0, "a time range in the future is empty");
 
@@ -148,6 +148,11 @@ try {
   await shot(page, "05-replay");
   await page.evaluate(() => window.stapsteenPlayer.seek(0));
   check(await page.evaluate(() => window.stapsteenPlayer.getCurrentTime()) < 1, "seeking works");
+
+  // An sftp session's page lists its file operations.
+  await page.goto(`${url}/sessions/${env("SFTP_ID")}`);
+  const ops = await page.locator("ol.markers li").allTextContents();
+  check(ops.some((m) => /SFTP_OPEN .*SFTP-PUT\.txt/.test(m)) && ops.some((m) => /SFTP_CLOSE .*SFTP-PUT\.txt.*write_bytes=19/.test(m)), `the sftp session lists its file operations (${ops.length} markers)`);
 
   // Downloads.
   const cast = await fetchIn(page, `/sessions/${doneId}/cast?download=1`);

@@ -1,0 +1,343 @@
+//! End-to-end: a policy reload ends what it no longer allows, per key and per grant, connections
+//! included, and a reload during a session's setup is not missed.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+
+use common::{BASTION, Env, Options, held_session, stderr, stdout, wait_for_file};
+
+/// The SHA-256 fingerprint of a public key file, as `SHA256:...`.
+fn fingerprint(env: &Env, pub_file: &str) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(env.path(pub_file))
+        .output()
+        .unwrap();
+    stdout(&out).split_whitespace().nth(1).unwrap().to_owned()
+}
+
+/// Waits (up to 15 s) until `ssh` has ended.
+fn ended(t: &std::thread::JoinHandle<std::process::Output>) -> bool {
+    let start = std::time::Instant::now();
+    while !t.is_finished() && start.elapsed() < std::time::Duration::from_secs(15) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    t.is_finished()
+}
+
+#[test]
+fn removing_one_key_ends_the_connections_it_logged_in() {
+    let mut env = testbed!();
+    env.agent("alice2.sock", "alice2_key", &[]);
+    let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
+    let both = format!("keys = [\"{}\", \"{}\"]", env.alice_key, second.trim());
+    let one = format!("keys = [\"{}\"]", env.alice_key);
+    std::fs::write(
+        env.path("policy.toml"),
+        env.policy_text("").replace(&one, &both),
+    )
+    .unwrap();
+    env.reload();
+    env.wait_audit("POLICY_LOADED", |_| true);
+
+    let release = env.path("release");
+    let held = |name: &str| held_session(&env.path(name), &release, "survived");
+    let alice = format!("alice@{BASTION}");
+    // With the key that goes: a connection without a session, and one with a session.
+    let bare = env.spawn_ssh("agent.sock", &["-N", &alice]);
+    let first = env.spawn_ssh("agent.sock", &[&alice, "pacs01", &held("first-started")]);
+    // With the key that stays: a session that must survive (the positive control).
+    let kept = env.spawn_ssh("alice2.sock", &[&alice, "pacs01", &held("kept-started")]);
+    wait_for_file(&env.path("first-started"));
+    wait_for_file(&env.path("kept-started"));
+    let fp = fingerprint(&env, "alice_key.sk.pub");
+    let start = env.audit().len();
+    env.wait_audit("AUTH_OK", |e| e["fingerprint"] == fp.as_str());
+    assert!(!bare.is_finished(), "the bare connection ended early");
+
+    std::fs::write(
+        env.path("policy.toml"),
+        env.policy_text("")
+            .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
+    )
+    .unwrap();
+    env.reload();
+    let revoked = env.wait_audit("SESSION_REVOKED", |e| {
+        e["admin"] == "alice" && Env::detail(e)["ended"] == "connections"
+    });
+    assert!(
+        revoked["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("key {fp} removed")),
+        "{revoked}"
+    );
+    assert_eq!(Env::detail(&revoked)["removed"], "key");
+    assert!(
+        ended(&bare),
+        "the connection with the removed key stayed open"
+    );
+    assert!(ended(&first), "the session with the removed key went on");
+    let first = first.join().unwrap();
+    assert!(!stdout(&first).contains("survived"), "{}", stdout(&first));
+    assert!(
+        stderr(&first).contains(&format!("access revoked (key {fp} removed")),
+        "{}",
+        stderr(&first)
+    );
+    let bare = bare.join().unwrap();
+    assert!(
+        stderr(&bare).contains("access revoked"),
+        "{}",
+        stderr(&bare)
+    );
+    env.wait_audit("SESSION_END", |e| {
+        e["admin"] == "alice"
+            && e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("access revoked (key")
+    });
+    // Only what the removed key logged in was ended.
+    let events = env.audit();
+    let ended_by_reload: Vec<_> = events[start..]
+        .iter()
+        .filter(|e| e["code"] == "SESSION_REVOKED")
+        .collect();
+    assert_eq!(ended_by_reload.len(), 3, "{ended_by_reload:?}");
+    assert!(
+        !kept.is_finished(),
+        "the session with the other key ended too"
+    );
+    std::fs::write(&release, b"").unwrap();
+    let kept = kept.join().unwrap();
+    assert_eq!(stdout(&kept), "survived\n", "{}", stderr(&kept));
+}
+
+#[test]
+fn removing_a_grant_ends_its_sessions_only() {
+    let grant = "[[grant]]\nname = \"alice-import\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\n";
+    let env = testbed!(Options {
+        extra_policy: grant.into(),
+        ..Default::default()
+    });
+    let release = env.path("release");
+    let alice = format!("alice@{BASTION}");
+    let pacs = held_session(&env.path("pacs-started"), &release, "survived");
+    let import = held_session(&env.path("import-started"), &release, "survived");
+    let on_pacs = env.spawn_ssh("agent.sock", &[&alice, "pacs01", &pacs]);
+    let on_import = env.spawn_ssh("agent.sock", &[&alice, "import01", &import]);
+    wait_for_file(&env.path("pacs-started"));
+    wait_for_file(&env.path("import-started"));
+
+    // The grant for pacs01 no longer names alice's group; alice and her key stay.
+    let changed = env.policy_text(grant).replace(
+        "groups = [\"pacs-beheer\"]\ntargets",
+        "admins = [\"bob\"]\ntargets",
+    );
+    std::fs::write(env.path("policy.toml"), changed).unwrap();
+    env.reload();
+    let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
+    assert_eq!(Env::detail(&revoked)["removed"], "grant");
+    assert_eq!(Env::detail(&revoked)["ended"], "sessions");
+    assert!(
+        revoked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("grant pacs-beheer no longer allows this"),
+        "{revoked}"
+    );
+    assert!(
+        ended(&on_pacs),
+        "the session under the removed grant went on"
+    );
+    let on_pacs = on_pacs.join().unwrap();
+    assert!(
+        !stdout(&on_pacs).contains("survived"),
+        "{}",
+        stdout(&on_pacs)
+    );
+    assert!(
+        stderr(&on_pacs).contains("access revoked (grant pacs-beheer"),
+        "{}",
+        stderr(&on_pacs)
+    );
+    // The session under the other grant goes on, and so does its connection.
+    assert!(
+        !on_import.is_finished(),
+        "the other grant's session ended too"
+    );
+    assert_eq!(
+        env.audit()
+            .iter()
+            .filter(|e| e["code"] == "SESSION_REVOKED")
+            .count(),
+        1
+    );
+    std::fs::write(&release, b"").unwrap();
+    let on_import = on_import.join().unwrap();
+    assert_eq!(stdout(&on_import), "survived\n", "{}", stderr(&on_import));
+}
+
+#[test]
+fn a_reload_during_session_setup_is_not_missed() {
+    // The bastion holds each session's setup between its grant decision and its registration
+    // while `pause/hold` exists (a debug-build seam), so the reload lands exactly there.
+    let pause = tempfile::tempdir().unwrap();
+    let dir: &'static str = Box::leak(pause.path().display().to_string().into_boxed_str());
+    let env = testbed!(Options {
+        bastion_env: vec![("STAPSTEEN_TEST_SETUP_PAUSE", dir)],
+        ..Default::default()
+    });
+    let (hold, reached) = (pause.path().join("hold"), pause.path().join("reached"));
+    let alice = format!("alice@{BASTION}");
+    let paused_session = |policy: String| {
+        std::fs::write(&hold, b"").unwrap();
+        let _ = std::fs::remove_file(&reached);
+        let ssh = env.spawn_ssh("agent.sock", &[&alice, "pacs01", "echo", "on-target"]);
+        wait_for_file(&reached);
+        let loaded = env
+            .audit()
+            .iter()
+            .filter(|e| e["code"] == "POLICY_LOADED")
+            .count();
+        std::fs::write(env.path("policy.toml"), policy).unwrap();
+        env.reload();
+        let start = std::time::Instant::now();
+        while env
+            .audit()
+            .iter()
+            .filter(|e| e["code"] == "POLICY_LOADED")
+            .count()
+            == loaded
+        {
+            assert!(start.elapsed() < std::time::Duration::from_secs(15));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!ssh.is_finished());
+        std::fs::remove_file(&hold).unwrap();
+        ssh.join().unwrap()
+    };
+
+    // Positive control: a reload that keeps the grant lets the held session through.
+    let out = paused_session(env.policy_text(""));
+    assert_eq!(stdout(&out), "on-target\n", "{}", stderr(&out));
+
+    // A reload that takes the grant away refuses the session decided under the old policy.
+    let without = env.policy_text("").replace(
+        "groups = [\"pacs-beheer\"]\ntargets",
+        "admins = [\"bob\"]\ntargets",
+    );
+    let accepted = std::fs::read_to_string(env.path("pacs01_sshd.log"))
+        .unwrap()
+        .matches("Accepted")
+        .count();
+    let out = paused_session(without);
+    assert!(!stdout(&out).contains("on-target"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("session refused: access revoked (grant pacs-beheer"),
+        "{}",
+        stderr(&out)
+    );
+    let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
+    assert!(revoked["session"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(Env::detail(&revoked)["removed"], "grant");
+    env.wait_audit("SESSION_END", |e| {
+        e["session"] == revoked["session"]
+            && e["reason"].as_str().unwrap().contains("access revoked")
+    });
+    assert_eq!(
+        std::fs::read_to_string(env.path("pacs01_sshd.log"))
+            .unwrap()
+            .matches("Accepted")
+            .count(),
+        accepted,
+        "the target was dialled for a refused session"
+    );
+}
+
+/// `ssh -W SPEC alice@bastion` with its stdin held open by the test, so the forward lasts.
+fn held_forward(env: &Env, spec: &str) -> std::process::Child {
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.ns_admin, "ssh"])
+        .args(env.ssh_opts("agent.sock"))
+        .args(["-W", spec, &format!("alice@{BASTION}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.as_mut().unwrap().write_all(b"hello\n").unwrap();
+    child
+}
+
+/// Waits (up to 15 s) for `child` to exit.
+fn exited(child: &mut std::process::Child) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(15) {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
+    let grant = "[[grant]]\nname = \"pacs-dicom\"\ngroups = [\"pacs-beheer\"]\ntargets = [\"pacs01\"]\naccounts = [\"root\"]\nforward_ports = [11112]\n";
+    let mut env = testbed!(Options {
+        extra_policy: grant.into(),
+        extra_limits: "max_forwards_per_admin = 1\n".into(),
+        ..Default::default()
+    });
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_echo.py");
+    env.spawn_in_mgmt(&["python3", server, common::PACS01, "11112"]);
+    env.wait_port(&env.ns_mgmt.clone(), common::PACS01, 11112);
+    // A session under the other grant, which the change leaves alone (the positive control).
+    let release = env.path("release");
+    let held = held_session(&env.path("started"), &release, "survived");
+    let session = env.spawn_ssh(
+        "agent.sock",
+        &[&format!("alice@{BASTION}"), "pacs01", &held],
+    );
+    wait_for_file(&env.path("started"));
+
+    let mut fwd = held_forward(&env, "pacs01:11112");
+    env.wait_audit("FORWARD_START", |e| e["admin"] == "alice");
+    // A second forward is over alice's limit of one.
+    let mut second = held_forward(&env, "pacs01:11112");
+    assert!(exited(&mut second), "the second forward was let through");
+    let limit = env.wait_audit("ADMIN_LIMIT", |e| e["admin"] == "alice");
+    assert_eq!(Env::detail(&limit)["limit"], "forwards");
+
+    // The grant no longer allows port 11112: the forward ends, the session goes on.
+    std::fs::write(
+        env.path("policy.toml"),
+        env.policy_text(&grant.replace("[11112]", "[11113]")),
+    )
+    .unwrap();
+    env.reload();
+    let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
+    assert_eq!(Env::detail(&revoked)["ended"], "forwards");
+    assert!(
+        revoked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("grant pacs-dicom no longer allows this"),
+        "{revoked}"
+    );
+    assert!(exited(&mut fwd), "the forward went on");
+    env.wait_audit("FORWARD_END", |e| {
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("access revoked (grant pacs-dicom")
+    });
+    assert!(!session.is_finished(), "the other grant's session ended");
+    std::fs::write(&release, b"").unwrap();
+    let session = session.join().unwrap();
+    assert_eq!(stdout(&session), "survived\n", "{}", stderr(&session));
+}
