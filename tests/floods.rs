@@ -61,7 +61,7 @@ fn a_request_flood_closes_the_connection() {
     let out = env.run("ssh", "agent.sock", &refs, None);
     assert!(!stdout(&out).contains("survived"), "{}", stdout(&out));
     assert!(!out.status.success());
-    let flood = env.wait_audit("REQUEST_DENIED", |e| {
+    let flood = env.wait_audit("REQUEST_FLOOD", |e| {
         e["reason"] == "request flood (remote_forwarding): connection closed"
     });
     assert_eq!(flood["admin"], "alice");

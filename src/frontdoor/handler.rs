@@ -133,7 +133,14 @@ impl Connection {
         if self.requests.take(self.shared.app.clock.now()) {
             return Ok(());
         }
-        self.request_denied(&format!("request flood ({what}): connection closed"));
+        // Its own code, never limited: one per closed connection, and the signal a reviewer
+        // needs among the refusals that are summed up.
+        let admin = self.admin.as_ref().map(|a| a.name.to_string());
+        Event::new(Code::RequestFlood)
+            .admin(admin.unwrap_or_default())
+            .source(self.peer)
+            .reason(format!("request flood ({what}): connection closed"))
+            .emit();
         Err(russh::Error::Disconnect)
     }
 
