@@ -204,6 +204,14 @@ pub struct Limits {
     pub max_auth_attempts: usize,
     /// Connections that have not authenticated yet; more are closed at once.
     pub max_unauthenticated: usize,
+    /// Of those, from one source (an IPv4 address or an IPv6 /64), so one source cannot take
+    /// them all.
+    pub max_unauthenticated_per_source: usize,
+    /// Refusals anyone can cause (CONN_LIMIT, AUTH_DENIED, LOGIN_TIMEOUT, console refusals)
+    /// logged one by one per code and source in each `audit_window`; the rest are summed up.
+    pub audit_events_per_source: u64,
+    #[serde(deserialize_with = "duration")]
+    pub audit_window: Duration,
     /// Time allowed for connecting and logging in to a target.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
@@ -223,6 +231,9 @@ impl Default for Limits {
             auth_rejection_time: Duration::from_secs(1),
             max_auth_attempts: 6,
             max_unauthenticated: 32,
+            max_unauthenticated_per_source: 8,
+            audit_events_per_source: 20,
+            audit_window: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             // Far above one person's terminals (the boot test opens 11 at once), far below what
             // the unit's descriptor and memory ceilings allow.
@@ -273,6 +284,14 @@ impl Config {
             line: e.span().map_or(1, |s| line_at(text, s.start)),
             message: e.message().trim().to_owned(),
         })?;
+        let limits = &cfg.limits;
+        if limits.max_unauthenticated == 0 || limits.max_unauthenticated_per_source == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, "[limits]"),
+                message: "limits: max_unauthenticated and max_unauthenticated_per_source must be at least 1 (0 lets nobody log in)".into(),
+            });
+        }
         let fw = &cfg.firewall;
         if fw.enabled && (fw.admin_networks.is_empty() || fw.management_networks.is_empty()) {
             return Err(ConfigError::Invalid {
@@ -384,5 +403,16 @@ mod tests {
         let text = "listen = []\npolicy = \"p\"\nstate_dir = \"s\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n\n[firewall]\nenabled = true\nadmin_networks = [\"10.1.0.0/24\"]\n";
         let e = Config::parse(Path::new("c.toml"), text).unwrap_err();
         assert!(e.to_string().starts_with("c.toml:8: firewall:"), "{e}");
+    }
+
+    #[test]
+    fn unauthenticated_limits_must_let_someone_in() {
+        let text = "listen = []\npolicy = \"p\"\nstate_dir = \"s\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[limits]\nmax_unauthenticated_per_source = 0\n[firewall]\nenabled = false\n";
+        let e = Config::parse(Path::new("c.toml"), text).unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:7: limits:"), "{e}");
+        let ok = text.replace("= 0", "= 2");
+        let c = Config::parse(Path::new("c.toml"), &ok).unwrap();
+        assert_eq!(c.limits.max_unauthenticated_per_source, 2);
+        assert_eq!(c.limits.max_unauthenticated, 32);
     }
 }

@@ -19,6 +19,10 @@ use crate::policy::{Policy, load_policy};
 use crate::seckey::CounterStore;
 use crate::secrets::load_key;
 
+/// Sources whose refusals are counted apart in one audit window; more share one count, which
+/// bounds the limiter's memory.
+const AUDIT_FLOOD_SOURCES: usize = 1024;
+
 pub async fn serve(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
     crate::audit::init(config.audit);
@@ -85,7 +89,13 @@ pub async fn start(config: Config) -> Result<Running> {
     let app = Arc::new(Bastion::new(config, policy, clock, firewall, audit));
     let shared = Arc::new(Shared::new(app.clone(), ca_key, counters));
     let mut addrs = Vec::new();
-    let mut tasks = Vec::new();
+    let limits = &app.config.limits;
+    let mut tasks = vec![tokio::spawn(crate::audit::flood::install(
+        limits.audit_events_per_source,
+        limits.audit_window,
+        AUDIT_FLOOD_SOURCES,
+        app.clock.clone(),
+    ))];
     if app.firewall.is_some() {
         tasks.push(tokio::spawn(keep_firewall(app.clone())));
     }
@@ -272,5 +282,7 @@ impl Running {
         for t in &self.tasks {
             t.abort();
         }
+        // What the audit flood limiter still holds is logged before the process ends.
+        crate::audit::flood::flush();
     }
 }

@@ -130,6 +130,20 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
             && e["session"] != sftp_id.as_str()
     });
     let live_id = started["session"].as_str().unwrap().to_owned();
+    // Another, watched at the end while the console login idles.
+    let _watched = env.spawn_ssh_pty(
+        "alice",
+        &[
+            "pacs01",
+            "for i in $(seq 1 300); do echo WATCH-MARK $i; sleep 1; done",
+        ],
+        json!([["expect", "WATCH-MARK 1"]]),
+    );
+    let started = env.wait_audit("SESSION_START", |e| {
+        let s = e["session"].as_str().unwrap_or_default();
+        s != done_id && s != exec_id && s != live_id
+    });
+    let watch_id = started["session"].as_str().unwrap().to_owned();
 
     let enrol = env.cli(&["console", "enrol", "c.visser"]);
     assert!(enrol.status.success(), "{}", common::stderr(&enrol));
@@ -155,6 +169,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
         .env("CODE", &code)
         .env("DONE_ID", &done_id)
         .env("LIVE_ID", &live_id)
+        .env("WATCH_ID", &watch_id)
         .env("EXEC_ID", &exec_id)
         .env("SFTP_ID", &sftp_id)
         .env("FIND", "FINDME-42")
@@ -470,4 +485,97 @@ fn the_console_refuses_other_networks_old_tls_and_bad_requests() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_slow_request_body_is_cut_off() {
+    let env = testbed!(console_options(""));
+    let reviewer = env.ns_reviewer.clone().unwrap();
+    env.wait_audit("CONSOLE_START", |_| true);
+    // Positive control: a body that comes gets its answer (a refusal of the unknown reviewer).
+    let (_, status, _) = curl(
+        &env,
+        &reviewer,
+        &[
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("origin: {}", url("")),
+            "-d",
+            r#"{"name":"nobody"}"#,
+            &url("/login/start"),
+        ],
+    );
+    assert_eq!(status, "403");
+    // A body that never ends: the head announces 100 bytes, one comes.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &reviewer, "python3"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/slow_body.py"
+        ))
+        .args([CONSOLE_IP, "8443", HOST, "/login/start", "40"])
+        .output()
+        .unwrap();
+    let answer = stdout(&out);
+    let (line, took) = answer.trim().split_once('|').unwrap();
+    assert!(line.starts_with("HTTP/1.1 408"), "{answer}");
+    let took: f64 = took.parse().unwrap();
+    assert!(
+        (9.0..20.0).contains(&took),
+        "answered after {took} s, not at the 10 s body timeout"
+    );
+}
+
+#[test]
+fn one_source_cannot_hold_every_console_connection() {
+    let env = testbed!(console_options(""));
+    let reviewer = env.ns_reviewer.clone().unwrap();
+    env.wait_audit("CONSOLE_START", |_| true);
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &reviewer,
+            "addr",
+            "add",
+            "10.77.3.3/24",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // 32 silent connections from one address hold its share (each until the TLS handshake
+    // timeout); one more from there is closed at once.
+    let mut hold = Command::new("ip")
+        .args(["netns", "exec", &reviewer, "python3"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/hold_tcp.py"
+        ))
+        .args([CONSOLE_IP, "8443", "10.77.3.2", "32", "8"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(hold.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "held 32");
+    assert_eq!(lines.next().unwrap().unwrap(), "extra closed");
+    let refused = env.wait_audit("CONSOLE_REFUSED", |e| {
+        e["reason"] == "too many connections from this source"
+    });
+    assert!(
+        refused["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.77.3.2:")
+    );
+    // Meanwhile a reviewer from another address is served.
+    let (rc, status, _) = curl(
+        &env,
+        &reviewer,
+        &["--interface", "10.77.3.3", &url("/login")],
+    );
+    assert_eq!((rc, status.as_str()), (0, "200"));
+    let _ = hold.kill();
+    let _ = hold.wait();
 }

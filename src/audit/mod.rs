@@ -5,6 +5,7 @@
 //! them; codes never change meaning. Secrets never appear here.
 
 mod chain;
+pub mod flood;
 mod human;
 mod note;
 mod verify;
@@ -34,7 +35,7 @@ use crate::config::AuditSink;
 pub const TARGET: &str = "stapsteen::audit";
 
 /// Stable event codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     AuthOk,
     AuthDenied,
@@ -50,6 +51,7 @@ pub enum Code {
     RecordingQuota,
     RecordingFailed,
     RequestDenied,
+    RequestFlood,
     PolicyLoaded,
     PolicyReloadFailed,
     ServiceStart,
@@ -80,6 +82,12 @@ pub enum Code {
     KeyCounterRegression,
     KeyCounterZero,
     PolicyWarning,
+    ConnLimitSuppressed,
+    AuthDeniedSuppressed,
+    LoginTimeoutSuppressed,
+    ConsoleRefusedSuppressed,
+    ConsoleLoginFailedSuppressed,
+    RequestDeniedSuppressed,
     SftpOpen,
     SftpClose,
     SftpRemove,
@@ -109,6 +117,7 @@ impl Code {
             Code::RecordingQuota => "RECORDING_QUOTA",
             Code::RecordingFailed => "RECORDING_FAILED",
             Code::RequestDenied => "REQUEST_DENIED",
+            Code::RequestFlood => "REQUEST_FLOOD",
             Code::PolicyLoaded => "POLICY_LOADED",
             Code::PolicyReloadFailed => "POLICY_RELOAD_FAILED",
             Code::ServiceStart => "SERVICE_START",
@@ -149,6 +158,25 @@ impl Code {
             Code::SftpSymlink => "SFTP_SYMLINK",
             Code::SftpLink => "SFTP_LINK",
             Code::SftpUnparsed => "SFTP_UNPARSED",
+            Code::ConnLimitSuppressed => "CONN_LIMIT_SUPPRESSED",
+            Code::AuthDeniedSuppressed => "AUTH_DENIED_SUPPRESSED",
+            Code::LoginTimeoutSuppressed => "LOGIN_TIMEOUT_SUPPRESSED",
+            Code::ConsoleRefusedSuppressed => "CONSOLE_REFUSED_SUPPRESSED",
+            Code::ConsoleLoginFailedSuppressed => "CONSOLE_LOGIN_FAILED_SUPPRESSED",
+            Code::RequestDeniedSuppressed => "REQUEST_DENIED_SUPPRESSED",
+        }
+    }
+
+    /// The summary code of a code anyone on the network can cause in bulk (see [`flood`]).
+    pub fn suppressed(self) -> Option<Code> {
+        match self {
+            Code::ConnLimit => Some(Code::ConnLimitSuppressed),
+            Code::AuthDenied => Some(Code::AuthDeniedSuppressed),
+            Code::LoginTimeout => Some(Code::LoginTimeoutSuppressed),
+            Code::ConsoleRefused => Some(Code::ConsoleRefusedSuppressed),
+            Code::ConsoleLoginFailed => Some(Code::ConsoleLoginFailedSuppressed),
+            Code::RequestDenied => Some(Code::RequestDeniedSuppressed),
+            _ => None,
         }
     }
 }
@@ -230,7 +258,11 @@ impl Event {
         self.with_code(code).emit();
     }
 
+    /// Writes the event, unless it is one too many of a flood from its source (see [`flood`]).
     pub fn emit(self) {
+        if !flood::admit(&self) {
+            return;
+        }
         let detail = serde_json::Value::Object(self.detail).to_string();
         tracing::info!(
             target: TARGET,

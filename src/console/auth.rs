@@ -14,6 +14,7 @@ use webauthn_rs::prelude::{
     AuthenticatorAttachment, PublicKeyCredential, RegisterPublicKeyCredential,
 };
 
+use super::logins::Busy;
 use super::{App, Peer, Reviewer, clear_cookie, token};
 use crate::audit::{Code, Event};
 use crate::policy::Reviewer as PolicyReviewer;
@@ -81,8 +82,12 @@ pub async fn enrol_start(
     if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
         sel.authenticator_attachment = Some(AuthenticatorAttachment::CrossPlatform);
     }
-    let Some(ceremony) = app.enrolling.put((name, user_id, state)) else {
-        return failed("too many enrolments in progress; try again in two minutes");
+    let ceremony = match app
+        .enrolling
+        .put(&name.clone(), peer.0.ip(), (name, user_id, state))
+    {
+        Ok(c) => c,
+        Err(busy) => return failed(&busy_reason(busy, "enrolments")),
     };
     Json(json!({ "ceremony": ceremony, "options": options })).into_response()
 }
@@ -174,8 +179,12 @@ pub async fn login_start(
         Ok(x) => x,
         Err(e) => return failed(&format!("WebAuthn: {e}")),
     };
-    let Some(ceremony) = app.logging_in.put((name, state)) else {
-        return failed("too many logins in progress; try again in two minutes");
+    let ceremony = match app
+        .logging_in
+        .put(&name.clone(), peer.0.ip(), (name, state))
+    {
+        Ok(c) => c,
+        Err(busy) => return failed(&busy_reason(busy, "logins")),
     };
     Json(json!({ "ceremony": ceremony, "options": options })).into_response()
 }
@@ -268,4 +277,14 @@ pub async fn logout(
     let mut res = Redirect::to("/login?why=logout").into_response();
     res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
     res
+}
+
+/// Why a ceremony of `what` ("logins", "enrolments") was not started.
+fn busy_reason(busy: Busy, what: &str) -> String {
+    match busy {
+        Busy::Source => {
+            format!("too many {what} in progress from this address; try again in two minutes")
+        }
+        Busy::Total => format!("too many {what} in progress; try again in two minutes"),
+    }
 }

@@ -3,7 +3,8 @@
 //! The live view is a server-sent event stream in the form the player's `eventsource` driver
 //! reads: first the asciicast header with the screen so far (`init`), then each new event line as
 //! the recorder writes it, then `{"state":"offline"}` when the session ends or the viewer's
-//! console login does.
+//! console login does. Watching is not activity: a login left watching ends after the console's
+//! idle timeout like any other.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -45,8 +46,9 @@ pub async fn stream(
             return;
         };
         loop {
-            // Watching counts as activity; a logout or a removed reviewer ends the stream.
-            let watching = matches!(app.check_login(&login), Check::Valid(_));
+            // Watching is not activity: the login's idle timeout, a logout or a removed
+            // reviewer ends the stream.
+            let watching = matches!(app.watch_login(&login), Check::Valid(_));
             let still_live = watching && app.shared.sessions.is_live(id.as_str());
             if file.read_to_end(&mut pending).await.is_err() || tx.is_closed() {
                 return;

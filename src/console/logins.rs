@@ -1,7 +1,11 @@
 //! Console logins: a random token in a cookie, known here only by its hash, ended after the idle
-//! timeout. WebAuthn ceremonies waiting for the browser's answer live here too, for two minutes.
+//! timeout. WebAuthn ceremonies waiting for the browser's answer live here too, for two minutes:
+//! at most [`MAX_PENDING`] in all and [`MAX_PENDING_PER_SOURCE`] from one source (further ones
+//! are refused), and at most [`MAX_PENDING_PER_REVIEWER`] for one reviewer (a further one ends
+//! that reviewer's oldest, so naming a reviewer from elsewhere cannot lock them out).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +81,16 @@ impl Logins {
     /// Checks a token and, when valid, counts this request as activity. `allowed` says whether
     /// its reviewer may still log in.
     pub fn check(&self, token: &str, allowed: impl Fn(&ReviewerName) -> bool) -> Check {
+        self.check_at(token, allowed, true)
+    }
+
+    /// Checks a token without counting as activity (a live view that runs by itself), and
+    /// without ending it: the next request's [`Logins::check`] does that and says so.
+    pub fn peek(&self, token: &str, allowed: impl Fn(&ReviewerName) -> bool) -> Check {
+        self.check_at(token, allowed, false)
+    }
+
+    fn check_at(&self, token: &str, allowed: impl Fn(&ReviewerName) -> bool, touch: bool) -> Check {
         let now = self.clock.now();
         let key = hash(token);
         let mut logins = lock(&self.by_hash);
@@ -85,15 +99,21 @@ impl Logins {
         };
         if now.duration_since(login.last) > self.idle {
             let gone = login.reviewer.clone();
-            logins.remove(&key);
+            if touch {
+                logins.remove(&key);
+            }
             return Check::Expired(gone);
         }
         if !allowed(&login.reviewer) {
             let gone = login.reviewer.clone();
-            logins.remove(&key);
+            if touch {
+                logins.remove(&key);
+            }
             return Check::Removed(gone);
         }
-        login.last = now;
+        if touch {
+            login.last = now;
+        }
         Check::Valid(login.reviewer.clone())
     }
 
@@ -105,13 +125,34 @@ impl Logins {
 /// WebAuthn states waiting for the browser, by a random ceremony id; each is taken once.
 pub struct Pending<T> {
     clock: Arc<dyn Clock>,
-    inner: Mutex<HashMap<String, (Timestamp, T)>>,
+    inner: Mutex<HashMap<String, Ceremony<T>>>,
+}
+
+struct Ceremony<T> {
+    at: Timestamp,
+    reviewer: ReviewerName,
+    source: IpAddr,
+    state: T,
+}
+
+/// Why a ceremony was not started.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Busy {
+    /// Too many are waiting in all.
+    Total,
+    /// Too many are waiting from this source.
+    Source,
 }
 
 /// How long a browser has to answer a WebAuthn challenge.
 const CEREMONY: SignedDuration = SignedDuration::from_mins(2);
 /// Ceremonies waiting at once; more are refused, so that nobody can fill the memory.
-const MAX_PENDING: usize = 256;
+pub const MAX_PENDING: usize = 256;
+/// Ceremonies waiting from one source (IPv4 address or IPv6 /64); more are refused, so that one
+/// source cannot take all of them.
+pub const MAX_PENDING_PER_SOURCE: usize = 8;
+/// Ceremonies waiting for one reviewer; a further one ends the oldest.
+pub const MAX_PENDING_PER_REVIEWER: usize = 4;
 
 impl<T> Pending<T> {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
@@ -121,25 +162,43 @@ impl<T> Pending<T> {
         }
     }
 
-    /// Stores a state; `None` when too many are waiting.
-    pub fn put(&self, state: T) -> Option<String> {
+    /// Stores the state of a ceremony for `reviewer` started from `source`; its id, or why not.
+    pub fn put(&self, reviewer: &ReviewerName, source: IpAddr, state: T) -> Result<String, Busy> {
         let now = self.clock.now();
+        let source = crate::net::source_of(source);
         let mut inner = lock(&self.inner);
-        inner.retain(|_, (at, _)| now.duration_since(*at) <= CEREMONY);
+        inner.retain(|_, c| now.duration_since(c.at) <= CEREMONY);
+        if inner.values().filter(|c| c.source == source).count() >= MAX_PENDING_PER_SOURCE {
+            return Err(Busy::Source);
+        }
+        let theirs = inner.iter().filter(|(_, c)| &c.reviewer == reviewer);
+        if theirs.clone().count() >= MAX_PENDING_PER_REVIEWER
+            && let Some(oldest) = theirs.min_by_key(|(_, c)| c.at).map(|(id, _)| id.clone())
+        {
+            inner.remove(&oldest);
+        }
         if inner.len() >= MAX_PENDING {
-            return None;
+            return Err(Busy::Total);
         }
         let id = random_token().expose().clone();
-        inner.insert(id.clone(), (now, state));
-        Some(id)
+        inner.insert(
+            id.clone(),
+            Ceremony {
+                at: now,
+                reviewer: reviewer.clone(),
+                source,
+                state,
+            },
+        );
+        Ok(id)
     }
 
     pub fn take(&self, id: &str) -> Option<T> {
         let now = self.clock.now();
         lock(&self.inner)
             .remove(id)
-            .filter(|(at, _)| now.duration_since(*at) <= CEREMONY)
-            .map(|(_, s)| s)
+            .filter(|c| now.duration_since(c.at) <= CEREMONY)
+            .map(|c| c.state)
     }
 }
 
@@ -183,14 +242,90 @@ mod tests {
     }
 
     #[test]
+    fn a_live_view_does_not_keep_a_login() {
+        let clock = Arc::new(FakeClock::at("2026-11-23T10:00:00Z"));
+        let logins = Logins::new(clock.clone(), Duration::from_secs(15 * 60));
+        let name = ReviewerName::new("c.visser").unwrap();
+        let token = logins.create(name.clone());
+        let any = |_: &ReviewerName| true;
+        // Watching every 200 ms for 15 minutes is no activity.
+        for _ in 0..(15 * 60 * 5) {
+            clock.advance(Duration::from_millis(200));
+            assert_eq!(logins.peek(token.expose(), any), Check::Valid(name.clone()));
+        }
+        clock.advance(Duration::from_millis(200));
+        assert_eq!(
+            logins.peek(token.expose(), any),
+            Check::Expired(name.clone())
+        );
+        // The next request ends it.
+        assert_eq!(logins.check(token.expose(), any), Check::Expired(name));
+        assert_eq!(logins.check(token.expose(), any), Check::Unknown);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
     fn ceremonies_are_taken_once_and_expire() {
         let clock = Arc::new(FakeClock::at("2026-11-23T10:00:00Z"));
         let pending = Pending::new(clock.clone());
-        let a = pending.put(1).unwrap();
+        let r = ReviewerName::new("c.visser").unwrap();
+        let a = pending.put(&r, ip("10.0.0.1"), 1).unwrap();
         assert_eq!(pending.take(&a), Some(1));
         assert_eq!(pending.take(&a), None);
-        let b = pending.put(2).unwrap();
+        let b = pending.put(&r, ip("10.0.0.1"), 2).unwrap();
         clock.advance(Duration::from_secs(121));
         assert_eq!(pending.take(&b), None);
+    }
+
+    #[test]
+    fn one_source_gets_its_share_of_ceremonies() {
+        let clock = Arc::new(FakeClock::at("2026-11-23T10:00:00Z"));
+        let pending = Pending::new(clock);
+        let names: Vec<ReviewerName> = (0..MAX_PENDING_PER_SOURCE + 1)
+            .map(|i| ReviewerName::new(&format!("r{i}")).unwrap())
+            .collect();
+        for n in &names[..MAX_PENDING_PER_SOURCE] {
+            pending.put(n, ip("10.0.0.1"), ()).unwrap();
+        }
+        let last = &names[MAX_PENDING_PER_SOURCE];
+        assert_eq!(pending.put(last, ip("10.0.0.1"), ()), Err(Busy::Source));
+        assert!(pending.put(last, ip("10.0.0.2"), ()).is_ok());
+    }
+
+    #[test]
+    fn a_reviewer_named_from_elsewhere_is_not_locked_out() {
+        let clock = Arc::new(FakeClock::at("2026-11-23T10:00:00Z"));
+        let pending = Pending::new(clock.clone());
+        let r = ReviewerName::new("c.visser").unwrap();
+        let hostile: Vec<String> = (0..MAX_PENDING_PER_REVIEWER)
+            .map(|i| {
+                clock.advance(Duration::from_secs(1));
+                pending.put(&r, ip(&format!("10.0.0.{i}")), i).unwrap()
+            })
+            .collect();
+        clock.advance(Duration::from_secs(1));
+        let real = pending.put(&r, ip("10.9.9.9"), 99).unwrap();
+        // The oldest made way; the rest and the reviewer's own still wait.
+        assert_eq!(pending.take(&hostile[0]), None);
+        assert_eq!(pending.take(&hostile[1]), Some(1));
+        assert_eq!(pending.take(&real), Some(99));
+        assert_eq!(lock(&pending.inner).len(), MAX_PENDING_PER_REVIEWER - 2);
+    }
+
+    #[test]
+    fn the_total_is_bounded() {
+        let clock = Arc::new(FakeClock::at("2026-11-23T10:00:00Z"));
+        let pending = Pending::new(clock);
+        for i in 0..MAX_PENDING {
+            let r = ReviewerName::new(&format!("r{i}")).unwrap();
+            pending
+                .put(&r, ip(&format!("10.{}.{}.1", i / 256, i % 256)), ())
+                .unwrap();
+        }
+        let r = ReviewerName::new("late").unwrap();
+        assert_eq!(pending.put(&r, ip("10.200.0.1"), ()), Err(Busy::Total));
     }
 }

@@ -4,12 +4,12 @@
 //! - TLS 1.3 only; every response carries HSTS, a strict CSP and no-sniff/no-frame headers.
 //! - Every page except login, enrolment and the static assets needs a console login. Only a
 //!   WebAuthn assertion with user verification, from a key enrolled for a reviewer named in the
-//!   policy in force, gives one. It ends after `idle_timeout` without a request, at logout, or
-//!   when the reviewer is no longer in the policy.
+//!   policy in force, gives one. It ends after `idle_timeout` without a request (a live view is
+//!   none), at logout, or when the reviewer is no longer in the policy.
 //! - Requests other than GET must carry the console's own `Origin`.
 //! - Recording ids from URLs are parsed into [`SessionId`] before they touch the file system.
-//! - Request bodies and headers are bounded; connections that do not finish the TLS handshake in
-//!   time are closed.
+//! - Request bodies and headers are bounded in size and in time; connections that do not finish
+//!   the TLS handshake in time are closed.
 //! - Every console action is an audit event (`CONSOLE_*`), naming the reviewer and the source.
 
 mod assets;
@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::{Full, Slots};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -34,7 +35,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 use webauthn_rs::prelude::{PasskeyAuthentication, PasskeyRegistration, Url, Uuid};
 use webauthn_rs::{Webauthn, WebauthnBuilder};
@@ -64,9 +64,14 @@ pub enum ConsoleError {
 const MAX_BODY: usize = 64 * 1024;
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once, and from one source (IPv4 address or IPv6 /64); more are closed
+/// at once (`CONSOLE_REFUSED`), so one source cannot hold every connection.
 const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a request head (hyper's header timeout) and, after it, for its body.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An enrolment waiting for the browser: who, under which user handle, the WebAuthn state.
 type Enrolling = (ReviewerName, Uuid, PasskeyRegistration);
@@ -92,6 +97,13 @@ impl Console {
         let policy = self.shared.policy();
         self.logins
             .check(token, |r| policy.reviewer(r.as_str()).is_some())
+    }
+
+    /// The same, for a live view: not counted as activity.
+    fn watch_login(&self, token: &str) -> Check {
+        let policy = self.shared.policy();
+        self.logins
+            .peek(token, |r| policy.reviewer(r.as_str()).is_some())
     }
 }
 
@@ -161,7 +173,7 @@ pub async fn start(shared: Arc<Bastion>) -> Result<Vec<tokio::task::JoinHandle<(
         shared,
     });
     let router = router(app.clone());
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Slots::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE));
     let mut tasks = Vec::new();
     let mut addrs = Vec::new();
     for l in listeners {
@@ -220,12 +232,9 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
-    limit: Arc<Semaphore>,
+    limit: Arc<Slots>,
 ) {
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -234,25 +243,67 @@ async fn accept_loop(
                 continue;
             }
         };
+        let slot = match limit.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                Event::new(Code::ConsoleRefused)
+                    .source(Some(peer))
+                    .reason(match full {
+                        Full::Total => "too many connections",
+                        Full::Source => "too many connections from this source",
+                    })
+                    .emit();
+                continue;
+            }
+        };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             else {
                 return;
             };
-            let service =
-                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    router.clone().oneshot(req.map(axum::body::Body::new))
-                });
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let router = router.clone();
+                async move {
+                    let (mut parts, body) = req.into_parts();
+                    parts.extensions.insert(ConnectInfo(peer));
+                    let body = match read_body(body).await {
+                        Ok(b) => b,
+                        Err(refused) => return Ok(refused),
+                    };
+                    router
+                        .oneshot(Request::from_parts(parts, axum::body::Body::from(body)))
+                        .await
+                }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
         });
+    }
+}
+
+/// A request's whole body, read before any handler runs: at most [`MAX_BODY`] bytes within
+/// [`BODY_TIMEOUT`], so a slow or endless body cannot hold a connection (and its place among
+/// [`MAX_CONNECTIONS`]).
+async fn read_body(body: hyper::body::Incoming) -> Result<axum::body::Bytes, Response> {
+    let read = axum::body::to_bytes(axum::body::Body::new(body), MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(with_headers(
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or broken",
+            )
+                .into_response(),
+        )),
+        Err(_) => Err(with_headers(
+            (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
+        )),
     }
 }
 

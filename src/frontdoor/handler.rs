@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use russh::keys::ssh_key::Fingerprint;
@@ -10,7 +9,7 @@ use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Certificate, HashAlg};
 use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig, client};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::Shared;
 use super::refusal::AuthRefusal;
@@ -71,14 +70,17 @@ struct Admin {
 pub struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
-    unauth_permit: Option<OwnedSemaphorePermit>,
-    authenticated: Arc<AtomicBool>,
+    unauth_slot: Option<crate::net::Slot>,
+    login: Arc<super::preauth::Login>,
     admin: Option<Admin>,
     channels: HashMap<ChannelId, ChannelState>,
     /// Port forwards this connection may hold at once.
     forwards: Arc<Semaphore>,
     /// Why the last verified key was refused, for the admin's SSH banner.
     rejection: Option<&'static str>,
+    /// Requests and window changes this connection may still make (see [`super::budget`]).
+    requests: super::budget::Bucket,
+    window_changes: super::budget::Bucket,
     /// Ends the whole connection, with a reason, when a reload revokes its admin or key.
     stop: SessionStop,
     /// The authenticated connection, registered for revocation and the admin's limit.
@@ -107,21 +109,39 @@ impl Connection {
     pub fn new(
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
-        permit: OwnedSemaphorePermit,
-        authenticated: Arc<AtomicBool>,
+        slot: crate::net::Slot,
+        login: Arc<super::preauth::Login>,
     ) -> Self {
         Self {
             shared,
             peer,
-            unauth_permit: Some(permit),
-            authenticated,
+            unauth_slot: Some(slot),
+            login,
             admin: None,
             channels: HashMap::new(),
             forwards: Arc::new(Semaphore::new(MAX_CHANNELS)),
             rejection: None,
+            requests: super::budget::requests(),
+            window_changes: super::budget::window_changes(),
             stop: SessionStop::default(),
             registration: None,
         }
+    }
+
+    /// Takes one of the connection's requests; a connection that floods is closed.
+    fn spend(&mut self, what: &str) -> HResult {
+        if self.requests.take(self.shared.app.clock.now()) {
+            return Ok(());
+        }
+        // Its own code, never limited: one per closed connection, and the signal a reviewer
+        // needs among the refusals that are summed up.
+        let admin = self.admin.as_ref().map(|a| a.name.to_string());
+        Event::new(Code::RequestFlood)
+            .admin(admin.unwrap_or_default())
+            .source(self.peer)
+            .reason(format!("request flood ({what}): connection closed"))
+            .emit();
+        Err(russh::Error::Disconnect)
     }
 
     fn denied(&self, user: &str, fingerprint: Option<Fingerprint>, reason: AuthRefusal) {
@@ -841,8 +861,11 @@ impl Handler for Connection {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> HResult {
-        self.authenticated.store(true, Ordering::SeqCst);
-        self.unauth_permit = None;
+        if !self.login.authenticate() {
+            // The grace ran out first: the connection is being cut off.
+            return Err(russh::Error::Disconnect);
+        }
+        self.unauth_slot = None;
         // A revocation ends the whole connection: every channel, every forward and the TCP
         // connection, with the reason in the SSH disconnect message.
         let (stop, handle) = (self.stop.clone(), session.handle());
@@ -869,6 +892,9 @@ impl Handler for Connection {
         // The handler methods carry the channel's traffic; the Channel object is not needed.
         let id = channel.id();
         drop(channel);
+        // Every opening, refused or not, draws on the budget: a client opening channels in a
+        // loop is closed instead of being answered (and audited) at wire speed.
+        self.spend("session_channel")?;
         if !self.allowed_now() {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -893,6 +919,7 @@ impl Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> HResult {
+        self.spend("x11_channel")?;
         self.request_denied("x11_channel");
         reply
             .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -910,6 +937,7 @@ impl Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         session: &mut Session,
     ) -> HResult {
+        self.spend("direct_tcpip_channel")?;
         let Some(admin) = &self.admin else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -1056,6 +1084,7 @@ impl Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> HResult {
+        self.spend("streamlocal_forwarding")?;
         self.request_denied("streamlocal_forwarding");
         reply
             .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -1069,16 +1098,19 @@ impl Handler for Connection {
         _port: &mut u32,
         _session: &mut Session,
     ) -> HResult<bool> {
+        self.spend("remote_forwarding")?;
         self.request_denied("remote_forwarding");
         Ok(false)
     }
 
     async fn streamlocal_forward(&mut self, _path: &str, _session: &mut Session) -> HResult<bool> {
+        self.spend("remote_streamlocal_forwarding")?;
         self.request_denied("remote_streamlocal_forwarding");
         Ok(false)
     }
 
     async fn agent_request(&mut self, _id: ChannelId, _session: &mut Session) -> HResult<bool> {
+        self.spend("agent_forwarding")?;
         self.request_denied("agent_forwarding");
         Ok(false)
     }
@@ -1092,6 +1124,7 @@ impl Handler for Connection {
         _screen: u32,
         session: &mut Session,
     ) -> HResult {
+        self.spend("x11_forwarding")?;
         self.request_denied("x11_forwarding");
         session.channel_failure(id)
     }
@@ -1107,6 +1140,8 @@ impl Handler for Connection {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> HResult {
+        self.spend("pty")?;
+        let (cols, rows) = super::budget::clamp_pty(cols, rows);
         match self.channels.get_mut(&id) {
             Some(state) if !state.started => {
                 state.pty = Some(PtyRequest {
@@ -1130,6 +1165,7 @@ impl Handler for Connection {
         value: &str,
         session: &mut Session,
     ) -> HResult {
+        self.spend("env")?;
         match self.channels.get_mut(&id) {
             Some(state) if !state.started && env_allowed(name) && state.env.len() < 32 => {
                 state.env.push((name.to_owned(), value.to_owned()));
@@ -1166,6 +1202,10 @@ impl Handler for Connection {
         pix_height: u32,
         _session: &mut Session,
     ) -> HResult {
+        if !self.window_changes.take(self.shared.app.clock.now()) {
+            return Ok(());
+        }
+        let (cols, rows) = super::budget::clamp_pty(cols, rows);
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             if let Err(e) = lock(&live.transcript).resize(cols, rows) {
                 live.stop
@@ -1180,6 +1220,7 @@ impl Handler for Connection {
     }
 
     async fn signal(&mut self, id: ChannelId, signal: Sig, _session: &mut Session) -> HResult {
+        self.spend("signal")?;
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             let _ = live.writer.signal(signal).await;
         }

@@ -6,12 +6,15 @@
 //! counter must rise (see [`crate::seckey`]); other methods, plain keys and certificates are
 //! refused. The verified signature reaches `auth_publickey` through stapsteen's russh patch
 //! (`nix/russh-0.65.1-verified-signature.patch`): the README's "The russh patch" says why and how
-//! to drop it when upstream exposes the signature. Unauthenticated connections are limited in number and
-//! in time. Every accepted channel request is bound to the authenticated admin.
+//! to drop it when upstream exposes the signature. Unauthenticated connections are limited in
+//! number (in total and per source) and in time, whatever they send (see [`preauth`]). Every
+//! accepted channel request is bound to the authenticated admin.
 
+mod budget;
 #[cfg(debug_assertions)]
 mod bypass;
 mod handler;
+mod preauth;
 mod refusal;
 pub(crate) mod request;
 #[cfg(debug_assertions)]
@@ -20,13 +23,11 @@ mod setup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use russh::keys::PrivateKey;
 use russh::server::{self, Config as ServerConfig};
 use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::app::Bastion;
 use crate::audit::{Code, Event};
@@ -37,18 +38,23 @@ use crate::secrets::Secret;
 pub use handler::Connection;
 
 /// What the front door adds to the application state: the CA that signs target
-/// certificates, the key counters, and the slots for unauthenticated connections.
+/// certificates, the key counters, and the slots for unauthenticated connections (in total and
+/// per source).
 pub struct Shared {
     pub app: Arc<Bastion>,
     ca_key: Secret<PrivateKey>,
     /// The last signature counter of each admin key.
     counters: Arc<CounterStore>,
-    unauthenticated: Arc<Semaphore>,
+    unauthenticated: crate::net::Slots,
 }
 
 impl Shared {
     pub fn new(app: Arc<Bastion>, ca_key: Secret<PrivateKey>, counters: CounterStore) -> Self {
-        let unauthenticated = Arc::new(Semaphore::new(app.config.limits.max_unauthenticated));
+        let limits = &app.config.limits;
+        let unauthenticated = crate::net::Slots::new(
+            limits.max_unauthenticated,
+            limits.max_unauthenticated_per_source,
+        );
         Self {
             app,
             ca_key,
@@ -94,13 +100,21 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
-            Event::new(Code::ConnLimit)
-                .source(Some(peer))
-                .reason("too many unauthenticated connections")
-                .emit();
-            drop(stream);
-            continue;
+        let slot = match shared.unauthenticated.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                Event::new(Code::ConnLimit)
+                    .source(Some(peer))
+                    .reason(match full {
+                        crate::net::Full::Total => "too many unauthenticated connections",
+                        crate::net::Full::Source => {
+                            "too many unauthenticated connections from this source"
+                        }
+                    })
+                    .emit();
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
@@ -108,21 +122,24 @@ pub async fn accept_loop(
             peer,
             shared.clone(),
             server_config.clone(),
-            permit,
+            slot,
         ));
     }
 }
 
+/// Serves one connection; one that has not authenticated when the login grace ends is cut off
+/// (see [`preauth`]), whatever state its key exchange or authentication is in.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     config: Arc<ServerConfig>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: crate::net::Slot,
 ) {
-    let authenticated = Arc::new(AtomicBool::new(false));
+    let login = Arc::new(preauth::Login::default());
     let grace = shared.app.config.limits.login_grace;
-    let handler = Connection::new(shared, Some(peer), permit, authenticated.clone());
+    let handler = Connection::new(shared, Some(peer), slot, login.clone());
+    let stream = preauth::Cut::new(stream, login.clone());
     let run = async move {
         let stream = tokio::io::BufReader::with_capacity(crate::net::READ_BUFFER, stream);
         match server::run_stream(config, stream, handler).await {
@@ -137,12 +154,13 @@ async fn serve_connection(
         _ = &mut run => return,
         _ = tokio::time::sleep(grace) => {}
     }
-    if !authenticated.load(Ordering::SeqCst) {
+    if login.expire() {
         Event::new(Code::LoginTimeout)
             .source(Some(peer))
             .reason(format!("not authenticated within {}s", grace.as_secs()))
             .emit();
-        return;
     }
+    // Once expired, russh's session task fails its next read or write and ends, dropping the
+    // handler and the socket.
     run.await;
 }

@@ -185,6 +185,7 @@ fn run(args: &[&str]) {
 pub struct Options {
     pub idle_timeout: &'static str,
     pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_source: usize,
     pub extra_policy: String,
     /// Kernel enforcement in the bastion namespace (on unless a test or benchmark needs other
     /// traffic from the bastion namespace into the management network).
@@ -204,6 +205,7 @@ impl Default for Options {
         Self {
             idle_timeout: "15m",
             max_unauthenticated: 32,
+            max_unauthenticated_per_source: 8,
             extra_policy: String::new(),
             firewall: true,
             bastion_env: Vec::new(),
@@ -295,12 +297,12 @@ impl Env {
         std::fs::write(
             env.path("stapsteen.toml"),
             format!(
-                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nconnect_timeout = \"3s\"\n{}\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n{}",
+                "listen = [\"{BASTION}:22\"]\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nhost_key = \"host_key\"\nca_key = \"ca_key\"\nsigning_key = \"signing_key\"\naudit = \"stderr\"\n[limits]\nidle_timeout = \"{}\"\nauth_rejection_time = \"200ms\"\nlogin_grace = \"5s\"\nmax_unauthenticated = {}\nmax_unauthenticated_per_source = {}\nconnect_timeout = \"3s\"\n{}\n[firewall]\nenabled = {}\nadmin_networks = [\"10.77.1.0/24\"]\nmanagement_networks = [\"10.77.2.0/24\"]\n{}",
                 opts.idle_timeout,
                 opts.max_unauthenticated,
+                opts.max_unauthenticated_per_source,
                 opts.extra_limits,
-                opts.firewall,
-                opts.extra_config
+                opts.firewall, opts.extra_config
             ),
         )
         .unwrap();

@@ -1,7 +1,7 @@
 // End-to-end test of the review console in Debian's chromium, driven by playwright-core, with
 // the browser's virtual authenticator (CTAP2, user verification) for WebAuthn.
 // Run by tests/console.rs inside the reviewer namespace; everything comes from the environment:
-//   CONSOLE_URL, CONSOLE_IP, SPKI, REVIEWER, CODE, DONE_ID, LIVE_ID, FIND, KILL_REASON,
+//   CONSOLE_URL, CONSOLE_IP, SPKI, REVIEWER, CODE, DONE_ID, LIVE_ID, WATCH_ID, FIND, KILL_REASON,
 //   IDLE_SECONDS, ARTIFACTS.
 // Prints one "ok: ..." line per check; any failure exits 1 with the reason.
 import { chromium } from "playwright-core";
@@ -123,7 +123,7 @@ try {
   await page.goto(`${url}/sessions?q=text-that-was-never-printed`);
   check(await page.locator("#sessions tbody tr").count() === 0, "a search for text never printed finds nothing");
   await page.goto(`${url}/sessions?status=live`);
-  check(await page.locator("#sessions tbody tr").count() === 1, "the live filter shows only the live session");
+  check(await page.locator("#sessions tbody tr").count() === 2, "the live filter shows only the live sessions (one to end, one to watch)");
   await page.goto(`${url}/sessions?integrity=problem`);
   check(await page.locator("#sessions tbody tr").count() === 0, "no session has an integrity problem");
   await page.goto(`${url}/sessions?admin=alice&from=2000-01-01T00:00&to=2999-01-01T00:00`);
@@ -205,10 +205,12 @@ try {
   check(/ended by reviewer/.test(ended), `the session ended: ${ended.trim()}`);
   await shot(page, "08-killed");
 
-  // Idle expiry.
+  // Idle expiry, with a live view left open: watching is no activity.
+  await page.goto(`${url}/sessions/${env("WATCH_ID")}`);
+  await page.waitForFunction(() => /WATCH-MARK \d+/.test(document.querySelector(".ap-player")?.textContent ?? ""), null, { timeout: 20000 });
   await page.waitForTimeout(Number(env("IDLE_SECONDS")) * 1000 + 1500);
   await page.goto(`${url}/sessions`);
-  check(page.url().endsWith("/login?why=expired"), "after the idle timeout the console asks for a new login");
+  check(page.url().endsWith("/login?why=expired"), "after the idle timeout, a live view left open included, the console asks for a new login");
   await shot(page, "09-expired");
 
   // A key that does not verify the user (no PIN) does not log in.
