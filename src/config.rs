@@ -151,6 +151,9 @@ pub struct RecordingConfig {
     /// Recorded sessions are refused, and ended, when the recordings directory's file system has
     /// less free space than this: the audit chain and the journal keep theirs.
     pub min_free_bytes: u64,
+    /// An admin may start at most this many sessions a minute (as many at once): each start
+    /// and end is an entry in the audit chain, whose space every admin shares.
+    pub max_session_starts_per_minute: std::num::NonZeroU32,
 }
 
 impl Default for RecordingConfig {
@@ -168,6 +171,8 @@ impl Default for RecordingConfig {
             // The chain and the journal need little (a checkpoint entry is under 1 KiB), and
             // journald keeps its own 15 % free on top.
             min_free_bytes: 256 << 20,
+            max_session_starts_per_minute: std::num::NonZeroU32::new(60)
+                .unwrap_or(std::num::NonZeroU32::MIN),
         }
     }
 }

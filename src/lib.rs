@@ -1,7 +1,7 @@
 //! stapsteen: an SSH bastion for management networks.
 //!
 //! Layers, each using only those below it: `config`, `policy`, `secrets`, `seckey`, `ids`, `net`,
-//! `clock`, `sync`, `algorithms` at the bottom; `firewall`; `audit`, then `recording`; `upstream`,
+//! `clock`, `rate`, `sync`, `algorithms` at the bottom; `firewall`; `audit`, then `recording`; `upstream`,
 //! then `proxy`; `app` (the shared state); `frontdoor`, `console` and `offsite`; `serve`, `cli`
 //! and `demo` on top. The public modules are what the binary, the tests and the benchmark use.
 #![forbid(unsafe_code)]
@@ -24,6 +24,7 @@ pub(crate) mod net;
 pub(crate) mod offsite;
 pub(crate) mod policy;
 pub mod proxy;
+pub(crate) mod rate;
 pub mod recording;
 pub mod seckey;
 pub mod secrets;

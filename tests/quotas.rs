@@ -367,3 +367,37 @@ fn a_session_past_its_recording_quota_ends_and_the_next_one_runs() {
     );
     assert!(stdout(&out).contains("next"), "{}", stderr(&out));
 }
+
+/// Each session start and end is an entry in the audit chain, which every admin shares: one
+/// admin's starts are limited per minute, and refused starts write nothing to the chain.
+#[test]
+fn session_starts_are_limited_per_admin_and_refused_ones_write_no_chain_entries() {
+    let env = testbed!(Options {
+        extra_policy: BOB_GRANT.into(),
+        extra_config: "[recording]\nmax_session_starts_per_minute = 3\n".into(),
+        ..Default::default()
+    });
+    for i in 0..3 {
+        let out = env.ssh("alice", &["pacs01", "echo", &format!("run-{i}")], None);
+        assert_eq!(stdout(&out), format!("run-{i}\n"), "{}", stderr(&out));
+    }
+    let starts = chain_entries(&env, "start");
+    let out = env.ssh("alice", &["pacs01", "echo", "one-too-many"], None);
+    assert!(!stdout(&out).contains("one-too-many"));
+    assert!(
+        stderr(&out).contains("too many sessions started: at most 3 a minute per admin"),
+        "{}",
+        stderr(&out)
+    );
+    let quota = env.wait_audit("RECORDING_QUOTA", |e| e["admin"] == "alice");
+    assert_eq!(Env::detail(&quota)["limit"], "session_starts");
+    assert_eq!(chain_entries(&env, "start"), starts, "a refused start wrote to the chain");
+    // Positive control: another admin's starts are their own.
+    let out = env.run(
+        "ssh",
+        "bob-agent.sock",
+        &[&format!("bob@{BASTION}"), "import01", "echo", "bob-runs"],
+        None,
+    );
+    assert_eq!(stdout(&out), "bob-runs\n", "{}", stderr(&out));
+}

@@ -1,9 +1,12 @@
 //! Recording space, so that one admin cannot fill the disk for everyone: bytes per session,
 //! bytes per admin per day (Europe/Amsterdam), and the free space the recordings' file system
-//! must keep, which recordings may not take from the audit chain and the journal.
+//! must keep, which recordings may not take from the audit chain and the journal; and session
+//! starts per admin per minute, since each start and end is an entry in the audit chain, whose
+//! space every admin shares (a target that refuses at once would otherwise let one admin write
+//! a hundred a second).
 //!
-//! Invariants: a recorded session is admitted only while the admin's day is under quota and the
-//! free space is above the floor; every byte recorded is charged, and the first charge past a
+//! Invariants: a recorded session is admitted only while the admin's starts are under their
+//! rate, the admin's day is under quota and the free space is above the floor; every byte recorded is charged, and the first charge past a
 //! limit (or past the floor, looked at every [`SPACE_CHECK_BYTES`]) ends that session only. The
 //! day's totals live in memory: a restart starts the day afresh.
 
@@ -15,6 +18,7 @@ use jiff::civil::Date;
 
 use crate::clock::Clock;
 use crate::config::RecordingConfig;
+use crate::rate::Bucket;
 use crate::sync::lock;
 
 /// A session's free-space check comes after this many recorded bytes (and at its start).
@@ -32,16 +36,19 @@ pub enum QuotaError {
     LowSpace { free: u64, min: u64 },
     #[error("the recordings area's free space cannot be read: {0}")]
     Unknown(String),
+    #[error("too many sessions started: at most {per_minute} a minute per admin")]
+    Starts { per_minute: u32 },
 }
 
 impl QuotaError {
-    /// `session_bytes`, `admin_day_bytes` or `free_space`: the `limit` detail of
+    /// `session_bytes`, `admin_day_bytes`, `free_space` or `session_starts`: the `limit` detail of
     /// `RECORDING_QUOTA`.
     pub fn limit(&self) -> &'static str {
         match self {
             QuotaError::Session { .. } => "session_bytes",
             QuotaError::Day { .. } => "admin_day_bytes",
             QuotaError::LowSpace { .. } | QuotaError::Unknown(_) => "free_space",
+            QuotaError::Starts { .. } => "session_starts",
         }
     }
 }
@@ -54,6 +61,9 @@ pub struct RecordingQuota {
     clock: Arc<dyn Clock>,
     /// Bytes recorded per admin on the day named.
     days: Mutex<HashMap<String, (Date, u64)>>,
+    starts_per_minute: u32,
+    /// Session starts per admin (admins are named by the policy: a bounded set).
+    starts: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RecordingQuota {
@@ -65,6 +75,8 @@ impl RecordingQuota {
             dir,
             clock,
             days: Mutex::default(),
+            starts_per_minute: config.max_session_starts_per_minute.get(),
+            starts: Mutex::default(),
         }
     }
 
@@ -102,10 +114,20 @@ impl RecordingQuota {
         Ok(())
     }
 
-    /// Whether `admin` may start a recorded session now.
+    /// Whether `admin` may start a recorded session now; a start admitted is counted.
     pub fn admit(&self, admin: &str) -> Result<(), QuotaError> {
         self.add(admin, 0)?;
-        self.space()
+        self.space()?;
+        let now = self.clock.now();
+        let mut starts = lock(&self.starts);
+        let per_minute = self.starts_per_minute;
+        let bucket = starts
+            .entry(admin.to_owned())
+            .or_insert_with(|| Bucket::per_minute(per_minute));
+        if !bucket.take(now) {
+            return Err(QuotaError::Starts { per_minute });
+        }
+        Ok(())
     }
 
     /// The account of one session's recording.
@@ -188,6 +210,28 @@ mod tests {
         // Another admin's day is their own.
         assert_eq!(q.admit("bob"), Ok(()));
         assert_eq!(q.charge("bob").add(99), Ok(()));
+    }
+
+    #[test]
+    fn session_starts_are_limited_per_admin_per_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::tests::FakeClock::at("2026-12-01T10:00:00Z"));
+        let config = RecordingConfig {
+            max_session_starts_per_minute: std::num::NonZeroU32::new(3).unwrap(),
+            min_free_bytes: 0,
+            ..RecordingConfig::default()
+        };
+        let q = RecordingQuota::new(&config, dir.path().to_owned(), clock.clone());
+        for _ in 0..3 {
+            assert_eq!(q.admit("alice"), Ok(()));
+        }
+        assert_eq!(q.admit("alice"), Err(QuotaError::Starts { per_minute: 3 }));
+        // Another admin's starts are their own.
+        assert_eq!(q.admit("bob"), Ok(()));
+        // One start comes back every 20 s.
+        clock.advance(std::time::Duration::from_secs(20));
+        assert_eq!(q.admit("alice"), Ok(()));
+        assert_eq!(q.admit("alice"), Err(QuotaError::Starts { per_minute: 3 }));
     }
 
     #[test]

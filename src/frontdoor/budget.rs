@@ -13,9 +13,7 @@
 //! adjustments added with saturation (each costs a few instructions, as an `SSH_MSG_IGNORE`
 //! does), and global requests no handler method takes are answered with a failure.
 
-use std::time::Duration;
-
-use jiff::Timestamp;
+pub use crate::rate::Bucket;
 
 /// The widest and tallest terminal passed on; larger requests get this size.
 pub const MAX_COLS: u32 = 1000;
@@ -24,40 +22,6 @@ pub const MAX_ROWS: u32 = 1000;
 /// A terminal size as the bastion passes it on (0 stays 0: "not given").
 pub fn clamp_pty(cols: u32, rows: u32) -> (u32, u32) {
     (cols.min(MAX_COLS), rows.min(MAX_ROWS))
-}
-
-/// A token bucket: `burst` at once, refilled at `per_second`.
-pub struct Bucket {
-    burst: f64,
-    per_second: f64,
-    tokens: f64,
-    at: Option<Timestamp>,
-}
-
-impl Bucket {
-    pub const fn new(burst: u32, per_second: u32) -> Self {
-        Self {
-            burst: burst as f64,
-            per_second: per_second as f64,
-            tokens: burst as f64,
-            at: None,
-        }
-    }
-
-    /// Takes one token at `now`; false when there is none.
-    pub fn take(&mut self, now: Timestamp) -> bool {
-        if let Some(at) = self.at {
-            let elapsed: Duration = now.duration_since(at).try_into().unwrap_or_default();
-            self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        }
-        self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// Requests of one connection: 100 at once, 5 a second after that.
@@ -73,8 +37,6 @@ pub fn window_changes() -> Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use crate::clock::tests::FakeClock;
 
     #[test]
     fn sizes_beyond_the_limit_are_clamped() {
@@ -82,29 +44,5 @@ mod tests {
         assert_eq!(clamp_pty(u32::MAX, 24), (1000, 24));
         assert_eq!(clamp_pty(80, 24), (80, 24));
         assert_eq!(clamp_pty(0, 0), (0, 0));
-    }
-
-    #[test]
-    fn a_burst_then_the_rate() {
-        let clock = FakeClock::at("2026-01-01T00:00:00Z");
-        let mut b = Bucket::new(3, 2);
-        assert!((0..3).all(|_| b.take(clock.now())));
-        assert!(!b.take(clock.now()));
-        clock.advance(Duration::from_millis(500));
-        assert!(b.take(clock.now()));
-        assert!(!b.take(clock.now()));
-        // Idle time refills no more than the burst.
-        clock.advance(Duration::from_secs(3600));
-        assert!((0..3).all(|_| b.take(clock.now())));
-        assert!(!b.take(clock.now()));
-    }
-
-    #[test]
-    fn a_clock_going_back_refills_nothing() {
-        let clock = FakeClock::at("2026-01-01T00:01:00Z");
-        let mut b = Bucket::new(1, 1);
-        assert!(b.take(clock.now()));
-        let earlier = FakeClock::at("2026-01-01T00:00:00Z");
-        assert!(!b.take(earlier.now()));
     }
 }
