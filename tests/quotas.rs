@@ -391,7 +391,11 @@ fn session_starts_are_limited_per_admin_and_refused_ones_write_no_chain_entries(
     );
     let quota = env.wait_audit("RECORDING_QUOTA", |e| e["admin"] == "alice");
     assert_eq!(Env::detail(&quota)["limit"], "session_starts");
-    assert_eq!(chain_entries(&env, "start"), starts, "a refused start wrote to the chain");
+    assert_eq!(
+        chain_entries(&env, "start"),
+        starts,
+        "a refused start wrote to the chain"
+    );
     // Positive control: another admin's starts are their own.
     let out = env.run(
         "ssh",
