@@ -141,7 +141,7 @@ fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
     );
     let started = env.wait_audit("SESSION_START", |e| {
         let s = e["session"].as_str().unwrap_or_default();
-        s != done_id && s != exec_id && s != live_id
+        s != done_id && s != exec_id && s != sftp_id && s != live_id
     });
     let watch_id = started["session"].as_str().unwrap().to_owned();
 
