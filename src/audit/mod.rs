@@ -197,6 +197,8 @@ pub struct Event {
     session: String,
     reason: String,
     detail: serde_json::Map<String, serde_json::Value>,
+    /// Only someone holding an enrolled key can cause it: never limited as a flood.
+    never_limited: bool,
 }
 
 impl Event {
@@ -211,6 +213,7 @@ impl Event {
             session: String::new(),
             reason: String::new(),
             detail: serde_json::Map::new(),
+            never_limited: false,
         }
     }
     pub fn admin(mut self, v: impl fmt::Display) -> Self {
@@ -243,6 +246,14 @@ impl Event {
     }
     pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.detail.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Marks an event that only someone holding an enrolled key can cause (a refusal of a
+    /// verified signature): it is never limited as a flood ([`flood`]), so refusals the same
+    /// source causes without a key cannot push it into a summary without admin or key.
+    pub fn never_limited(mut self) -> Self {
+        self.never_limited = true;
         self
     }
 

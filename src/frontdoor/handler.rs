@@ -138,12 +138,15 @@ impl Connection {
     }
 
     fn denied(&self, user: &str, fingerprint: Option<Fingerprint>, reason: AuthRefusal) {
+        self.denial(user, fingerprint, reason).emit();
+    }
+
+    fn denial(&self, user: &str, fingerprint: Option<Fingerprint>, reason: AuthRefusal) -> Event {
         Event::new(Code::AuthDenied)
             .admin(user)
             .source(self.peer)
             .fingerprint(fingerprint.map(|f| f.to_string()).unwrap_or_default())
             .reason(reason.code())
-            .emit();
     }
 
     /// Why `key` may not log in as `user`, if it may not.
@@ -165,7 +168,8 @@ impl Connection {
     }
 
     /// A verified key refused for what its signature showed: `AUTH_DENIED` with the flags and
-    /// counter, and `banner` for the admin.
+    /// counter, and `banner` for the admin. Only the key's holder can cause it (a stolen key
+    /// without its PIN, a copy with a lower counter), so it is never limited as a flood.
     fn refused(
         &mut self,
         user: &str,
@@ -183,6 +187,7 @@ impl Connection {
             .detail("message", message)
             .detail("flags", assertion.flag_names())
             .detail("counter", assertion.counter)
+            .never_limited()
             .emit();
         self.rejection = Some(banner);
     }
@@ -681,11 +686,14 @@ impl Handler for Connection {
             return Ok(Auth::reject());
         };
         let Some(assertion) = Assertion::from_signature(key.signature) else {
-            self.denied(
+            // A verified signature of an enrolled key: only its holder can cause this.
+            self.denial(
                 user,
                 Some(fingerprint),
                 AuthRefusal::NotSecurityKeySignature,
-            );
+            )
+            .never_limited()
+            .emit();
             return Ok(Auth::reject());
         };
         let (required, check) = (entry.required, entry.counter);
