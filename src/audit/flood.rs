@@ -9,7 +9,8 @@
 //! shutdown, so no refusal goes uncounted. At most `max_sources` sources are tracked per window;
 //! events from further sources share one "other" source. Events without a source are never
 //! limited, nor are events marked [`Event::never_limited`] (refusals of an enrolled key's verified
-//! signature, which only its holder can cause). A source is an IPv4 address or an IPv6 /64
+//! signature and request floods that close a logged-in connection, which only a key's holder can
+//! cause, once per signature). A source is an IPv4 address or an IPv6 /64
 //! ([`crate::net::source_of`]).
 
 use std::collections::{HashMap, HashSet};

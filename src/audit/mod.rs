@@ -197,7 +197,7 @@ pub struct Event {
     session: String,
     reason: String,
     detail: serde_json::Map<String, serde_json::Value>,
-    /// Only someone holding an enrolled key can cause it: never limited as a flood.
+    /// Only someone holding an enrolled key can cause it, once per signature: never limited.
     never_limited: bool,
 }
 
@@ -249,9 +249,10 @@ impl Event {
         self
     }
 
-    /// Marks an event that only someone holding an enrolled key can cause (a refusal of a
-    /// verified signature): it is never limited as a flood ([`flood`]), so refusals the same
-    /// source causes without a key cannot push it into a summary without admin or key.
+    /// Marks an event that only someone holding an enrolled key can cause, at most once per
+    /// signature (a refusal of a verified signature, a connection closed for a request flood):
+    /// it is never limited as a flood ([`flood`]), so refusals the same source causes in bulk
+    /// cannot push it into a summary without admin or key.
     pub fn never_limited(mut self) -> Self {
         self.never_limited = true;
         self

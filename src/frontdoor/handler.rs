@@ -133,7 +133,11 @@ impl Connection {
         if self.requests.take(self.shared.app.clock.now()) {
             return Ok(());
         }
-        self.request_denied(&format!("request flood ({what}): connection closed"));
+        // Once per connection, which took a login: never counted away among the refusals
+        // that made the flood.
+        self.request_denial(&format!("request flood ({what}): connection closed"))
+            .never_limited()
+            .emit();
         Err(russh::Error::Disconnect)
     }
 
@@ -212,6 +216,10 @@ impl Connection {
     }
 
     fn request_denied(&self, what: &str) {
+        self.request_denial(what).emit();
+    }
+
+    fn request_denial(&self, what: &str) -> Event {
         let admin = self
             .admin
             .as_ref()
@@ -221,7 +229,6 @@ impl Connection {
             .admin(admin)
             .source(self.peer)
             .reason(what)
-            .emit();
     }
 
     fn event(&self, code: Code) -> Event {
@@ -1141,7 +1148,7 @@ impl Handler for Connection {
         self.spend("pty")?;
         let (cols, rows) = super::budget::clamp_pty(cols, rows);
         match self.channels.get_mut(&id) {
-            Some(state) if !state.started => {
+            Some(state) if !state.started && term.len() <= super::budget::MAX_ENV_BYTES => {
                 state.pty = Some(PtyRequest {
                     term: term.to_owned(),
                     cols,
@@ -1165,7 +1172,12 @@ impl Handler for Connection {
     ) -> HResult {
         self.spend("env")?;
         match self.channels.get_mut(&id) {
-            Some(state) if !state.started && env_allowed(name) && state.env.len() < 32 => {
+            Some(state)
+                if !state.started
+                    && env_allowed(name)
+                    && value.len() <= super::budget::MAX_ENV_BYTES
+                    && state.env.len() < 32 =>
+            {
                 state.env.push((name.to_owned(), value.to_owned()));
                 session.channel_success(id)
             }
