@@ -579,3 +579,59 @@ fn one_source_cannot_hold_every_console_connection() {
     let _ = hold.kill();
     let _ = hold.wait();
 }
+
+/// TCP connections to the console the bastion has established.
+fn console_connections(env: &Env) -> usize {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &env.ns_bastion])
+        .args(["ss", "-Htn", "state", "established", "sport", "=", ":8443"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    stdout(&out).lines().count()
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let env = testbed!(console_options(""));
+    let reviewer = env.ns_reviewer.clone().unwrap();
+    env.wait_audit("CONSOLE_START", |_| true);
+    // Asks for the player (220 KiB) 40 times over with a 4 KiB receive buffer and reads nothing:
+    // the answers fill both sides' buffers and the console's write waits.
+    let mut stall = Command::new("ip")
+        .args(["netns", "exec", &reviewer, "python3"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/slow_read.py"
+        ))
+        .args([
+            CONSOLE_IP,
+            "8443",
+            HOST,
+            "/assets/asciinema-player.min.js",
+            "40",
+            "90",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stall.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "sent");
+    // Positive control: the connection is there and the console answers others meanwhile.
+    assert_eq!(console_connections(&env), 1);
+    let (rc, status, _) = curl(&env, &reviewer, &[&url("/login")]);
+    assert_eq!((rc, status.as_str()), (0, "200"));
+    // Closed once its answer has waited 30 s for the reader (the write stall limit).
+    let start = std::time::Instant::now();
+    while console_connections(&env) > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(50),
+            "the console still holds a connection whose client stopped reading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let took = start.elapsed().as_secs_f64();
+    assert!(took > 20.0, "closed after {took} s, before the stall limit");
+    let _ = stall.kill();
+    let _ = stall.wait();
+}

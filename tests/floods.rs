@@ -1,9 +1,12 @@
 //! Floods from a logged-in admin: requests beyond the connection's budget close it, and a
-//! terminal size beyond 1000x1000 is clamped before the target and the recording see it.
+//! terminal size beyond 1000x1000 is clamped before the target and the recording see it, and an
+//! oversized environment value is refused.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 #[macro_use]
 mod common;
+
+use std::process::Command;
 
 use common::{BASTION, Env, Options, stderr, stdout};
 use serde_json::json;
@@ -68,4 +71,28 @@ fn a_request_flood_closes_the_connection() {
     // A new connection has a budget of its own.
     let out = env.ssh("alice", &["pacs01", "echo", "back"], None);
     assert_eq!(stdout(&out), "back\n", "{}", stderr(&out));
+}
+
+#[test]
+fn an_oversized_environment_value_is_refused() {
+    let env = testbed!();
+    // LC_BIG of 100 000 bytes (each such value would be kept until its channel starts) is
+    // refused; LANG beside it, of normal size, still reaches the target (the positive control).
+    let big = "x".repeat(100_000);
+    let mut args = env.ssh_opts("agent.sock");
+    args.extend([
+        "-o".into(),
+        "SendEnv=LANG LC_BIG".into(),
+        format!("alice@{BASTION}"),
+        "pacs01".into(),
+        "echo \"$LANG|${#LC_BIG}\"".into(),
+    ]);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &env.ns_admin, "env", "LANG=nl_NL.UTF-8"])
+        .arg(format!("LC_BIG={big}"))
+        .arg("ssh")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "nl_NL.UTF-8|0\n", "{}", stderr(&out));
 }

@@ -292,3 +292,58 @@ fn a_flood_of_refusals_is_summed_up_not_logged_one_by_one() {
         e["source"].as_str().unwrap().starts_with("10.77.1.2:")
     });
 }
+
+/// Refusals anyone can cause are summed up, but not the refusal of an enrolled key's verified
+/// signature: noise from the same source first must not hide that someone signs with an admin's
+/// key without its PIN.
+#[test]
+fn noise_from_a_source_does_not_hide_a_real_keys_refusal() {
+    let mut env = testbed!(Options {
+        extra_limits: "audit_events_per_source = 3\naudit_window = \"10m\"\n".into(),
+        ..Default::default()
+    });
+    // A software key that signs with a touch and no PIN, enrolled for carol.
+    env.agent("touch.sock", "touch", &["--flags", "1"]);
+    let public = std::fs::read_to_string(env.path("touch.sk.pub")).unwrap();
+    let before = env
+        .audit()
+        .iter()
+        .filter(|e| e["code"] == "POLICY_LOADED")
+        .count();
+    env.write_policy(&format!(
+        "[[admin]]\nname = \"carol\"\ngroups = [\"pacs-beheer\"]\nkeys = ['{}']\n",
+        public.trim()
+    ));
+    env.reload();
+    env.wait_audit("POLICY_LOADED", |_| {
+        env.audit()
+            .iter()
+            .filter(|e| e["code"] == "POLICY_LOADED")
+            .count()
+            > before
+    });
+    // Noise: the same key offered for an unknown admin, five times (one AUTH_DENIED each).
+    let mallory = format!("mallory@{BASTION}");
+    for _ in 0..5 {
+        let out = env.run("ssh", "touch.sock", &[&mallory, "pacs01", "true"], None);
+        assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    }
+    // Then the key itself, without its PIN: refused, and logged with admin and key.
+    let carol = format!("carol@{BASTION}");
+    let out = env.run("ssh", "touch.sock", &[&carol, "pacs01", "true"], None);
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    let denial = env.wait_audit("AUTH_DENIED", |e| e["admin"] == "carol");
+    assert_eq!(denial["reason"], "no_user_verification");
+    assert_eq!(Env::detail(&denial)["flags"], "up");
+    // Positive control: the noise from this source was limited (three logged one by one).
+    let noise = env
+        .audit()
+        .iter()
+        .filter(|e| e["code"] == "AUTH_DENIED" && e["admin"] == "mallory")
+        .count();
+    assert_eq!(noise, 3);
+}

@@ -8,7 +8,10 @@
 //! when its window ends (at the next event or the next timer tick, whichever is first) or at
 //! shutdown, so no refusal goes uncounted. At most `max_sources` sources are tracked per window;
 //! events from further sources share one "other" source. Events without a source are never
-//! limited. A source is an IPv4 address or an IPv6 /64 ([`crate::net::source_of`]).
+//! limited, nor are events marked [`Event::never_limited`] (refusals of an enrolled key's verified
+//! signature and request floods that close a logged-in connection, which only a key's holder can
+//! cause, once per signature). A source is an IPv4 address or an IPv6 /64
+//! ([`crate::net::source_of`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -175,19 +178,22 @@ pub(super) fn admit(event: &Event) -> bool {
     let Some(g) = GATE.get() else {
         return true;
     };
-    if event.code.suppressed().is_none() {
-        return true;
-    }
-    let Ok(source) = event
-        .source
-        .parse::<SocketAddr>()
-        .map(|a| crate::net::source_of(a.ip()))
-    else {
+    let Some(source) = limited_source(event) else {
         return true;
     };
     let (admitted, ended) = lock(&g.limiter).admit(event.code, source, g.clock.now());
     emit(ended);
     admitted
+}
+
+/// The source `event` is limited under, or `None` when it is never limited: a code nobody can
+/// cause in bulk, an event without a source, or one marked [`Event::never_limited`].
+fn limited_source(event: &Event) -> Option<IpAddr> {
+    if event.code.suppressed().is_none() || event.never_limited {
+        return None;
+    }
+    let peer = event.source.parse::<SocketAddr>().ok()?;
+    Some(crate::net::source_of(peer.ip()))
 }
 
 fn emit(summaries: Vec<Summary>) {
@@ -274,6 +280,19 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].source, s[0].suppressed), (Source::Other, 2));
         assert!(l.seen.is_empty() && l.sources.is_empty());
+    }
+
+    #[test]
+    fn which_events_are_limited_and_under_what_source() {
+        let peer: SocketAddr = "[2001:db8:1:2::7]:50000".parse().unwrap();
+        let denied = Event::new(Code::AuthDenied).source(Some(peer));
+        assert_eq!(limited_source(&denied), Some(ip("2001:db8:1:2::")));
+        // A refusal of an enrolled key's verified signature is never summed up, however much
+        // noise its source made before.
+        assert_eq!(limited_source(&denied.never_limited()), None);
+        assert_eq!(limited_source(&Event::new(Code::AuthDenied)), None);
+        let ok = Event::new(Code::AuthOk).source(Some(peer));
+        assert_eq!(limited_source(&ok), None);
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct Event {
     session: String,
     reason: String,
     detail: serde_json::Map<String, serde_json::Value>,
+    /// Only someone holding an enrolled key can cause it, once per signature: never limited.
+    never_limited: bool,
 }
 
 impl Event {
@@ -213,6 +215,7 @@ impl Event {
             session: String::new(),
             reason: String::new(),
             detail: serde_json::Map::new(),
+            never_limited: false,
         }
     }
     pub fn admin(mut self, v: impl fmt::Display) -> Self {
@@ -245,6 +248,15 @@ impl Event {
     }
     pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.detail.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Marks an event that only someone holding an enrolled key can cause, at most once per
+    /// signature (a refusal of a verified signature, a connection closed for a request flood):
+    /// it is never limited as a flood ([`flood`]), so refusals the same source causes in bulk
+    /// cannot push it into a summary without admin or key.
+    pub fn never_limited(mut self) -> Self {
+        self.never_limited = true;
         self
     }
 

@@ -1,8 +1,9 @@
 //! Console logins: a random token in a cookie, known here only by its hash, ended after the idle
 //! timeout. WebAuthn ceremonies waiting for the browser's answer live here too, for two minutes:
 //! at most [`MAX_PENDING`] in all and [`MAX_PENDING_PER_SOURCE`] from one source (further ones
-//! are refused), and at most [`MAX_PENDING_PER_REVIEWER`] for one reviewer (a further one ends
-//! that reviewer's oldest, so naming a reviewer from elsewhere cannot lock them out).
+//! are refused), and at most [`MAX_PENDING_PER_REVIEWER`] for one reviewer from one source (a
+//! further one ends that reviewer's oldest from the same source: naming a reviewer from elsewhere
+//! neither locks them out nor cancels the login they have in progress).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -151,7 +152,9 @@ pub const MAX_PENDING: usize = 256;
 /// Ceremonies waiting from one source (IPv4 address or IPv6 /64); more are refused, so that one
 /// source cannot take all of them.
 pub const MAX_PENDING_PER_SOURCE: usize = 8;
-/// Ceremonies waiting for one reviewer; a further one ends the oldest.
+/// Ceremonies waiting for one reviewer from one source; a further one ends the oldest of them.
+/// Another source's ceremonies for the same reviewer are never ended by it: else anyone could
+/// cancel a reviewer's login in progress by starting a few in their name.
 pub const MAX_PENDING_PER_REVIEWER: usize = 4;
 
 impl<T> Pending<T> {
@@ -171,7 +174,9 @@ impl<T> Pending<T> {
         if inner.values().filter(|c| c.source == source).count() >= MAX_PENDING_PER_SOURCE {
             return Err(Busy::Source);
         }
-        let theirs = inner.iter().filter(|(_, c)| &c.reviewer == reviewer);
+        let theirs = inner
+            .iter()
+            .filter(|(_, c)| &c.reviewer == reviewer && c.source == source);
         if theirs.clone().count() >= MAX_PENDING_PER_REVIEWER
             && let Some(oldest) = theirs.min_by_key(|(_, c)| c.at).map(|(id, _)| id.clone())
         {
@@ -308,11 +313,37 @@ mod tests {
             .collect();
         clock.advance(Duration::from_secs(1));
         let real = pending.put(&r, ip("10.9.9.9"), 99).unwrap();
-        // The oldest made way; the rest and the reviewer's own still wait.
-        assert_eq!(pending.take(&hostile[0]), None);
-        assert_eq!(pending.take(&hostile[1]), Some(1));
+        // Ceremonies from other sources neither refuse the reviewer's nor make way for it.
+        assert_eq!(pending.take(&hostile[0]), Some(0));
         assert_eq!(pending.take(&real), Some(99));
-        assert_eq!(lock(&pending.inner).len(), MAX_PENDING_PER_REVIEWER - 2);
+        assert_eq!(lock(&pending.inner).len(), MAX_PENDING_PER_REVIEWER - 1);
+    }
+
+    #[test]
+    fn naming_a_reviewer_does_not_cancel_their_login_in_progress() {
+        let clock = Arc::new(FakeClock::at("2026-11-23T10:00:00Z"));
+        let pending = Pending::new(clock.clone());
+        let r = ReviewerName::new("c.visser").unwrap();
+        let real = pending.put(&r, ip("10.9.9.9"), 99).unwrap();
+        // One hostile source starts logins in the reviewer's name while the reviewer touches
+        // the key: each beyond its share ends its own oldest, never the reviewer's.
+        let hostile: Vec<String> = (0..3 * MAX_PENDING_PER_REVIEWER)
+            .map(|i| {
+                clock.advance(Duration::from_millis(100));
+                pending.put(&r, ip("10.0.0.1"), i).unwrap()
+            })
+            .collect();
+        assert_eq!(pending.take(&real), Some(99));
+        // The hostile source holds its last few, no more.
+        let kept = hostile.iter().filter(|h| pending.take(h).is_some()).count();
+        assert_eq!(kept, MAX_PENDING_PER_REVIEWER);
+        // The reviewer's own second try from the same place ends their first, as before.
+        let first = pending.put(&r, ip("10.9.9.9"), 1).unwrap();
+        for i in 0..MAX_PENDING_PER_REVIEWER {
+            clock.advance(Duration::from_millis(100));
+            pending.put(&r, ip("10.9.9.9"), i + 2).unwrap();
+        }
+        assert_eq!(pending.take(&first), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - Requests other than GET must carry the console's own `Origin`.
 //! - Recording ids from URLs are parsed into [`SessionId`] before they touch the file system.
 //! - Request bodies and headers are bounded in size and in time; connections that do not finish
-//!   the TLS handshake in time are closed.
+//!   the TLS handshake in time, or stop reading their answers, are closed.
 //! - Every console action is an audit event (`CONSOLE_*`), naming the reviewer and the source.
 
 mod assets;
@@ -72,6 +72,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a request head (hyper's header timeout) and, after it, for its body.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an answer may wait for a client that stopped reading; then the connection is closed
+/// (see [`crate::net::Stall`]).
+const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// An enrolment waiting for the browser: who, under which user handle, the WebAuthn state.
 type Enrolling = (ReviewerName, Uuid, PasskeyRegistration);
@@ -259,6 +262,7 @@ async fn accept_loop(
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let tcp = crate::net::Stall::new(tcp, WRITE_STALL);
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             else {
                 return;

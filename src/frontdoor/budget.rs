@@ -6,7 +6,9 @@
 //! closed. Window changes draw on a bucket of their own, larger because dragging a terminal's
 //! corner sends dozens a second; one beyond it is dropped (neither recorded nor passed on), not
 //! fatal. Terminal sizes are clamped to [`MAX_COLS`] x [`MAX_ROWS`] before the target, the
-//! recording or the console player sees them.
+//! recording or the console player sees them. An environment value or terminal name longer than
+//! [`MAX_ENV_BYTES`] is refused: each is kept until its channel starts, and a packet can carry
+//! 256 KiB, so 32 values on each of 8 channels of each connection would be gigabytes per admin.
 //!
 //! What russh bounds on its own: a version line of at most 255 bytes, packets of at most
 //! 256 KiB (plus headroom), `max_auth_attempts` refused signatures per connection, window
@@ -18,6 +20,10 @@ pub use crate::rate::Bucket;
 /// The widest and tallest terminal passed on; larger requests get this size.
 pub const MAX_COLS: u32 = 1000;
 pub const MAX_ROWS: u32 = 1000;
+
+/// The longest environment value (`LANG`, `LC_*`, `TERM`) or pty terminal name passed on; real
+/// ones are a few dozen bytes.
+pub const MAX_ENV_BYTES: usize = 1024;
 
 /// A terminal size as the bastion passes it on (0 stays 0: "not given").
 pub fn clamp_pty(cols: u32, rows: u32) -> (u32, u32) {

@@ -145,12 +145,15 @@ impl Connection {
     }
 
     fn denied(&self, user: &str, fingerprint: Option<Fingerprint>, reason: AuthRefusal) {
+        self.denial(user, fingerprint, reason).emit();
+    }
+
+    fn denial(&self, user: &str, fingerprint: Option<Fingerprint>, reason: AuthRefusal) -> Event {
         Event::new(Code::AuthDenied)
             .admin(user)
             .source(self.peer)
             .fingerprint(fingerprint.map(|f| f.to_string()).unwrap_or_default())
             .reason(reason.code())
-            .emit();
     }
 
     /// Why `key` may not log in as `user`, if it may not.
@@ -172,7 +175,8 @@ impl Connection {
     }
 
     /// A verified key refused for what its signature showed: `AUTH_DENIED` with the flags and
-    /// counter, and `banner` for the admin.
+    /// counter, and `banner` for the admin. Only the key's holder can cause it (a stolen key
+    /// without its PIN, a copy with a lower counter), so it is never limited as a flood.
     fn refused(
         &mut self,
         user: &str,
@@ -190,6 +194,7 @@ impl Connection {
             .detail("message", message)
             .detail("flags", assertion.flag_names())
             .detail("counter", assertion.counter)
+            .never_limited()
             .emit();
         self.rejection = Some(banner);
     }
@@ -214,6 +219,10 @@ impl Connection {
     }
 
     fn request_denied(&self, what: &str) {
+        self.request_denial(what).emit();
+    }
+
+    fn request_denial(&self, what: &str) -> Event {
         let admin = self
             .admin
             .as_ref()
@@ -223,7 +232,6 @@ impl Connection {
             .admin(admin)
             .source(self.peer)
             .reason(what)
-            .emit();
     }
 
     fn event(&self, code: Code) -> Event {
@@ -691,11 +699,14 @@ impl Handler for Connection {
             return Ok(Auth::reject());
         };
         let Some(assertion) = Assertion::from_signature(key.signature) else {
-            self.denied(
+            // A verified signature of an enrolled key: only its holder can cause this.
+            self.denial(
                 user,
                 Some(fingerprint),
                 AuthRefusal::NotSecurityKeySignature,
-            );
+            )
+            .never_limited()
+            .emit();
             return Ok(Auth::reject());
         };
         let (required, check) = (entry.required, entry.counter);
@@ -1143,7 +1154,7 @@ impl Handler for Connection {
         self.spend("pty")?;
         let (cols, rows) = super::budget::clamp_pty(cols, rows);
         match self.channels.get_mut(&id) {
-            Some(state) if !state.started => {
+            Some(state) if !state.started && term.len() <= super::budget::MAX_ENV_BYTES => {
                 state.pty = Some(PtyRequest {
                     term: term.to_owned(),
                     cols,
@@ -1167,7 +1178,12 @@ impl Handler for Connection {
     ) -> HResult {
         self.spend("env")?;
         match self.channels.get_mut(&id) {
-            Some(state) if !state.started && env_allowed(name) && state.env.len() < 32 => {
+            Some(state)
+                if !state.started
+                    && env_allowed(name)
+                    && value.len() <= super::budget::MAX_ENV_BYTES
+                    && state.env.len() < 32 =>
+            {
                 state.env.push((name.to_owned(), value.to_owned()));
                 session.channel_success(id)
             }

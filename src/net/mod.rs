@@ -4,8 +4,10 @@
 //! before its first packet, so the kernel's output rules judge every packet of it.
 
 mod slots;
+mod stall;
 
 pub use slots::{Full, Slot, Slots};
+pub use stall::Stall;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
