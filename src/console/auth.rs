@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 use webauthn_rs::prelude::{
-    AuthenticatorAttachment, PublicKeyCredential, RegisterPublicKeyCredential,
+    AuthenticatorAttachment, PublicKeyCredential, RegisterPublicKeyCredential, WebauthnError,
 };
 
 use super::logins::Busy;
@@ -21,12 +21,15 @@ use crate::policy::Reviewer as PolicyReviewer;
 
 /// A refusal as JSON `{"error": ...}` with an audit event.
 fn refuse(code: Code, peer: Peer, reviewer: &str, status: StatusCode, why: &str) -> Response {
+    refusal(code, peer, reviewer, why).emit();
+    (status, Json(json!({ "error": why }))).into_response()
+}
+
+fn refusal(code: Code, peer: Peer, reviewer: &str, why: &str) -> Event {
     Event::new(code)
         .source(Some(peer.0))
         .detail("reviewer", reviewer.chars().take(64).collect::<String>())
         .reason(why)
-        .emit();
-    (status, Json(json!({ "error": why }))).into_response()
 }
 
 /// The named reviewer's entry in the policy in force, if there is one.
@@ -219,12 +222,23 @@ pub async fn login_finish(
             why,
         )
     };
+    // A refusal only the key's holder can cause (a verified assertion without the PIN, a
+    // counter that went back): never summed away among a source's other refusals.
+    let by_key = |why: &str| {
+        refusal(Code::ConsoleLoginFailed, peer, name.as_str(), why)
+            .never_limited()
+            .emit();
+        (StatusCode::FORBIDDEN, Json(json!({ "error": why }))).into_response()
+    };
     let result = match app
         .webauthn
         .finish_passkey_authentication(&req.credential, &state)
     {
         Ok(r) if r.user_verified() => r,
-        Ok(_) => return failed("the security key did not verify the user (PIN or biometric)"),
+        Ok(_) => return by_key("the security key did not verify the user (PIN or biometric)"),
+        Err(e @ WebauthnError::CredentialPossibleCompromise) => {
+            return by_key(&format!("WebAuthn: {e}"));
+        }
         Err(e) => return failed(&format!("WebAuthn: {e}")),
     };
     if reviewer_in_policy(&app, name.as_str()).is_none() {
