@@ -222,6 +222,54 @@ fn one_source_cannot_take_every_slot() {
     assert_eq!(again.line(10), "ready 3");
 }
 
+/// Adds `addr` (e.g. "10.77.1.3/24") to the admin namespace: another host on the admin network.
+fn another_host(env: &Env, addr: &str) {
+    let out = Command::new("ip")
+        .args(["-n", &env.ns_admin, "addr", "add", addr, "dev", "eth0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn several_sources_together_cannot_keep_an_admin_out() {
+    let env = testbed!(Options {
+        max_unauthenticated: 4,
+        max_unauthenticated_per_source: 2,
+        ..Default::default()
+    });
+    another_host(&env, "10.77.1.3/24");
+    another_host(&env, "10.77.1.4/24");
+    // Two hostile hosts take every place between them, each its share.
+    let first = hostile(&env, "10.77.1.3", 30, &["version"; 2]);
+    assert_eq!(first.line(10), "ready 2");
+    let second = hostile(&env, "10.77.1.4", 30, &["version"; 2]);
+    assert_eq!(second.line(10), "ready 2");
+    // Positive control: the total is full, and a host holding as many as the busiest is
+    // refused rather than taking a place from one of them.
+    let third = hostile(&env, "10.77.1.3", 5, &["version"]);
+    assert_eq!(third.line(10), "refused 0");
+    // A real admin from a third address takes the oldest place of a busiest source, at once
+    // (well within the grace the hostile connections would otherwise keep them for).
+    let start = Instant::now();
+    admin_works(&env);
+    assert!(
+        start.elapsed() < Duration::from_secs_f64(GRACE),
+        "{:?}",
+        start.elapsed()
+    );
+    let evicted = env.wait_audit("CONN_LIMIT", |e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("oldest closed for a source holding fewer"))
+    });
+    let source = evicted["source"].as_str().unwrap();
+    assert!(
+        source.starts_with("10.77.1.3:") || source.starts_with("10.77.1.4:"),
+        "{evicted}"
+    );
+}
+
 #[test]
 fn a_flood_of_refusals_is_summed_up_not_logged_one_by_one() {
     let env = testbed!(Options {

@@ -100,8 +100,26 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let slot = match shared.unauthenticated.take(peer.ip()) {
-            Ok(slot) => slot,
+        let login = Arc::new(preauth::Login::default());
+        let evict: crate::net::Evict = {
+            let login = login.clone();
+            Arc::new(move || {
+                login.expire();
+            })
+        };
+        let slot = match shared.unauthenticated.take_evicting(peer.ip(), evict) {
+            Ok(taken) => {
+                if let Some(busiest) = taken.evicted {
+                    Event::new(Code::ConnLimit)
+                        .source(Some(SocketAddr::new(busiest, 0)))
+                        .reason(
+                            "unauthenticated places full: this source's oldest closed for \
+                             a source holding fewer",
+                        )
+                        .emit();
+                }
+                taken.slot
+            }
             Err(full) => {
                 Event::new(Code::ConnLimit)
                     .source(Some(peer))
@@ -123,6 +141,7 @@ pub async fn accept_loop(
             shared.clone(),
             server_config.clone(),
             slot,
+            login,
         ));
     }
 }
@@ -135,8 +154,8 @@ async fn serve_connection(
     shared: Arc<Shared>,
     config: Arc<ServerConfig>,
     slot: crate::net::Slot,
+    login: Arc<preauth::Login>,
 ) {
-    let login = Arc::new(preauth::Login::default());
     let grace = shared.app.config.limits.login_grace;
     let handler = Connection::new(shared, Some(peer), slot, login.clone());
     let stream = preauth::Cut::new(stream, login.clone());

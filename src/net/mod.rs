@@ -6,7 +6,7 @@
 mod slots;
 mod stall;
 
-pub use slots::{Full, Slot, Slots};
+pub use slots::{Evict, Full, Slot, Slots};
 pub use stall::Stall;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

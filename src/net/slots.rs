@@ -1,10 +1,15 @@
-//! Places for connections: a total, and a share per source, so one source cannot take them all.
+//! Places for connections: a total, and a share per source, so one source cannot take them all,
+//! and several sources together cannot keep a newcomer out for long.
 //!
-//! Invariant: a [`Slot`] holds one place of the total and one of its source's share until it is
-//! dropped; the per-source map never keeps an empty entry, so it holds at most as many sources
-//! as there are places.
+//! Invariants: a [`Slot`] holds one place of the total and one of its source's share until it is
+//! dropped or evicted; the per-source map never keeps an empty entry, so it holds at most as many
+//! sources as there are places. When the total is full, a newcomer from a source holding fewer
+//! places than the busiest source by at least two takes that source's oldest place: the place
+//! passes at once, and the evicted connection is told to end (its `evict` hook). Sources holding
+//! places evenly are never evicted for one another, so an admin whose source holds one place at
+//! most is never the one to go.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -20,11 +25,34 @@ pub enum Full {
     Source,
 }
 
+/// Ends the connection holding an evicted place.
+pub type Evict = Arc<dyn Fn() + Send + Sync>;
+
+struct Held {
+    id: u64,
+    _permit: OwnedSemaphorePermit,
+    /// `None`: a place that is never evicted ([`Slots::take`]).
+    evict: Option<Evict>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The places each source holds, oldest first.
+    sources: HashMap<IpAddr, VecDeque<Held>>,
+    next: u64,
+}
+
 /// Places for connections: a total, and a share per source.
 pub struct Slots {
     total: Arc<Semaphore>,
     per_source: usize,
-    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A place given, and the source whose oldest place it was, if one was evicted for it.
+pub struct Taken {
+    pub slot: Slot,
+    pub evicted: Option<IpAddr>,
 }
 
 impl Slots {
@@ -32,52 +60,101 @@ impl Slots {
         Self {
             total: Arc::new(Semaphore::new(total)),
             per_source,
-            sources: Arc::default(),
+            inner: Arc::default(),
         }
     }
 
-    /// A slot for a connection from `peer`, or why there is none.
+    /// A slot for a connection from `peer`, or why there is none; it is never evicted.
     pub fn take(&self, peer: IpAddr) -> Result<Slot, Full> {
+        self.place(peer, None).map(|t| t.slot)
+    }
+
+    /// A slot for a connection from `peer`, taken from the busiest source if the total is full
+    /// (`evict` ends this connection should its own place be taken later), or why there is none.
+    pub fn take_evicting(&self, peer: IpAddr, evict: Evict) -> Result<Taken, Full> {
+        self.place(peer, Some(evict))
+    }
+
+    fn place(&self, peer: IpAddr, evict: Option<Evict>) -> Result<Taken, Full> {
         let source = source_of(peer);
-        let mut sources = lock(&self.sources);
-        let held = sources.get(&source).copied().unwrap_or(0);
+        let mut inner = lock(&self.inner);
+        let held = inner.sources.get(&source).map_or(0, VecDeque::len);
         if held >= self.per_source {
             return Err(Full::Source);
         }
-        let total = self
-            .total
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Full::Total)?;
-        sources.insert(source, held + 1);
-        Ok(Slot {
-            _total: total,
-            source,
-            sources: self.sources.clone(),
+        let (permit, evicted) = match self.total.clone().try_acquire_owned() {
+            Ok(p) => (p, None),
+            Err(_) if evict.is_some() => {
+                let (busiest, victim) = evict_busiest(&mut inner, held).ok_or(Full::Total)?;
+                (victim._permit, Some((busiest, victim.evict)))
+            }
+            Err(_) => return Err(Full::Total),
+        };
+        inner.next += 1;
+        let id = inner.next;
+        inner.sources.entry(source).or_default().push_back(Held {
+            id,
+            _permit: permit,
+            evict,
+        });
+        drop(inner);
+        let evicted = evicted.map(|(busiest, end)| {
+            if let Some(end) = end {
+                end();
+            }
+            busiest
+        });
+        Ok(Taken {
+            slot: Slot {
+                id,
+                source,
+                inner: self.inner.clone(),
+            },
+            evicted,
         })
     }
 
     /// Sources holding at least one slot (the map never keeps an empty entry).
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        lock(&self.sources).len()
+        lock(&self.inner).sources.len()
     }
+}
+
+/// Takes the oldest place of the source holding the most, if it holds at least two more than
+/// `held` (the newcomer's source).
+fn evict_busiest(inner: &mut Inner, held: usize) -> Option<(IpAddr, Held)> {
+    let (busiest, places) = inner
+        .sources
+        .iter_mut()
+        .max_by_key(|(_, places)| places.len())?;
+    // A place taken without eviction cannot be ended from here, so it is never taken.
+    if places.len() < held + 2 || places.front()?.evict.is_none() {
+        return None;
+    }
+    let busiest = *busiest;
+    let victim = places.pop_front()?;
+    if places.is_empty() {
+        inner.sources.remove(&busiest);
+    }
+    Some((busiest, victim))
 }
 
 /// One connection's place; dropping it gives the place back.
 pub struct Slot {
-    _total: OwnedSemaphorePermit,
+    id: u64,
     source: IpAddr,
-    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut sources = lock(&self.sources);
-        if let Some(n) = sources.get_mut(&self.source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                sources.remove(&self.source);
+        let mut inner = lock(&self.inner);
+        if let Some(places) = inner.sources.get_mut(&self.source) {
+            // An evicted place is gone already.
+            places.retain(|h| h.id != self.id);
+            if places.is_empty() {
+                inner.sources.remove(&self.source);
             }
         }
     }
@@ -91,26 +168,30 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn a_source_gets_its_share_and_others_still_get_in() {
-        let slots = Slots::new(5, 2);
-        let a1 = slots.take(ip("10.0.0.1")).unwrap();
-        let _a2 = slots.take(ip("10.0.0.1")).unwrap();
-        assert_eq!(slots.take(ip("10.0.0.1")).err(), Some(Full::Source));
-        let _b = slots.take(ip("10.0.0.2")).unwrap();
-        drop(a1);
-        let _a3 = slots.take(ip("10.0.0.1")).unwrap();
+    fn take(slots: &Slots, peer: IpAddr) -> Result<Slot, Full> {
+        slots.take_evicting(peer, Arc::new(|| ())).map(|t| t.slot)
     }
 
     #[test]
-    fn the_total_holds_across_sources() {
+    fn a_source_gets_its_share_and_others_still_get_in() {
+        let slots = Slots::new(5, 2);
+        let a1 = take(&slots, ip("10.0.0.1")).unwrap();
+        let _a2 = take(&slots, ip("10.0.0.1")).unwrap();
+        assert_eq!(take(&slots, ip("10.0.0.1")).err(), Some(Full::Source));
+        let _b = take(&slots, ip("10.0.0.2")).unwrap();
+        drop(a1);
+        let _a3 = take(&slots, ip("10.0.0.1")).unwrap();
+    }
+
+    #[test]
+    fn the_total_holds_across_sources_holding_evenly() {
         let slots = Slots::new(2, 2);
-        let _a = slots.take(ip("10.0.0.1")).unwrap();
-        let _b = slots.take(ip("10.0.0.2")).unwrap();
-        assert_eq!(slots.take(ip("10.0.0.3")).err(), Some(Full::Total));
+        let _a = take(&slots, ip("10.0.0.1")).unwrap();
+        let _b = take(&slots, ip("10.0.0.2")).unwrap();
+        assert_eq!(take(&slots, ip("10.0.0.3")).err(), Some(Full::Total));
         // A refusal for the total does not count against the source.
         drop(_b);
-        let _c1 = slots.take(ip("10.0.0.3")).unwrap();
+        let _c1 = take(&slots, ip("10.0.0.3")).unwrap();
         assert_eq!(slots.tracked(), 2);
     }
 
@@ -118,7 +199,7 @@ mod tests {
     fn slots_given_back_leave_no_entry() {
         let slots = Slots::new(8, 8);
         let held: Vec<Slot> = (0..8)
-            .map(|i| slots.take(ip(&format!("10.0.0.{i}"))).unwrap())
+            .map(|i| take(&slots, ip(&format!("10.0.0.{i}"))).unwrap())
             .collect();
         assert_eq!(slots.tracked(), 8);
         drop(held);
@@ -129,13 +210,57 @@ mod tests {
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
         let slots = Slots::new(10, 1);
-        let _a = slots.take(ip("2001:db8:1:2::1")).unwrap();
+        let _a = take(&slots, ip("2001:db8:1:2::1")).unwrap();
         assert_eq!(
-            slots.take(ip("2001:db8:1:2:ffff::9")).err(),
+            take(&slots, ip("2001:db8:1:2:ffff::9")).err(),
             Some(Full::Source)
         );
-        let _b = slots.take(ip("2001:db8:1:3::1")).unwrap();
-        let _c = slots.take(ip("10.0.0.1")).unwrap();
-        assert_eq!(slots.take(ip("::ffff:10.0.0.1")).err(), Some(Full::Source));
+        let _b = take(&slots, ip("2001:db8:1:3::1")).unwrap();
+        let _c = take(&slots, ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            take(&slots, ip("::ffff:10.0.0.1")).err(),
+            Some(Full::Source)
+        );
+    }
+
+    #[test]
+    fn a_newcomer_takes_the_oldest_place_of_the_busiest_source() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let slots = Slots::new(4, 2);
+        let ended = Arc::new(AtomicUsize::new(0));
+        let hook = |n: usize| -> Evict {
+            let ended = ended.clone();
+            Arc::new(move || {
+                ended.store(n, Ordering::SeqCst);
+            })
+        };
+        let a1 = slots.take_evicting(ip("10.0.0.1"), hook(1)).unwrap().slot;
+        let _a2 = slots.take_evicting(ip("10.0.0.1"), hook(2)).unwrap().slot;
+        let _b1 = slots.take_evicting(ip("10.0.0.2"), hook(3)).unwrap().slot;
+        let _b2 = slots.take_evicting(ip("10.0.0.2"), hook(4)).unwrap().slot;
+        // Full; a source holding nothing takes the oldest place of a source holding two.
+        let c = slots.take_evicting(ip("10.0.0.3"), hook(5)).unwrap();
+        assert_eq!(c.evicted, Some(ip("10.0.0.1")));
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+        assert_eq!(slots.total.available_permits(), 0);
+        // The evicted connection's slot, dropped later, gives back nothing twice.
+        drop(a1);
+        assert_eq!(slots.total.available_permits(), 0);
+        // Now 10.0.0.1 and 10.0.0.3 hold one each, 10.0.0.2 two: a fourth source evicts
+        // from 10.0.0.2, but 10.0.0.3 (one place) cannot take another's for a second one.
+        assert_eq!(take(&slots, ip("10.0.0.3")).err(), Some(Full::Total));
+        let d = slots.take_evicting(ip("10.0.0.4"), hook(6)).unwrap();
+        assert_eq!(d.evicted, Some(ip("10.0.0.2")));
+        assert_eq!(ended.load(Ordering::SeqCst), 3);
+        // Every source holds one: nobody is evicted for a newcomer.
+        assert_eq!(take(&slots, ip("10.0.0.5")).err(), Some(Full::Total));
+    }
+
+    #[test]
+    fn places_taken_without_eviction_are_never_evicted() {
+        let slots = Slots::new(2, 2);
+        let _a1 = slots.take(ip("10.0.0.1")).unwrap();
+        let _a2 = slots.take(ip("10.0.0.1")).unwrap();
+        assert_eq!(slots.take(ip("10.0.0.2")).err(), Some(Full::Total));
     }
 }
