@@ -955,11 +955,7 @@ fn input_recording_can_be_off() {
     let out = env.ssh_pty("alice", &["pacs01", "env PS1='$ ' bash --norc -i"], steps);
     assert!(out.status.success(), "{}", stdout(&out));
     let end = env.wait_audit("SESSION_END", |_| true);
-    let cast = std::fs::read_to_string(
-        env.recordings_dir()
-            .join(format!("{}.cast", end["session"].as_str().unwrap())),
-    )
-    .unwrap();
+    let cast = env.cast_of(&end);
     assert!(cast.contains("secret-2"), "output is recorded");
     assert!(!cast.contains("\"i\""), "input is not: {cast}");
 }

@@ -24,11 +24,7 @@ fn a_huge_terminal_is_clamped_for_the_target_and_the_recording() {
     let out = env.ssh_pty("alice", &["pacs01", "env PS1='$ ' bash --norc -i"], steps);
     assert!(out.status.success(), "{}", stdout(&out));
     let end = env.wait_audit("SESSION_END", |_| true);
-    let cast = std::fs::read_to_string(
-        env.recordings_dir()
-            .join(format!("{}.cast", end["session"].as_str().unwrap())),
-    )
-    .unwrap();
+    let cast = env.cast_of(&end);
     assert!(cast.contains("\"1000x1000\""), "{cast}");
     assert!(!cast.contains("65535"), "{cast}");
 }

@@ -89,6 +89,15 @@ fn established_at_bastion(env: &Env) -> usize {
     stdout(&out).lines().count()
 }
 
+/// Adds `addr` (e.g. "10.77.1.3/24") to the admin namespace: another host on the admin network.
+fn another_host(env: &Env, addr: &str) {
+    let out = Command::new("ip")
+        .args(["-n", &env.ns_admin, "addr", "add", addr, "dev", "eth0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// A real admin logs in and runs a command on a target.
 fn admin_works(env: &Env) {
     let start = Instant::now();
@@ -181,19 +190,7 @@ fn one_source_cannot_take_every_slot() {
         ..Default::default()
     });
     // A second host in the admin network.
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &env.ns_admin,
-            "addr",
-            "add",
-            "10.77.1.3/24",
-            "dev",
-            "eth0",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    another_host(&env, "10.77.1.3/24");
 
     // The hostile host gets its share and no more (the total would still have room).
     let held = hostile(&env, "10.77.1.3", 30, &["version"; 4]);
@@ -220,15 +217,6 @@ fn one_source_cannot_take_every_slot() {
     assert_eq!(report.iter().filter(|l| l.starts_with("closed")).count(), 3);
     let again = hostile(&env, "10.77.1.3", 1, &["version"; 3]);
     assert_eq!(again.line(10), "ready 3");
-}
-
-/// Adds `addr` (e.g. "10.77.1.3/24") to the admin namespace: another host on the admin network.
-fn another_host(env: &Env, addr: &str) {
-    let out = Command::new("ip")
-        .args(["-n", &env.ns_admin, "addr", "add", addr, "dev", "eth0"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
@@ -277,19 +265,7 @@ fn a_flood_of_refusals_is_summed_up_not_logged_one_by_one() {
         extra_limits: "audit_events_per_source = 3\naudit_window = \"2s\"\n".into(),
         ..Default::default()
     });
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &env.ns_admin,
-            "addr",
-            "add",
-            "10.77.1.3/24",
-            "dev",
-            "eth0",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    another_host(&env, "10.77.1.3/24");
     // One connection holds the source's place; the next 30 are refused (CONN_LIMIT each).
     let flood = hostile(&env, "10.77.1.3", 1, &["version"; 31]);
     let mut refused = 0;

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{BASTION, Env, Options, held_session, stderr, stdout, wait_for_file};
+use common::{BASTION, Env, Options, ended, held_session, stderr, stdout, wait_for_file};
 
 const BOB_GRANT: &str = "[[grant]]\nname = \"bob-import\"\nadmins = [\"bob\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\n";
 
@@ -39,15 +39,6 @@ fn chain_entries(env: &Env, kind: &str) -> usize {
 
 fn count(env: &Env, code: &str) -> usize {
     env.audit().iter().filter(|e| e["code"] == code).count()
-}
-
-/// Waits (up to 15 s) until `ssh` has ended.
-fn ended(t: &std::thread::JoinHandle<std::process::Output>) -> bool {
-    let start = std::time::Instant::now();
-    while !t.is_finished() && start.elapsed() < std::time::Duration::from_secs(15) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    t.is_finished()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::{BASTION, Env, Options, held_session, stderr, stdout, wait_for_file};
+use common::{BASTION, Env, Options, ended, held_session, stderr, stdout, wait_for_file};
 
 /// The SHA-256 fingerprint of a public key file, as `SHA256:...`.
 fn fingerprint(env: &Env, pub_file: &str) -> String {
@@ -15,15 +15,6 @@ fn fingerprint(env: &Env, pub_file: &str) -> String {
         .output()
         .unwrap();
     stdout(&out).split_whitespace().nth(1).unwrap().to_owned()
-}
-
-/// Waits (up to 15 s) until `ssh` has ended.
-fn ended(t: &std::thread::JoinHandle<std::process::Output>) -> bool {
-    let start = std::time::Instant::now();
-    while !t.is_finished() && start.elapsed() < std::time::Duration::from_secs(15) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    t.is_finished()
 }
 
 #[test]

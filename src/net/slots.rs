@@ -121,13 +121,17 @@ impl Slots {
     }
 }
 
-/// Takes the oldest place of the source holding the most, if it holds at least two more than
-/// `held` (the newcomer's source).
+/// Takes the oldest place of the source holding the most (of those, the one holding the oldest
+/// place), if it holds at least two more than `held` (the newcomer's source).
 fn evict_busiest(inner: &mut Inner, held: usize) -> Option<(IpAddr, Held)> {
     let (busiest, places) = inner
         .sources
         .iter_mut()
-        .max_by_key(|(_, places)| places.len())?;
+        // Among sources holding as many, the one whose oldest place is oldest.
+        .max_by_key(|(_, places)| {
+            let oldest = places.front().map_or(u64::MAX, |h| h.id);
+            (places.len(), std::cmp::Reverse(oldest))
+        })?;
     // A place taken without eviction cannot be ended from here, so it is never taken.
     if places.len() < held + 2 || places.front()?.evict.is_none() {
         return None;

@@ -450,13 +450,12 @@ mod verdicts {
             }
         }
 
-        /// A session of 20 output lines, checkpointed every ~200 bytes; ended if `end`, else
-        /// on disk up to its last line.
-        async fn session(&self, end: bool) -> (SessionId, Transcript) {
+        /// A recorder for a new session, 80x24, checkpointed every `bytes`.
+        fn recorder(&self, bytes: u64, term: &str) -> (SessionId, Recorder) {
             let id = SessionId::generate(jiff::Timestamp::now());
             let cadence = Cadence {
                 interval: Duration::from_secs(60),
-                bytes: 200,
+                bytes,
             };
             let r = Recorder::create(
                 &self.store,
@@ -464,10 +463,17 @@ mod verdicts {
                 self.chain.clone(),
                 cadence,
                 (80, 24),
-                "xterm",
+                term,
                 "t",
             )
             .unwrap();
+            (id, r)
+        }
+
+        /// A session of 20 output lines, checkpointed every ~200 bytes; ended if `end`, else
+        /// on disk up to its last line.
+        async fn session(&self, end: bool) -> (SessionId, Transcript) {
+            let (id, r) = self.recorder(200, "xterm");
             let mut t = Transcript::start(&id, self.chain.clone(), Some(r), true, true, &[])
                 .await
                 .unwrap();
@@ -512,21 +518,7 @@ mod verdicts {
     #[tokio::test]
     async fn streams_without_a_pty() {
         let bed = Bed::new();
-        let id = SessionId::generate(jiff::Timestamp::now());
-        let cadence = Cadence {
-            interval: Duration::from_secs(60),
-            bytes: 1 << 20,
-        };
-        let r = Recorder::create(
-            &bed.store,
-            &id,
-            bed.chain.clone(),
-            cadence,
-            (80, 24),
-            "",
-            "t",
-        )
-        .unwrap();
+        let (id, r) = bed.recorder(1 << 20, "");
         let mut t = Transcript::start(&id, bed.chain.clone(), Some(r), true, false, &[])
             .await
             .unwrap()
@@ -619,21 +611,7 @@ mod verdicts {
     #[tokio::test]
     async fn an_sftp_channel_the_audit_gives_up_on_is_recorded_as_bytes() {
         let bed = Bed::new();
-        let id = SessionId::generate(jiff::Timestamp::now());
-        let cadence = Cadence {
-            interval: Duration::from_secs(60),
-            bytes: 1 << 20,
-        };
-        let r = Recorder::create(
-            &bed.store,
-            &id,
-            bed.chain.clone(),
-            cadence,
-            (80, 24),
-            "",
-            "t",
-        )
-        .unwrap();
+        let (id, r) = bed.recorder(1 << 20, "");
         let event = crate::audit::Event::new(crate::audit::Code::SessionStart).session(&id);
         let mut t = Transcript::start(&id, bed.chain.clone(), Some(r), true, false, &[])
             .await

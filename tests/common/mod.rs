@@ -771,6 +771,12 @@ max_session = "1h"
     pub fn recordings_dir(&self) -> PathBuf {
         self.path("state/recordings")
     }
+
+    /// The recording of the session a `SESSION_END` event names.
+    pub fn cast_of(&self, end: &serde_json::Value) -> String {
+        let id = end["session"].as_str().unwrap();
+        std::fs::read_to_string(self.recordings_dir().join(format!("{id}.cast"))).unwrap()
+    }
 }
 
 impl Drop for Env {
@@ -825,4 +831,13 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Waits (up to 15 s) until the `ssh` run by `t` has ended; whether it has.
+pub fn ended(t: &std::thread::JoinHandle<std::process::Output>) -> bool {
+    let start = std::time::Instant::now();
+    while !t.is_finished() && start.elapsed() < std::time::Duration::from_secs(15) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    t.is_finished()
 }
