@@ -223,18 +223,18 @@ fn one_source_cannot_take_every_slot() {
 fn several_sources_together_cannot_keep_an_admin_out() {
     let env = testbed!(Options {
         max_unauthenticated: 4,
-        max_unauthenticated_per_source: 2,
+        max_unauthenticated_per_source: 3,
         ..Default::default()
     });
     another_host(&env, "10.77.1.3/24");
     another_host(&env, "10.77.1.4/24");
-    // Two hostile hosts take every place between them, each its share.
+    // Two hostile hosts take every place between them.
     let first = hostile(&env, "10.77.1.3", 30, &["version"; 2]);
     assert_eq!(first.line(10), "ready 2");
     let second = hostile(&env, "10.77.1.4", 30, &["version"; 2]);
     assert_eq!(second.line(10), "ready 2");
-    // Positive control: the total is full, and a host holding as many as the busiest is
-    // refused rather than taking a place from one of them.
+    // Positive control: the total is full (the host's own share is not), and a host holding as
+    // many as the busiest is refused rather than taking a place from one of them.
     let third = hostile(&env, "10.77.1.3", 5, &["version"]);
     assert_eq!(third.line(10), "refused 0");
     // A real admin from a third address takes the oldest place of a busiest source, at once
@@ -249,12 +249,63 @@ fn several_sources_together_cannot_keep_an_admin_out() {
     let evicted = env.wait_audit("CONN_LIMIT", |e| {
         e["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("oldest closed for a source holding fewer"))
+            .is_some_and(|r| r.contains("oldest closed for a newcomer"))
     });
     let source = evicted["source"].as_str().unwrap();
     assert!(
         source.starts_with("10.77.1.3:") || source.starts_with("10.77.1.4:"),
         "{evicted}"
+    );
+}
+
+#[test]
+fn many_sources_cannot_keep_out_an_admin_who_logged_in_before() {
+    let env = testbed!(Options {
+        max_unauthenticated: 4,
+        max_unauthenticated_per_source: 1,
+        ..Default::default()
+    });
+    // The admin's address has logged in before.
+    admin_works(&env);
+    let hosts = [
+        "10.77.1.3",
+        "10.77.1.4",
+        "10.77.1.5",
+        "10.77.1.6",
+        "10.77.1.7",
+    ];
+    for h in hosts {
+        another_host(&env, &format!("{h}/24"));
+    }
+    // Four hostile hosts hold one place each: every source holds as many.
+    let held: Vec<Helper> = hosts[..4]
+        .iter()
+        .map(|h| hostile(&env, h, 30, &["version"]))
+        .collect();
+    for h in &held {
+        assert_eq!(h.line(10), "ready 1");
+    }
+    // Positive control: a host that never logged in is refused.
+    let stranger = hostile(&env, hosts[4], 5, &["version"]);
+    assert_eq!(stranger.line(10), "refused 0");
+    // The admin's address takes a hostile host's place at once.
+    let start = Instant::now();
+    admin_works(&env);
+    assert!(
+        start.elapsed() < Duration::from_secs_f64(GRACE),
+        "{:?}",
+        start.elapsed()
+    );
+    let evicted = env.wait_audit("CONN_LIMIT", |e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("oldest closed for a newcomer"))
+    });
+    assert!(
+        !evicted["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.77.1.2:")
     );
 }
 

@@ -873,10 +873,17 @@ impl Handler for Connection {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> HResult {
         if !self.login.authenticate() {
-            // The grace ran out first: the connection is being cut off.
+            // The grace ran out first, or the place went to a newcomer: the connection is
+            // being cut off, after AUTH_OK, so the audit says so.
+            self.event(Code::LoginTimeout)
+                .reason("logged in after the login grace ended or the place was taken; closed")
+                .emit();
             return Err(russh::Error::Disconnect);
         }
         self.unauth_slot = None;
+        if let Some(peer) = self.peer {
+            self.shared.unauthenticated.trust(peer.ip());
+        }
         // A revocation ends the whole connection: every channel, every forward and the TCP
         // connection, with the reason in the SSH disconnect message.
         let (stop, handle) = (self.stop.clone(), session.handle());

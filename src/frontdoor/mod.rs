@@ -113,8 +113,8 @@ pub async fn accept_loop(
                     Event::new(Code::ConnLimit)
                         .source(Some(SocketAddr::new(busiest, 0)))
                         .reason(
-                            "unauthenticated places full: this source's oldest closed for \
-                             a source holding fewer",
+                            "unauthenticated places full: this source's oldest closed for a newcomer \
+                             (from a source that logged in before, or holding fewer)",
                         )
                         .emit();
                 }

@@ -1,13 +1,18 @@
 //! Places for connections: a total, and a share per source, so one source cannot take them all,
-//! and several sources together cannot keep a newcomer out for long.
+//! and sources that logged in before are not kept out by many that never did.
 //!
 //! Invariants: a [`Slot`] holds one place of the total and one of its source's share until it is
 //! dropped or evicted; the per-source map never keeps an empty entry, so it holds at most as many
-//! sources as there are places. When the total is full, a newcomer from a source holding fewer
-//! places than the busiest source by at least two takes that source's oldest place: the place
-//! passes at once, and the evicted connection is told to end (its `evict` hook). Sources holding
-//! places evenly are never evicted for one another, so an admin whose source holds one place at
-//! most is never the one to go.
+//! sources as there are places. When the total is full (places taken with eviction only):
+//! - a newcomer from a *trusted* source (one a connection logged in from lately, [`Slots::trust`];
+//!   at most [`TRUSTED`] remembered, the least recent forgotten first) takes the oldest place of
+//!   the busiest untrusted source, so an attacker without a key, however many addresses it
+//!   uses, cannot keep out an admin from an address that logged in before;
+//! - any other newcomer takes the oldest place of the busiest source if that source holds at
+//!   least two more places than the newcomer's; sources holding evenly are never evicted for
+//!   one another.
+//!
+//! An evicted place passes at once; the evicted connection is told to end (its `evict` hook).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -35,11 +40,16 @@ struct Held {
     evict: Option<Evict>,
 }
 
+/// How many sources that logged in are remembered.
+pub const TRUSTED: usize = 4096;
+
 #[derive(Default)]
 struct Inner {
     /// The places each source holds, oldest first.
     sources: HashMap<IpAddr, VecDeque<Held>>,
     next: u64,
+    /// Sources a connection logged in from, with when (in `next` ticks) it last did.
+    trusted: HashMap<IpAddr, u64>,
 }
 
 /// Places for connections: a total, and a share per source.
@@ -85,7 +95,9 @@ impl Slots {
         let (permit, evicted) = match self.total.clone().try_acquire_owned() {
             Ok(p) => (p, None),
             Err(_) if evict.is_some() => {
-                let (busiest, victim) = evict_busiest(&mut inner, held).ok_or(Full::Total)?;
+                let trusted = inner.trusted.contains_key(&source);
+                let (busiest, victim) =
+                    evict_busiest(&mut inner, held, trusted).ok_or(Full::Total)?;
                 (victim._permit, Some((busiest, victim.evict)))
             }
             Err(_) => return Err(Full::Total),
@@ -114,6 +126,25 @@ impl Slots {
         })
     }
 
+    /// Remembers that a connection from `peer` logged in.
+    pub fn trust(&self, peer: IpAddr) {
+        let source = source_of(peer);
+        let mut inner = lock(&self.inner);
+        inner.next += 1;
+        let now = inner.next;
+        inner.trusted.insert(source, now);
+        if inner.trusted.len() > TRUSTED {
+            let least_recent = inner
+                .trusted
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(s, _)| *s);
+            if let Some(s) = least_recent {
+                inner.trusted.remove(&s);
+            }
+        }
+    }
+
     /// Sources holding at least one slot (the map never keeps an empty entry).
     #[cfg(test)]
     fn tracked(&self) -> usize {
@@ -122,24 +153,31 @@ impl Slots {
 }
 
 /// Takes the oldest place of the source holding the most (of those, the one holding the oldest
-/// place), if it holds at least two more than `held` (the newcomer's source).
-fn evict_busiest(inner: &mut Inner, held: usize) -> Option<(IpAddr, Held)> {
-    let (busiest, places) = inner
-        .sources
+/// place): for a `trusted` newcomer, among untrusted sources; for another, if that source holds
+/// at least two more than `held` (the newcomer's source).
+fn evict_busiest(inner: &mut Inner, held: usize, trusted: bool) -> Option<(IpAddr, Held)> {
+    let Inner {
+        sources,
+        trusted: known,
+        ..
+    } = inner;
+    let (busiest, places) = sources
         .iter_mut()
+        .filter(|(source, _)| !trusted || !known.contains_key(*source))
         // Among sources holding as many, the one whose oldest place is oldest.
         .max_by_key(|(_, places)| {
             let oldest = places.front().map_or(u64::MAX, |h| h.id);
             (places.len(), std::cmp::Reverse(oldest))
         })?;
+    let enough = trusted || places.len() >= held + 2;
     // A place taken without eviction cannot be ended from here, so it is never taken.
-    if places.len() < held + 2 || places.front()?.evict.is_none() {
+    if !enough || places.front()?.evict.is_none() {
         return None;
     }
     let busiest = *busiest;
     let victim = places.pop_front()?;
     if places.is_empty() {
-        inner.sources.remove(&busiest);
+        sources.remove(&busiest);
     }
     Some((busiest, victim))
 }
@@ -266,5 +304,40 @@ mod tests {
         let _a1 = slots.take(ip("10.0.0.1")).unwrap();
         let _a2 = slots.take(ip("10.0.0.1")).unwrap();
         assert_eq!(slots.take(ip("10.0.0.2")).err(), Some(Full::Total));
+    }
+
+    #[test]
+    fn a_source_that_logged_in_before_gets_in_past_many_that_never_did() {
+        let slots = Slots::new(3, 2);
+        let admin = ip("10.0.0.9");
+        slots.trust(admin);
+        let held: Vec<Slot> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .iter()
+            .map(|a| take(&slots, ip(a)).unwrap())
+            .collect();
+        // Every source holds one: a stranger is refused, the admin's address is not.
+        assert_eq!(take(&slots, ip("10.0.0.4")).err(), Some(Full::Total));
+        let t = slots.take_evicting(admin, Arc::new(|| ())).unwrap();
+        assert_eq!(t.evicted, Some(ip("10.0.0.1")));
+        // A trusted source's place is not taken for another trusted source.
+        slots.trust(ip("10.0.0.2"));
+        slots.trust(ip("10.0.0.3"));
+        let other = ip("10.0.0.8");
+        slots.trust(other);
+        assert_eq!(take(&slots, other).err(), Some(Full::Total));
+        drop(held);
+    }
+
+    #[test]
+    fn the_trusted_sources_are_bounded() {
+        let slots = Slots::new(1, 1);
+        for i in 0..(TRUSTED + 10) {
+            let [a, b] = (i as u16).to_be_bytes();
+            slots.trust(IpAddr::from([10, 1, a, b]));
+        }
+        let inner = lock(&slots.inner);
+        assert_eq!(inner.trusted.len(), TRUSTED);
+        // The least recent went first.
+        assert!(!inner.trusted.contains_key(&IpAddr::from([10, 1, 0, 0])));
     }
 }
