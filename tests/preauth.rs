@@ -219,6 +219,24 @@ fn one_source_cannot_take_every_slot() {
     assert_eq!(again.line(10), "ready 3");
 }
 
+/// With every unauthenticated place held, a real admin gets in at once (well within the grace
+/// the held connections would otherwise keep them for) by taking one; the `CONN_LIMIT` event
+/// naming the source that gave it up.
+fn admin_takes_a_place(env: &Env) -> serde_json::Value {
+    let start = Instant::now();
+    admin_works(env);
+    assert!(
+        start.elapsed() < Duration::from_secs_f64(GRACE),
+        "{:?}",
+        start.elapsed()
+    );
+    env.wait_audit("CONN_LIMIT", |e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("oldest closed for a newcomer"))
+    })
+}
+
 #[test]
 fn several_sources_together_cannot_keep_an_admin_out() {
     let env = testbed!(Options {
@@ -237,20 +255,8 @@ fn several_sources_together_cannot_keep_an_admin_out() {
     // many as the busiest is refused rather than taking a place from one of them.
     let third = hostile(&env, "10.77.1.3", 5, &["version"]);
     assert_eq!(third.line(10), "refused 0");
-    // A real admin from a third address takes the oldest place of a busiest source, at once
-    // (well within the grace the hostile connections would otherwise keep them for).
-    let start = Instant::now();
-    admin_works(&env);
-    assert!(
-        start.elapsed() < Duration::from_secs_f64(GRACE),
-        "{:?}",
-        start.elapsed()
-    );
-    let evicted = env.wait_audit("CONN_LIMIT", |e| {
-        e["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("oldest closed for a newcomer"))
-    });
+    // A real admin from a third address takes the oldest place of a busiest source.
+    let evicted = admin_takes_a_place(&env);
     let source = evicted["source"].as_str().unwrap();
     assert!(
         source.starts_with("10.77.1.3:") || source.starts_with("10.77.1.4:"),
@@ -289,18 +295,7 @@ fn many_sources_cannot_keep_out_an_admin_who_logged_in_before() {
     let stranger = hostile(&env, hosts[4], 5, &["version"]);
     assert_eq!(stranger.line(10), "refused 0");
     // The admin's address takes a hostile host's place at once.
-    let start = Instant::now();
-    admin_works(&env);
-    assert!(
-        start.elapsed() < Duration::from_secs_f64(GRACE),
-        "{:?}",
-        start.elapsed()
-    );
-    let evicted = env.wait_audit("CONN_LIMIT", |e| {
-        e["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("oldest closed for a newcomer"))
-    });
+    let evicted = admin_takes_a_place(&env);
     assert!(
         !evicted["source"]
             .as_str()

@@ -22,6 +22,10 @@ use crate::policy::Reviewer as PolicyReviewer;
 /// A refusal as JSON `{"error": ...}` with an audit event.
 fn refuse(code: Code, peer: Peer, reviewer: &str, status: StatusCode, why: &str) -> Response {
     refusal(code, peer, reviewer, why).emit();
+    answer(status, why)
+}
+
+fn answer(status: StatusCode, why: &str) -> Response {
     (status, Json(json!({ "error": why }))).into_response()
 }
 
@@ -228,7 +232,7 @@ pub async fn login_finish(
         refusal(Code::ConsoleLoginFailed, peer, name.as_str(), why)
             .never_limited()
             .emit();
-        (StatusCode::FORBIDDEN, Json(json!({ "error": why }))).into_response()
+        answer(StatusCode::FORBIDDEN, why)
     };
     let result = match app
         .webauthn

@@ -135,10 +135,7 @@ impl Connection {
         }
         // Its own code, never limited: one per closed connection, and the signal a reviewer
         // needs among the refusals that are summed up.
-        let admin = self.admin.as_ref().map(|a| a.name.to_string());
-        Event::new(Code::RequestFlood)
-            .admin(admin.unwrap_or_default())
-            .source(self.peer)
+        self.request_event(Code::RequestFlood)
             .reason(format!("request flood ({what}): connection closed"))
             .emit();
         Err(russh::Error::Disconnect)
@@ -219,19 +216,15 @@ impl Connection {
     }
 
     fn request_denied(&self, what: &str) {
-        self.request_denial(what).emit();
+        self.request_event(Code::RequestDenied).reason(what).emit();
     }
 
-    fn request_denial(&self, what: &str) -> Event {
-        let admin = self
-            .admin
-            .as_ref()
-            .map(|a| a.name.to_string())
-            .unwrap_or_default();
-        Event::new(Code::RequestDenied)
-            .admin(admin)
+    /// An event about a request on this connection: its admin and source.
+    fn request_event(&self, code: Code) -> Event {
+        let admin = self.admin.as_ref().map(|a| a.name.to_string());
+        Event::new(code)
+            .admin(admin.unwrap_or_default())
             .source(self.peer)
-            .reason(what)
     }
 
     fn event(&self, code: Code) -> Event {
