@@ -493,6 +493,18 @@ mod verdicts {
             (id, t)
         }
 
+        /// The recording's events after the header, as (kind, data); every line must parse.
+        fn events(&self, id: &SessionId) -> Vec<(String, String)> {
+            let text = std::fs::read_to_string(self.store.cast_path(id)).unwrap();
+            text.lines()
+                .skip(1)
+                .map(|l| {
+                    let (_, k, d): (f64, String, String) = serde_json::from_str(l).unwrap();
+                    (k, d)
+                })
+                .collect()
+        }
+
         fn verdict(&self, id: &SessionId) -> Verdict {
             let lines = read_lines(self.chain.path()).unwrap();
             verify_recording(
@@ -538,15 +550,7 @@ mod verdicts {
             .0
             .unwrap();
         assert_eq!((t.bytes_out, t.bytes_err, t.bytes_in), (13, 6, 16));
-        let text = std::fs::read_to_string(bed.store.cast_path(&id)).unwrap();
-        let events: Vec<(String, String)> = text
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let (_, k, d): (f64, String, String) = serde_json::from_str(l).unwrap();
-                (k, d)
-            })
-            .collect();
+        let events = bed.events(&id);
         let ev = |k: &str, d: &str| (k.to_owned(), d.to_owned());
         assert_eq!(
             events,
@@ -621,15 +625,7 @@ mod verdicts {
         t.output(b"\0\0\0\x05\x02\0\0\0\x03").unwrap();
         t.input(b"later").unwrap();
         t.finish("end: closed", "closed").wait().await.0.unwrap();
-        let text = std::fs::read_to_string(bed.store.cast_path(&id)).unwrap();
-        let events: Vec<(String, String)> = text
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let (_, k, d): (f64, String, String) = serde_json::from_str(l).unwrap();
-                (k, d)
-            })
-            .collect();
+        let events = bed.events(&id);
         assert!(events[0].1.starts_with("sftp: SFTP_UNPARSED"), "{events:?}");
         assert_eq!(events[1].1, super::SFTP_RAW);
         assert_eq!(
