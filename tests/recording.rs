@@ -504,3 +504,67 @@ fn full_audit_chain_refuses_sessions_until_it_has_room() {
     let (ok, text) = verify(&env, &["audit", "verify"]);
     assert!(ok, "no torn entry was left: {text}");
 }
+
+/// Peak resident memory (KiB) of `stapsteen ARGS --config ...`, with its output: the child's
+/// `ru_maxrss`, taken by a python parent that runs nothing else.
+fn cli_peak_rss(env: &Env, args: &[&str]) -> (bool, String, u64) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(concat!(
+            "import resource, subprocess, sys\n",
+            "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n",
+            "sys.stdout.write(r.stdout + r.stderr)\n",
+            "print('exit', r.returncode)\n",
+            "print('maxrss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n",
+        ))
+        .arg(common::bin())
+        .args(args)
+        .arg("--config")
+        .arg(env.path("stapsteen.toml"))
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let rss = text
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}{}", stderr(&out)));
+    (text.contains("\nexit 0\n"), text, rss)
+}
+
+#[test]
+fn a_large_recording_is_verified_in_bounded_memory() {
+    // A command's output is recorded whole up to this many bytes.
+    let env = testbed!(Options {
+        extra_config: "[recording]\nmax_channel_bytes = 268435456\n".into(),
+        ..Options::default()
+    });
+    // Positive control: a small recording, for the verifier's own footprint.
+    let small = recorded(&env, "echo small");
+    let (ok, text, small_rss) = cli_peak_rss(&env, &["recordings", "verify", &small]);
+    assert!(ok && text.contains("sealed ("), "{text}");
+    // 200 MiB of output through a real session, recorded as it went.
+    const MIB: u64 = 200;
+    let out = env.ssh(
+        "alice",
+        &[
+            "pacs01",
+            &format!("head -c {} /dev/zero | tr '\\0' x", MIB << 20),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let end = env.wait_audit("SESSION_END", |e| e["session"] != small.as_str());
+    let big = end["session"].as_str().unwrap().to_owned();
+    let size = std::fs::metadata(cast(&env, &big)).unwrap().len();
+    assert!(size > MIB << 20, "the recording holds {size} bytes");
+    let (ok, text, big_rss) = cli_peak_rss(&env, &["recordings", "verify", &big]);
+    assert!(ok && text.contains(&format!("{big}  sealed (")), "{text}");
+    println!("peak RSS verifying: {small_rss} KiB (small), {big_rss} KiB ({size} bytes)");
+    // Reading it whole would take at least its size; streaming takes a buffer.
+    let grew = big_rss.saturating_sub(small_rss);
+    assert!(
+        grew < 64 << 10,
+        "verifying {size} bytes took {big_rss} KiB at its peak, {grew} KiB more than {small_rss} KiB for a small one"
+    );
+}

@@ -1,14 +1,23 @@
 //! Downloads: a recording as `.cast`, and an evidence bundle for an incident file: the
 //! recording, its line index and metadata, its signed audit entries, the key to check them, and
 //! a short report.
+//!
+//! Both stream: a response holds a few chunks of [`CHUNK`] bytes at a time, never a whole
+//! recording. The bundle's tar is written on a blocking thread into a bounded channel the
+//! response body drains; `report.txt` comes last, with the SHA-256 of each file taken as it went
+//! by. A recording still being written is cut at its size when the download began.
 
 use std::fmt::Write as _;
+use std::io::{Read, Write};
 
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
 
 use super::catalog::{self, Row};
 use super::{App, SessionRequest, action};
@@ -31,12 +40,34 @@ fn attachment(res: &mut Response, name: &str, kind: &'static str) {
     }
 }
 
+/// Bytes a response carries at a time.
+const CHUNK: usize = 64 << 10;
+/// Chunks of a bundle written ahead of what the client has taken.
+const AHEAD: usize = 4;
+
+/// A reader as a response body, [`CHUNK`] bytes at a time.
+fn reader_body(reader: impl AsyncRead + Unpin + Send + 'static) -> Body {
+    Body::from_stream(futures_util::stream::try_unfold(
+        reader,
+        |mut r| async move {
+            let mut buf = vec![0; CHUNK];
+            let n = r.read(&mut buf).await?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((n > 0).then_some((buf, r)))
+        },
+    ))
+}
+
 pub async fn cast(
     State(app): State<App>,
     SessionRequest { id, reviewer, peer }: SessionRequest,
     Query(q): Query<CastQuery>,
 ) -> Response {
-    let Ok(bytes) = tokio::fs::read(app.shared.store.cast_path(&id)).await else {
+    let file = match tokio::fs::File::open(app.shared.store.cast_path(&id)).await {
+        Ok(f) => f,
+        Err(_) => return (StatusCode::NOT_FOUND, "no such recording").into_response(),
+    };
+    let Ok(len) = file.metadata().await.map(|m| m.len()) else {
         return (StatusCode::NOT_FOUND, "no such recording").into_response();
     };
     let download = q.download == Some(1);
@@ -49,7 +80,10 @@ pub async fn cast(
         .session(&id)
         .detail("file", "recording")
         .emit();
-    let mut res = bytes.into_response();
+    // A live recording grows: what was there when the request came, in whole.
+    let mut res = reader_body(file.take(len)).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if download {
         attachment(&mut res, &format!("{id}.cast"), "application/x-asciicast");
     } else {
@@ -67,22 +101,47 @@ pub async fn bundle(
 ) -> Response {
     let shared = app.shared.clone();
     let who = reviewer.0.to_string();
-    let made = tokio::task::spawn_blocking({
+    let prepared = tokio::task::spawn_blocking({
         let id = id.clone();
-        move || make_bundle(&shared, &id, &who)
+        move || prepare(&shared, &id, who)
     })
     .await;
-    let bytes = match made {
+    let bundle = match prepared {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return (StatusCode::NOT_FOUND, e).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
-    action(Code::ConsoleDownload, &reviewer, peer)
+    let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(AHEAD);
+    let shared = app.shared.clone();
+    let event = action(Code::ConsoleDownload, &reviewer, peer)
         .session(&id)
-        .detail("file", "evidence bundle")
-        .detail("sha256", hex::encode(Sha256::digest(&bytes)))
-        .emit();
-    let mut res = bytes.into_response();
+        .detail("file", "evidence bundle");
+    tokio::task::spawn_blocking(move || {
+        let mut out = Hashing::new(std::io::BufWriter::with_capacity(
+            CHUNK,
+            ChannelWriter(tx.clone()),
+        ));
+        let written = bundle
+            .write(&shared, &mut out)
+            .and_then(|()| out.inner.flush());
+        // The download is audited however it ends; the digest names the file the reviewer got.
+        match written {
+            Ok(()) => event
+                .detail("sha256", hex::encode(out.digest.finalize()))
+                .detail("bytes", out.bytes)
+                .emit(),
+            Err(e) => {
+                event
+                    .reason(format!("cut off after {} bytes: {e}", out.bytes))
+                    .emit();
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    });
+    let mut res = Body::from_stream(chunks).into_response();
     attachment(
         &mut res,
         &format!("stapsteen-evidence-{id}.tar"),
@@ -91,52 +150,163 @@ pub async fn bundle(
     res
 }
 
-/// The bundle as a tar archive under the directory `ID/`.
-fn make_bundle(shared: &Bastion, id: &SessionId, reviewer: &str) -> Result<Vec<u8>, String> {
+/// Writes into the response body's channel; an error once the client is gone.
+struct ChannelWriter(mpsc::Sender<std::io::Result<Vec<u8>>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A writer or reader that takes the SHA-256 of what passes through.
+struct Hashing<T> {
+    inner: T,
+    digest: Sha256,
+    bytes: u64,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            digest: Sha256::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: Write> Write for Hashing<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Read> Read for Hashing<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// One file of the bundle: a file opened before the download began, taken at the size it had
+/// then, or a few bytes made here.
+enum Part {
+    File(std::fs::File, u64),
+    Bytes(Vec<u8>),
+}
+
+/// What goes into a bundle, ready to be written.
+struct Bundle {
+    id: SessionId,
+    row: Row,
+    chain_problems: usize,
+    reviewer: String,
+    parts: Vec<(&'static str, Part)>,
+}
+
+/// Everything but the writing: the verdict, the metadata and entries, the recording's files
+/// opened.
+fn prepare(shared: &Bastion, id: &SessionId, reviewer: String) -> Result<Bundle, String> {
     let report = catalog::chain_report(shared);
     let Some(row) = catalog::row(shared, &report, id) else {
         return Err("no such session".into());
     };
-    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap_or_default();
+    let open = |p: std::path::PathBuf| {
+        std::fs::File::open(p)
+            .and_then(|f| Ok((f.metadata()?.len(), f)))
+            .map_or(Part::Bytes(Vec::new()), |(len, f)| Part::File(f, len))
+    };
     let entries: String = report
         .notes(id)
         .iter()
         .map(|(_, note)| format!("{}\n", serde_json::json!({ "note": note })))
         .collect();
-    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut parts = Vec::new();
     if row.verdict.is_some() {
-        files.push(("recording.cast", read(shared.store.cast_path(id))));
-        files.push(("recording.idx", read(shared.store.index_path(id))));
+        parts.push(("recording.cast", open(shared.store.cast_path(id))));
+        parts.push(("recording.idx", open(shared.store.index_path(id))));
     }
     let meta = serde_json::to_vec_pretty(&row.meta).map_err(|e| e.to_string())?;
-    files.extend([
-        ("session.json", meta),
-        ("audit-entries.jsonl", entries.into_bytes()),
+    parts.extend([
+        ("session.json", Part::Bytes(meta)),
+        ("audit-entries.jsonl", Part::Bytes(entries.into_bytes())),
         (
             "audit-key.vkey",
-            format!("{}\n", shared.audit.verifier().vkey).into_bytes(),
+            Part::Bytes(format!("{}\n", shared.audit.verifier().vkey).into_bytes()),
         ),
     ]);
-    let text = report_text(shared, &row, &files, report.problems.len(), reviewer);
-    files.push(("report.txt", text.into_bytes()));
-    let mut tar = tar::Builder::new(Vec::new());
-    let mtime = shared.clock.now().as_second().max(0).unsigned_abs();
-    for (name, data) in &files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(mtime);
-        h.set_cksum();
-        tar.append_data(&mut h, format!("{id}/{name}"), data.as_slice())
-            .map_err(|e| e.to_string())?;
+    Ok(Bundle {
+        id: id.clone(),
+        row,
+        chain_problems: report.problems.len(),
+        reviewer,
+        parts,
+    })
+}
+
+impl Bundle {
+    /// The bundle as a tar archive under the directory `ID/`, `report.txt` last.
+    fn write(self, shared: &Bastion, out: impl Write) -> std::io::Result<()> {
+        let mtime = shared.clock.now().as_second().max(0).unsigned_abs();
+        let mut tar = tar::Builder::new(out);
+        let mut append = |name: &str, len: u64, data: &mut dyn Read| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(len);
+            h.set_mode(0o644);
+            h.set_mtime(mtime);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("{}/{name}", self.id), data)
+        };
+        let mut digests = Vec::new();
+        for (name, part) in self.parts {
+            let (len, reader): (u64, Box<dyn Read>) = match part {
+                Part::File(f, len) => (len, Box::new(f.take(len))),
+                Part::Bytes(b) => (b.len() as u64, Box::new(std::io::Cursor::new(b))),
+            };
+            let mut reader = Hashing::new(reader);
+            append(name, len, &mut reader)?;
+            // tar pads a short file with zeros; a recording cut short since is an error.
+            if reader.bytes != len {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{name} shrank while it was read"),
+                ));
+            }
+            digests.push((name, <[u8; 32]>::from(reader.digest.finalize())));
+        }
+        let text = report_text(
+            shared,
+            &self.row,
+            &digests,
+            self.chain_problems,
+            &self.reviewer,
+        );
+        append("report.txt", text.len() as u64, &mut text.as_bytes())?;
+        tar.into_inner()?.flush()
     }
-    tar.into_inner().map_err(|e| e.to_string())
 }
 
 fn report_text(
     shared: &Bastion,
     row: &Row,
-    files: &[(&str, Vec<u8>)],
+    files: &[(&str, [u8; 32])],
     chain_problems: usize,
     reviewer: &str,
 ) -> String {
@@ -165,8 +335,8 @@ fn report_text(
         chain_problems
     );
     let _ = writeln!(t, "\nfiles (SHA-256):");
-    for (name, data) in files {
-        let _ = writeln!(t, "  {}  {name}", hex::encode(Sha256::digest(data)));
+    for (name, digest) in files {
+        let _ = writeln!(t, "  {}  {name}", hex::encode(digest));
     }
     let _ = writeln!(
         t,

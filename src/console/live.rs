@@ -5,6 +5,10 @@
 //! the recorder writes it, then `{"state":"offline"}` when the session ends or the viewer's
 //! console login does. Watching is not activity: a login left watching ends after the console's
 //! idle timeout like any other.
+//!
+//! The recording is read line by line, never whole: the first frame keeps only the latest
+//! [`INIT_MAX`] bytes of output (from a line start), which is the screen as it is now unless a
+//! full-screen program drew part of it further back.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -15,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use super::logins::Check;
@@ -23,6 +27,8 @@ use super::{App, SessionRequest, action, token};
 use crate::audit::Code;
 
 const POLL: Duration = Duration::from_millis(200);
+/// Output the first frame replays at most.
+const INIT_MAX: usize = 256 << 10;
 
 pub async fn stream(
     State(app): State<App>,
@@ -40,53 +46,59 @@ pub async fn stream(
     let path = app.shared.store.cast_path(&id);
     let login = token(&headers).map(str::to_owned).unwrap_or_default();
     tokio::spawn(async move {
-        let mut pending = Vec::new();
-        let mut header_sent = false;
-        let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        let Ok(file) = tokio::fs::File::open(&path).await else {
             return;
         };
+        let mut file = tokio::io::BufReader::new(file);
+        // The line being read: a torn last one waits here for the rest.
+        let mut line = Vec::new();
+        let mut first = Some(FirstFrame::default());
         loop {
             // Watching is not activity: the login's idle timeout, a logout or a removed
             // reviewer ends the stream.
             let watching = matches!(app.watch_login(&login), Check::Valid(_));
             let still_live = watching && app.shared.sessions.is_live(id.as_str());
-            if file.read_to_end(&mut pending).await.is_err() || tx.is_closed() {
-                return;
-            }
-            let complete = pending
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(0, |i| i + 1);
-            let text: Vec<u8> = pending.drain(..complete).collect();
-            let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-            if !header_sent {
-                let Some(header) = lines.next() else {
-                    if !still_live {
-                        return;
-                    }
-                    tokio::time::sleep(POLL).await;
-                    continue;
-                };
-                let Some(first) = first_frame(header, &mut lines) else {
-                    return;
-                };
-                header_sent = true;
-                if tx.send(Sse::default().data(first)).await.is_err() {
+            loop {
+                match file.read_until(b'\n', &mut line).await {
+                    Ok(0) => break,
+                    Ok(_) if line.last() == Some(&b'\n') => {}
+                    Ok(_) => break,
+                    Err(_) => return,
+                }
+                if tx.is_closed() {
                     return;
                 }
-            } else {
-                for l in lines {
-                    let data = String::from_utf8_lossy(l).into_owned();
-                    if tx.send(Sse::default().data(data)).await.is_err() {
-                        return;
+                let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                match first.as_mut() {
+                    Some(frame) => {
+                        if !frame.push(text) {
+                            return;
+                        }
                     }
+                    None if text.is_empty() => {}
+                    None => {
+                        let data = String::from_utf8_lossy(text).into_owned();
+                        if tx.send(Sse::default().data(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                line.clear();
+            }
+            if let Some(frame) = first.take_if(|f| f.header.is_some()) {
+                let Some(data) = frame.finish() else {
+                    return;
+                };
+                if tx.send(Sse::default().data(data)).await.is_err() {
+                    return;
                 }
             }
             if !still_live {
-                let _ = tx.send(Sse::default().data(r#"{"state":"offline"}"#)).await;
+                if first.is_none() {
+                    let _ = tx.send(Sse::default().data(r#"{"state":"offline"}"#)).await;
+                }
                 return;
             }
-            // A torn last line waits in `pending` for the rest.
             tokio::time::sleep(POLL).await;
         }
     });
@@ -99,23 +111,57 @@ pub async fn stream(
 }
 
 /// The header with the output so far as `init` and its time, so the viewer starts with the
-/// screen as it is now.
-fn first_frame<'a>(header: &[u8], events: impl Iterator<Item = &'a [u8]>) -> Option<String> {
-    let mut header: serde_json::Value = serde_json::from_slice(header).ok()?;
-    let mut init = String::new();
-    let mut time = 0.0;
-    for l in events {
-        if let Ok((t, kind, data)) = serde_json::from_slice::<(f64, String, String)>(l) {
-            time = t;
+/// screen as it is now; built line by line.
+#[derive(Default)]
+struct FirstFrame {
+    header: Option<serde_json::Map<String, serde_json::Value>>,
+    init: String,
+    time: f64,
+}
+
+impl FirstFrame {
+    /// Takes the next line (without its newline); false if the header is not a JSON object.
+    fn push(&mut self, line: &[u8]) -> bool {
+        if self.header.is_none() {
+            if line.is_empty() {
+                return true;
+            }
+            match serde_json::from_slice(line) {
+                Ok(serde_json::Value::Object(h)) => self.header = Some(h),
+                _ => return false,
+            }
+            return true;
+        }
+        if let Ok((t, kind, data)) = serde_json::from_slice::<(f64, String, String)>(line) {
+            self.time = t;
             if kind == "o" {
-                init.push_str(&data);
+                self.init.push_str(&data);
+                if self.init.len() > INIT_MAX {
+                    self.keep_tail();
+                }
             }
         }
+        true
     }
-    let obj = header.as_object_mut()?;
-    obj.insert("init".into(), init.into());
-    obj.insert("time".into(), time.into());
-    Some(header.to_string())
+
+    /// Keeps the latest half of [`INIT_MAX`], from the first line start in it.
+    fn keep_tail(&mut self) {
+        let mut cut = self.init.len() - INIT_MAX / 2;
+        while !self.init.is_char_boundary(cut) {
+            cut += 1;
+        }
+        if let Some(nl) = self.init[cut..].find('\n') {
+            cut += nl + 1;
+        }
+        self.init.drain(..cut);
+    }
+
+    fn finish(self) -> Option<String> {
+        let mut header = self.header?;
+        header.insert("init".into(), self.init.into());
+        header.insert("time".into(), self.time.into());
+        Some(serde_json::Value::Object(header).to_string())
+    }
 }
 
 #[derive(Deserialize)]
@@ -166,19 +212,44 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn frame(lines: &[&[u8]]) -> Option<serde_json::Value> {
+        let mut f = FirstFrame::default();
+        for l in lines {
+            if !f.push(l) {
+                return None;
+            }
+        }
+        Some(serde_json::from_str(&f.finish()?).unwrap())
+    }
+
     #[test]
     fn the_first_frame_carries_the_screen_so_far_and_its_time() {
-        let header = br#"{"version":2,"width":80,"height":24}"#;
-        let events: [&[u8]; 3] = [
+        let frame = frame(&[
+            br#"{"version":2,"width":80,"height":24}"#,
             br#"[0.5,"o","one "]"#,
             br#"[0.7,"i","x"]"#,
             br#"[1.5,"o","two"]"#,
-        ];
-        let frame: serde_json::Value =
-            serde_json::from_str(&first_frame(header, events.into_iter()).unwrap()).unwrap();
+        ])
+        .unwrap();
         assert_eq!(frame["init"], "one two");
         assert_eq!(frame["time"], 1.5);
         assert_eq!(frame["width"], 80);
-        assert!(first_frame(b"not json", std::iter::empty()).is_none());
+        assert!(self::frame(&[b"not json"]).is_none());
+    }
+
+    #[test]
+    fn the_first_frame_keeps_the_latest_output_from_a_line_start() {
+        let mut f = FirstFrame::default();
+        assert!(f.push(br#"{"version":2,"width":80,"height":24}"#));
+        let line = format!("{}\r\n", "é".repeat(49));
+        let event = serde_json::json!([1.0, "o", line]).to_string();
+        for _ in 0..(4 * INIT_MAX / line.len()) {
+            assert!(f.push(event.as_bytes()));
+        }
+        assert!(f.push(br#"[2.0,"o","LAST"]"#));
+        assert!(f.init.len() <= INIT_MAX && f.init.len() > INIT_MAX / 4);
+        assert!(f.init.starts_with('é') && f.init.ends_with("\r\nLAST"));
+        let frame: serde_json::Value = serde_json::from_str(&f.finish().unwrap()).unwrap();
+        assert_eq!(frame["time"], 2.0);
     }
 }

@@ -43,13 +43,18 @@ impl LineChain {
     /// Adds one line (with its newline); returns the line's own hash.
     pub fn push(&mut self, line: &[u8]) -> [u8; 32] {
         let line_hash: [u8; 32] = Sha256::digest(line).into();
+        self.push_hash(line_hash, line.len() as u64);
+        line_hash
+    }
+
+    /// Adds one line by its hash and length, for a reader that hashed it piece by piece.
+    pub fn push_hash(&mut self, line_hash: [u8; 32], len: u64) {
         let mut h = Sha256::new();
         h.update(self.hash);
         h.update(line_hash);
         self.hash = h.finalize().into();
         self.lines += 1;
-        self.bytes += line.len() as u64;
-        line_hash
+        self.bytes += len;
     }
 
     pub fn hash(&self) -> [u8; 32] {

@@ -3,14 +3,25 @@
 //!
 //! The `.idx` file only locates a change; a verdict of "modified" or "truncated" always rests on
 //! a signed seal or on a line that differs from what the daemon wrote beside it.
+//!
+//! A recording is read as a stream, in bounded memory: each line is hashed as it goes by (see
+//! [`scan`]), never held whole.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::TryLockError;
+use std::io::{BufRead, BufReader, Read};
+
+use sha2::{Digest, Sha256};
 
 use super::RecordingStore;
 use super::seal::{INDEX_BYTES, LineChain, index_entry};
 use crate::audit::ChainReport;
 use crate::ids::SessionId;
+
+/// How much of a recording (and of its index) is read at a time; a verification holds no more
+/// of either, however long the recording or any one of its lines.
+const READ_BUFFER: usize = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -90,48 +101,110 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Whole lines of `data` (newline included); a torn last line is left out.
-fn lines(data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while let Some(at) = rest.iter().position(|b| *b == b'\n') {
-        let (line, tail) = rest.split_at(at + 1);
-        out.push(line);
-        rest = tail;
-    }
-    out
+/// What one pass over a recording found: its whole lines (a torn last line is left out), the
+/// chain hash after each line count asked for, and the first line that differs from the index.
+struct Scan {
+    lines: u64,
+    at: HashMap<u64, [u8; 32]>,
+    located: Option<(u64, &'static str)>,
 }
 
-/// The chain hash after each number of lines (index 0: before line 1), and each line's hash.
-fn chain_hashes(id: &SessionId, lines: &[&[u8]]) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
-    let mut c = LineChain::new(id);
-    let mut chain = vec![c.hash()];
-    let mut own = Vec::with_capacity(lines.len());
-    for l in lines {
-        own.push(c.push(l));
-        chain.push(c.hash());
-    }
-    (chain, own)
+/// A line whose index entry differs, waiting for the next line's hash to say how.
+struct Mismatch {
+    line: u64,
+    own: [u8; INDEX_BYTES],
+    idx: [u8; INDEX_BYTES],
+    idx_next: Option<[u8; INDEX_BYTES]>,
 }
 
-/// The first line that differs from what the daemon wrote in the index, and how.
-fn locate(own: &[[u8; 32]], index: &[u8]) -> Option<(u64, &'static str)> {
-    let idx: Vec<&[u8]> = index.chunks_exact(INDEX_BYTES).collect();
-    let at = |i: usize| own.get(i).map(index_entry);
-    for i in 0..own.len().min(idx.len()) {
-        if at(i) == Some(idx[i]) {
-            continue;
-        }
-        let how = if idx.get(i + 1).is_some_and(|n| at(i) == Some(*n)) {
+impl Mismatch {
+    fn how(&self, own_next: Option<&[u8]>) -> (u64, &'static str) {
+        let how = if self.idx_next == Some(self.own) {
             "line deleted"
-        } else if at(i + 1) == Some(idx[i]) {
+        } else if own_next == Some(&self.idx[..]) {
             "line inserted"
         } else {
             "line changed"
         };
-        return Some((i as u64 + 1, how));
+        (self.line, how)
     }
-    None
+}
+
+/// The next entry of the index, if it has a whole one.
+fn next_entry(index: &mut impl Read) -> Option<[u8; INDEX_BYTES]> {
+    let mut e = [0; INDEX_BYTES];
+    index.read_exact(&mut e).ok().map(|()| e)
+}
+
+/// Reads a recording once, in bounded memory: each line is hashed as its bytes go by, never
+/// held whole. `index`, when given, is compared entry by entry with each line's own hash.
+fn scan(
+    file: impl Read,
+    id: &SessionId,
+    wanted: &BTreeSet<u64>,
+    mut index: Option<&mut dyn Read>,
+) -> std::io::Result<Scan> {
+    let mut file = BufReader::with_capacity(READ_BUFFER, file);
+    let mut chain = LineChain::new(id);
+    let mut at = HashMap::new();
+    if wanted.contains(&0) {
+        at.insert(0, chain.hash());
+    }
+    let mut located = None;
+    let mut pending: Option<Mismatch> = None;
+    let mut line = Sha256::new();
+    let mut len = 0u64;
+    loop {
+        let buf = file.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let (part, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        line.update(part);
+        len += part.len() as u64;
+        let used = part.len();
+        file.consume(used);
+        if !done {
+            continue;
+        }
+        let own: [u8; 32] = std::mem::take(&mut line).finalize().into();
+        chain.push_hash(own, std::mem::take(&mut len));
+        if wanted.contains(&chain.lines) {
+            at.insert(chain.lines, chain.hash());
+        }
+        let own = index_entry(&own);
+        if let Some(m) = pending.take() {
+            located = Some(m.how(Some(own)));
+        }
+        if located.is_some() {
+            continue;
+        }
+        let Some(idx) = index.as_mut().and_then(|i| next_entry(i)) else {
+            index = None;
+            continue;
+        };
+        if idx[..] != *own {
+            let mut entry = [0; INDEX_BYTES];
+            entry.copy_from_slice(own);
+            pending = Some(Mismatch {
+                line: chain.lines,
+                own: entry,
+                idx,
+                idx_next: index.as_mut().and_then(|i| next_entry(i)),
+            });
+        }
+    }
+    if let Some(m) = pending {
+        located = Some(m.how(None));
+    }
+    Ok(Scan {
+        lines: chain.lines,
+        at,
+        located,
+    })
 }
 
 /// Whether the daemon still holds the recording open.
@@ -154,19 +227,32 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
         return Verdict::Unknown;
     }
     let path = store.cast_path(id);
-    let Ok(data) = std::fs::read(&path) else {
+    let wanted: BTreeSet<u64> = seals.iter().map(|(_, s)| s.lines).collect();
+    let mut index = std::fs::File::open(store.index_path(id))
+        .map(|f| BufReader::with_capacity(READ_BUFFER, f))
+        .ok();
+    let scanned = std::fs::File::open(&path).and_then(|f| {
+        scan(
+            f,
+            id,
+            &wanted,
+            index.as_mut().map(|i| i as &mut dyn Read),
+        )
+    });
+    let Ok(Scan {
+        lines: n,
+        at: hashes,
+        located,
+    }) = scanned
+    else {
         return Verdict::Missing;
     };
-    let index = std::fs::read(store.index_path(id)).unwrap_or_default();
-    let lines = lines(&data);
-    let n = lines.len() as u64;
-    let (hashes, own) = chain_hashes(id, &lines);
     let mut last_good = 0;
     let mut broken = None;
     let mut sealed = 0;
     for (_, s) in &seals {
         sealed = sealed.max(s.lines);
-        match hashes.get(s.lines as usize) {
+        match hashes.get(&s.lines) {
             Some(h) if *h == s.chain => last_good = s.lines,
             Some(_) => {
                 broken = Some(s.lines);
@@ -176,11 +262,11 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
         }
     }
     if broken.is_some()
-        && let Some(holds) = swapped_with(id, &lines, chain)
+        && let Some(holds) = swapped_with(id, &path, n, chain)
     {
         return Verdict::Swapped { holds };
     }
-    if let Some((at, how)) = locate(&own, &index) {
+    if let Some((at, how)) = located {
         return Verdict::Modified { at, how };
     }
     if let Some(to) = broken {
@@ -217,15 +303,35 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
     }
 }
 
-/// Another session all of whose seals that fit in these lines match them.
-fn swapped_with(id: &SessionId, lines: &[&[u8]], chain: &ChainReport) -> Option<SessionId> {
+/// Another session all of whose seals that fit in these `n` lines match them. Each candidate
+/// reads the file again (only when a seal is broken), so memory stays bounded.
+fn swapped_with(
+    id: &SessionId,
+    path: &std::path::Path,
+    n: u64,
+    chain: &ChainReport,
+) -> Option<SessionId> {
     chain.sessions().into_iter().find_map(|e| {
         let other = e.session.as_ref().filter(|o| *o != id)?;
-        let (hashes, _) = chain_hashes(other, lines);
         let seals = chain.seals(other);
+        let wanted: BTreeSet<u64> = seals
+            .iter()
+            .map(|(_, s)| s.lines)
+            .filter(|l| *l <= n)
+            .collect();
+        if wanted.is_empty() {
+            return None;
+        }
+        // Only the chain's start needs no reading.
+        let hashes = if wanted.iter().all(|l| *l == 0) {
+            HashMap::from([(0, LineChain::new(other).hash())])
+        } else {
+            let file = std::fs::File::open(path).ok()?;
+            scan(file, other, &wanted, None).ok()?.at
+        };
         let fitting: Vec<_> = seals
             .iter()
-            .filter_map(|(_, s)| hashes.get(s.lines as usize).map(|h| *h == s.chain))
+            .filter_map(|(_, s)| hashes.get(&s.lines).map(|h| *h == s.chain))
             .collect();
         (!fitting.is_empty() && fitting.iter().all(|m| *m)).then(|| other.clone())
     })
