@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::app::Bastion;
 use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
 use crate::ids::SessionId;
-use crate::recording::typed::typed_lines;
+use crate::recording::typed::{marker_events, typed_lines};
 use crate::recording::{Meta, Verdict, verify_recording};
 
 /// One row of the sessions page.
@@ -202,20 +202,15 @@ pub fn row(shared: &Bastion, report: &ChainReport, id: &SessionId) -> Option<Row
     Some(make_row(shared, report, meta, recorded))
 }
 
-/// The events of a recording: `(time, kind, data)`; lines that do not parse are skipped.
-fn events(shared: &Bastion, id: &SessionId) -> Vec<(f64, String, String)> {
-    let text = std::fs::read(shared.store.cast_path(id)).unwrap_or_default();
-    String::from_utf8_lossy(&text)
-        .lines()
-        .skip(1)
-        .filter_map(|l| serde_json::from_str::<(f64, String, String)>(l).ok())
-        .collect()
+/// The events of a recording, streamed from its file: `(time, kind, data)`; lines that do not
+/// parse are skipped.
+fn events(shared: &Bastion, id: &SessionId) -> impl Iterator<Item = (f64, String, String)> {
+    shared.store.events(id).into_iter().flatten()
 }
 
 /// What the terminal showed, without escape sequences.
 fn output_text(shared: &Bastion, id: &SessionId) -> String {
     let raw: String = events(shared, id)
-        .into_iter()
         .filter(|(_, kind, _)| kind == "o")
         .map(|(_, _, data)| data)
         .collect();
@@ -230,7 +225,7 @@ fn output_contains(shared: &Bastion, id: &SessionId, needle: &str) -> bool {
 /// was recorded; not those typed at a prompt that did not echo them, see
 /// [`crate::recording::typed`]), each sftp file operation, the end.
 pub fn markers(shared: &Bastion, meta: &Meta) -> Vec<(f64, String)> {
-    markers_of(meta, &events(shared, &meta.id))
+    markers_of(meta, &marker_events(events(shared, &meta.id)))
 }
 
 pub(crate) fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(f64, String)> {

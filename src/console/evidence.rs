@@ -138,9 +138,8 @@ pub async fn bundle(
             }
         }
     });
-    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|c| (c, rx))
-    });
+    let chunks =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let mut res = Body::from_stream(chunks).into_response();
     attachment(
         &mut res,

@@ -1,10 +1,16 @@
 //! The recordings directory: `<id>.cast`, `<id>.idx` (line hashes) and `<id>.json` metadata.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::typed::CastEvent;
 use crate::ids::SessionId;
+
+/// A recording line longer than this is skipped by [`Events`], not held: the recorder writes far
+/// shorter ones (one read of a channel each).
+const MAX_EVENT_LINE: u64 = 4 << 20;
 
 /// Who, where and how a recorded session went.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,6 +116,16 @@ impl RecordingStore {
         Ok(out)
     }
 
+    /// The events of a recording, read line by line (the header is skipped).
+    pub fn events(&self, id: &SessionId) -> std::io::Result<Events> {
+        let mut events = Events {
+            file: BufReader::new(std::fs::File::open(self.cast_path(id))?),
+            line: Vec::new(),
+        };
+        events.next_line();
+        Ok(events)
+    }
+
     /// The terminal output of a recording, as the admin saw it, with dangerous sequences removed.
     pub fn output_text(&self, id: &SessionId) -> std::io::Result<String> {
         let text = std::fs::read_to_string(self.cast_path(id))?;
@@ -129,9 +145,77 @@ impl RecordingStore {
     }
 }
 
+/// A recording's events, `(time, kind, data)`, one line in memory at a time; lines that do not
+/// parse (a torn last one, or a line over [`MAX_EVENT_LINE`]) are skipped.
+pub struct Events {
+    file: BufReader<std::fs::File>,
+    line: Vec<u8>,
+}
+
+impl Events {
+    /// Reads the next line into `line`; false at the end (or on a read error).
+    fn next_line(&mut self) -> bool {
+        self.line.clear();
+        let mut whole = true;
+        loop {
+            match (&mut self.file)
+                .take(MAX_EVENT_LINE)
+                .read_until(b'\n', &mut self.line)
+            {
+                Ok(0) | Err(_) => return false,
+                Ok(_) if self.line.last() == Some(&b'\n') => break,
+                // Over the limit: the rest of the line is read and dropped.
+                Ok(_) if self.line.len() as u64 >= MAX_EVENT_LINE => {
+                    whole = false;
+                    self.line.clear();
+                }
+                Ok(_) => break,
+            }
+        }
+        if !whole {
+            self.line.clear();
+        }
+        true
+    }
+}
+
+impl Iterator for Events {
+    type Item = CastEvent;
+
+    fn next(&mut self) -> Option<CastEvent> {
+        while self.next_line() {
+            if let Ok(event) = serde_json::from_slice(&self.line) {
+                return Some(event);
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn events_are_read_line_by_line_and_an_overlong_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordingStore::new(dir.path().to_owned());
+        let id = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
+        let long = serde_json::json!([1.5, "o", "x".repeat(MAX_EVENT_LINE as usize)]).to_string();
+        let text = format!(
+            "{{\"version\":2}}\n[0.5,\"o\",\"one\"]\nnot json\n{long}\n[2.0,\"i\",\"two\"]\n[3.0,\"o\",\"torn"
+        );
+        std::fs::write(store.cast_path(&id), text).unwrap();
+        let events: Vec<CastEvent> = store.events(&id).unwrap().collect();
+        assert_eq!(
+            events,
+            vec![
+                (0.5, "o".into(), "one".into()),
+                (2.0, "i".into(), "two".into())
+            ]
+        );
+    }
 
     #[test]
     fn ids() {

@@ -22,6 +22,69 @@ const AFTER_ENTER: usize = 4096;
 /// One recording event: time, kind (`o`, `i`, `m`, `r`), data.
 pub type CastEvent = (f64, String, String);
 
+/// Output kept for one typed line before its Enter, at most: past it, further output waits for
+/// the Enter unread, so a line typed while a flood of output ran may be judged not echoed (left
+/// out of the markers, as a password would be) but the flood is never held.
+const PENDING_OUTPUT_MAX: usize = 1 << 20;
+
+/// The events [`typed_lines`] and the console's markers need, taken from a stream of a
+/// recording's events in bounded memory: every input event, the first output event, output from
+/// a line's first keystroke to the end of its window after Enter (up to [`PENDING_OUTPUT_MAX`]
+/// before it), the sftp and recording notes, and the last event (for its time). Output outside
+/// every window, most of a recording, is dropped: `typed_lines` reads the same windows from it.
+pub fn marker_events(events: impl IntoIterator<Item = CastEvent>) -> Vec<CastEvent> {
+    let mut out = Vec::new();
+    let mut seen_output = false;
+    // A keystroke since the last Enter, and the output kept for it.
+    let mut pending: Option<usize> = None;
+    // Characters left in the window after the latest Enter.
+    let mut after: Option<usize> = None;
+    let mut last = None;
+    for event in events {
+        let (_, kind, data) = &event;
+        let keep = match kind.as_str() {
+            "i" => {
+                for c in data.chars() {
+                    if matches!(c, '\r' | '\n') {
+                        pending = None;
+                        after = Some(AFTER_ENTER);
+                    } else {
+                        pending.get_or_insert(0);
+                    }
+                }
+                true
+            }
+            "o" => {
+                let mut keep = !seen_output;
+                seen_output = true;
+                if let Some(kept) = pending.as_mut()
+                    && *kept < PENDING_OUTPUT_MAX
+                {
+                    *kept += data.len();
+                    keep = true;
+                }
+                if let Some(left) = after {
+                    let rest = data.split('\n').next().unwrap_or_default();
+                    let left = left.saturating_sub(rest.chars().count());
+                    after = (left > 0 && rest.len() == data.len()).then_some(left);
+                    keep = true;
+                }
+                keep
+            }
+            "m" => data.starts_with("sftp: ") || data.starts_with("recording: "),
+            _ => false,
+        };
+        if keep {
+            out.push(event);
+            last = None;
+        } else {
+            last = Some(event);
+        }
+    }
+    out.extend(last);
+    out
+}
+
 /// A finished line: when Enter was typed, the text, and where its window starts and ends.
 struct Line {
     t: f64,
@@ -169,6 +232,49 @@ mod tests {
         assert!(typed_lines(&events, true).is_empty());
         // Unbounded, this reads 3000 windows of up to 12 MB: minutes, not milliseconds.
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    /// The markers' events lose only output no window reads: the same lines either way.
+    #[test]
+    fn marker_events_keep_every_window() {
+        let far = "z".repeat(AFTER_ENTER);
+        let mut events = vec![
+            ev(0.1, "o", "banner\r\n"),
+            ev(0.2, "o", "$ "),
+            ev(0.3, "r", "80x24"),
+            ev(1.0, "i", "lx"),
+            ev(1.0, "o", "lx"),
+            ev(1.1, "i", "\u{7f}s -l\r"),
+            ev(1.1, "o", "\u{8} \u{8}s -l"),
+            ev(1.15, "o", "\r\ntotal 0\r\n"),
+            ev(1.2, "o", &far),
+            ev(1.3, "m", "stream: stderr"),
+            ev(1.4, "m", "sftp: SFTP_REMOVE /tmp/x (ok)"),
+            // Not echoed: left out either way.
+            ev(2.0, "i", "sudo -i\r"),
+            ev(2.1, "o", "[sudo] password: "),
+            ev(2.5, "i", "Geheim\r"),
+            ev(2.6, "o", "\r\n"),
+            ev(2.7, "o", "Geheim root# "),
+            ev(3.0, "i", "abc\r"),
+            ev(3.1, "o", &far[3..]),
+            ev(3.2, "o", "abc"),
+            ev(3.3, "o", "more"),
+        ];
+        for k in 0..50 {
+            events.push(ev(4.0 + f64::from(k), "o", "flood\r\n"));
+        }
+        events.push(ev(60.0, "r", "100x30"));
+        let kept = marker_events(events.clone());
+        assert!(kept.len() < events.len() - 40, "{}", kept.len());
+        assert_eq!(kept.last(), events.last());
+        for pty in [true, false] {
+            assert_eq!(typed_lines(&kept, pty), typed_lines(&events, pty));
+        }
+        assert_eq!(
+            typed_lines(&kept, true),
+            vec![(1.1, "ls -l".into()), (3.0, "abc".into())]
+        );
     }
 
     #[test]

@@ -182,7 +182,7 @@ fn scan(
         if located.is_some() {
             continue;
         }
-        let Some(idx) = index.as_mut().and_then(|i| next_entry(i)) else {
+        let Some(idx) = index.as_mut().and_then(next_entry) else {
             index = None;
             continue;
         };
@@ -193,7 +193,7 @@ fn scan(
                 line: chain.lines,
                 own: entry,
                 idx,
-                idx_next: index.as_mut().and_then(|i| next_entry(i)),
+                idx_next: index.as_mut().and_then(next_entry),
             });
         }
     }
@@ -231,14 +231,8 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
     let mut index = std::fs::File::open(store.index_path(id))
         .map(|f| BufReader::with_capacity(READ_BUFFER, f))
         .ok();
-    let scanned = std::fs::File::open(&path).and_then(|f| {
-        scan(
-            f,
-            id,
-            &wanted,
-            index.as_mut().map(|i| i as &mut dyn Read),
-        )
-    });
+    let scanned = std::fs::File::open(&path)
+        .and_then(|f| scan(f, id, &wanted, index.as_mut().map(|i| i as &mut dyn Read)));
     let Ok(Scan {
         lines: n,
         at: hashes,
@@ -335,4 +329,118 @@ fn swapped_with(
             .collect();
         (!fitting.is_empty() && fitting.iter().all(|m| *m)).then(|| other.clone())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::{Draft, Kind, read_lines, test_chain, verify_chain};
+    use crate::recording::{Cadence, Recorder};
+
+    /// A sealed recording of 40 outputs of 100 000 bytes each (lines longer than
+    /// [`READ_BUFFER`]), with a checkpoint after every ten.
+    #[tokio::test]
+    async fn a_recording_longer_than_the_read_buffer_gets_the_same_verdicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordingStore::new(dir.path().to_owned());
+        let chain = test_chain(dir.path());
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let cadence = Cadence {
+            interval: Duration::from_secs(3600),
+            bytes: 1 << 30,
+        };
+        let mut r =
+            Recorder::create(&store, &id, chain.clone(), cadence, (80, 24), "xterm", "t").unwrap();
+        r.seal_with(Draft::new(Kind::Start).session(&id))
+            .wait()
+            .await
+            .unwrap();
+        for k in 0..40u8 {
+            r.output(&[b'a' + k % 26; 100_000]).unwrap();
+            if k % 10 == 9 {
+                r.seal_with(Draft::new(Kind::Checkpoint).session(&id))
+                    .wait()
+                    .await
+                    .unwrap();
+            }
+        }
+        r.output(b"end\r\n").unwrap();
+        r.seal_with(Draft::new(Kind::End).session(&id))
+            .wait()
+            .await
+            .unwrap();
+        drop(r);
+        let verdict = || {
+            let report = verify_chain(&read_lines(chain.path()).unwrap(), chain.verifier());
+            verify_recording(&store, &id, &report)
+        };
+        let path = store.cast_path(&id);
+        let original = std::fs::read(&path).unwrap();
+        let lines: Vec<Vec<u8>> = original
+            .split_inclusive(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect();
+        let n = lines.len() as u64;
+        assert!(lines.iter().any(|l| l.len() > READ_BUFFER), "no long line");
+        assert!(original.len() > 16 * READ_BUFFER);
+        assert_eq!(verdict(), Verdict::Sealed { lines: n });
+        let with = |change: &dyn Fn(&mut Vec<Vec<u8>>)| {
+            let mut l = lines.clone();
+            change(&mut l);
+            std::fs::write(&path, l.concat()).unwrap();
+            let v = verdict();
+            std::fs::write(&path, &original).unwrap();
+            v
+        };
+        // One byte deep inside a long line.
+        let changed = with(&|l| l[20][70_000] ^= 1);
+        assert_eq!(
+            changed,
+            Verdict::Modified {
+                at: 21,
+                how: "line changed"
+            }
+        );
+        assert_eq!(
+            with(&|l| {
+                l.remove(20);
+            }),
+            Verdict::Modified {
+                at: 21,
+                how: "line deleted"
+            }
+        );
+        assert_eq!(
+            with(&|l| l.insert(20, b"[1.0,\"o\",\"x\"]\n".to_vec())),
+            Verdict::Modified {
+                at: 21,
+                how: "line inserted"
+            }
+        );
+        assert_eq!(
+            with(&|l| l.truncate(30)),
+            Verdict::Truncated {
+                after: 30,
+                sealed: n
+            }
+        );
+        // A torn last line is not a line.
+        assert_eq!(
+            with(&|l| l.push(b"[9.0,\"o\"".to_vec())),
+            Verdict::Sealed { lines: n }
+        );
+        // Without the index, the signed checkpoints still bound the change.
+        let index = std::fs::read(store.index_path(&id)).unwrap();
+        std::fs::remove_file(store.index_path(&id)).unwrap();
+        let v = with(&|l| l[20][70_000] ^= 1);
+        assert!(
+            matches!(v, Verdict::ModifiedBetween { from, to } if from <= 21 && to >= 21),
+            "{v:?}"
+        );
+        std::fs::write(store.index_path(&id), index).unwrap();
+        assert_eq!(verdict(), Verdict::Sealed { lines: n });
+    }
 }
