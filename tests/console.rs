@@ -9,7 +9,7 @@
 #[macro_use]
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Env, Options, stdout};
@@ -634,4 +634,216 @@ fn a_client_that_stops_reading_is_cut_off() {
     assert!(took > 20.0, "closed after {took} s, before the stall limit");
     let _ = stall.kill();
     let _ = stall.wait();
+}
+
+/// The bastion's peak resident memory (KiB) since the last [`reset_peak`].
+fn peak_rss(env: &Env) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", env.bastion_pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Sets the bastion's peak resident memory back to what it holds now.
+fn reset_peak(env: &Env) {
+    std::fs::write(format!("/proc/{}/clear_refs", env.bastion_pid()), "5").unwrap();
+}
+
+/// The last 4 KiB of a file.
+fn recorded_tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    let _ = f.seek(SeekFrom::End(-4096));
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).unwrap();
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+/// curl from the reviewer network with a login cookie, to a file; (exit code, HTTP status).
+fn curl_logged_in(env: &Env, cookie: &str, max_time: u32, path: &str, out: &Path) -> (i32, String) {
+    let ns = env.ns_reviewer.clone().unwrap();
+    let done = Command::new("ip")
+        .args(["netns", "exec", &ns, "curl", "-skN", "--max-time"])
+        .arg(max_time.to_string())
+        .args(["--resolve", &format!("{HOST}:8443:{CONSOLE_IP}")])
+        .args(["-H", &format!("Cookie: __Host-stapsteen={cookie}")])
+        .args([
+            "-o",
+            out.to_str().unwrap(),
+            "-w",
+            "%{http_code}",
+            &url(path),
+        ])
+        .output()
+        .unwrap();
+    (done.status.code().unwrap_or(-1), stdout(&done))
+}
+
+/// Live view, `.cast` download and evidence bundle of a 200 MiB recording: the bastion's peak
+/// memory grows by far less than the recording (each would take at least its size if it read
+/// the recording whole).
+#[test]
+fn a_large_recording_streams_to_the_console_in_bounded_memory() {
+    const MIB: u64 = 200;
+    const BOUND_KIB: u64 = 64 << 10;
+    let mut opts = console_options("");
+    // A command's output is recorded whole up to this many bytes.
+    opts.extra_config += "[recording]\nmax_channel_bytes = 268435456\n";
+    let env = testbed!(opts, [common::Extra::Browser]);
+    let start = env.wait_audit("CONSOLE_START", |_| true);
+    let spki = Env::detail(&start)["spki_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let release = env.path("release");
+    let big = env.spawn_ssh(
+        "agent.sock",
+        &[
+            &format!("alice@{}", common::BASTION),
+            "pacs01",
+            &format!(
+                "head -c {} /dev/zero | tr '\\0' x; echo; echo BIG-DONE; {}",
+                MIB << 20,
+                common::held_session(&env.path("big-started"), &release, "released")
+            ),
+        ],
+    );
+    let started = env.wait_audit("SESSION_START", |_| true);
+    let id = started["session"].as_str().unwrap().to_owned();
+    common::wait_for_file(&env.path("big-started"));
+    // Until the recording holds the last line (the recorder writes behind the session).
+    let cast = env.recordings_dir().join(format!("{id}.cast"));
+    let waiting = std::time::Instant::now();
+    while !recorded_tail(&cast).contains("BIG-DONE") {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(120),
+            "the recording never got its last line"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // A login through the browser (WebAuthn), then curl with its cookie.
+    let enrol = env.cli(&["console", "enrol", "c.visser"]);
+    assert!(enrol.status.success(), "{}", common::stderr(&enrol));
+    let cookie_file = env.path("cookie");
+    let login = Command::new("ip")
+        .args(["netns", "exec", env.ns_reviewer.as_ref().unwrap(), "node"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/console.mjs"
+        ))
+        .env("CONSOLE_URL", url(""))
+        .env("CONSOLE_IP", CONSOLE_IP)
+        .env("SPKI", &spki)
+        .env("REVIEWER", "c.visser")
+        .env("CODE", stdout(&enrol).trim())
+        .env("ARTIFACTS", artifacts())
+        .env("COOKIE_OUT", &cookie_file)
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "{}{}",
+        stdout(&login),
+        common::stderr(&login)
+    );
+    let cookie = std::fs::read_to_string(&cookie_file).unwrap();
+
+    // The live view's first frame: the screen as it is now, which ends with the last line.
+    reset_peak(&env);
+    let before = peak_rss(&env);
+    let live = env.path("live.txt");
+    let (rc, status) = curl_logged_in(&env, &cookie, 15, &format!("/sessions/{id}/live"), &live);
+    let grew = peak_rss(&env).saturating_sub(before);
+    let seen = std::fs::read_to_string(&live).unwrap();
+    // Cut off by --max-time while the session runs on (28: timed out).
+    assert_eq!(
+        (rc, status.as_str()),
+        (28, "200"),
+        "{}",
+        &seen[..seen.len().min(500)]
+    );
+    let first = seen.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("data: {") && first.contains("BIG-DONE") && first.len() < 1 << 20,
+        "{}",
+        &first[..first.len().min(500)]
+    );
+    println!("live view: peak RSS grew {grew} KiB");
+    assert!(grew < BOUND_KIB, "the live view took {grew} KiB more");
+
+    std::fs::write(&release, b"").unwrap();
+    assert!(big.join().unwrap().status.success());
+    env.wait_audit("SESSION_END", |e| e["session"] == id.as_str());
+    let size = std::fs::metadata(&cast).unwrap().len();
+    assert!(size > MIB << 20, "the recording holds {size} bytes");
+
+    // The .cast download: the file as it is.
+    reset_peak(&env);
+    let before = peak_rss(&env);
+    let got = env.path("got.cast");
+    let (rc, status) = curl_logged_in(
+        &env,
+        &cookie,
+        300,
+        &format!("/sessions/{id}/cast?download=1"),
+        &got,
+    );
+    let grew = peak_rss(&env).saturating_sub(before);
+    assert_eq!((rc, status.as_str()), (0, "200"));
+    assert_eq!(std::fs::metadata(&got).unwrap().len(), size);
+    let sha = |p: &Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        stdout(&out).split_whitespace().next().unwrap().to_owned()
+    };
+    assert_eq!(sha(&got), sha(&cast));
+    println!("cast download: peak RSS grew {grew} KiB for {size} bytes");
+    assert!(grew < BOUND_KIB, "the download took {grew} KiB more");
+
+    // The evidence bundle: the recording in it is the file, and it checks out.
+    reset_peak(&env);
+    let before = peak_rss(&env);
+    let tar = env.path("evidence.tar");
+    let (rc, status) = curl_logged_in(
+        &env,
+        &cookie,
+        300,
+        &format!("/sessions/{id}/evidence"),
+        &tar,
+    );
+    let grew = peak_rss(&env).saturating_sub(before);
+    assert_eq!((rc, status.as_str()), (0, "200"));
+    let report = Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar)
+        .arg(format!("{id}/report.txt"))
+        .output()
+        .unwrap();
+    let report = stdout(&report);
+    assert!(report.contains("integrity    sealed"), "{report}");
+    assert!(
+        report.contains(&format!("{}  recording.cast", sha(&cast))),
+        "{report}"
+    );
+    let inside = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -xOf '{}' '{id}/recording.cast' | sha256sum",
+            tar.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&inside).starts_with(&sha(&cast)),
+        "{}",
+        stdout(&inside)
+    );
+    let event = env.wait_audit("CONSOLE_DOWNLOAD", |e| {
+        Env::detail(e)["file"] == "evidence bundle"
+    });
+    assert_eq!(Env::detail(&event)["sha256"].as_str().unwrap(), sha(&tar));
+    println!("evidence bundle: peak RSS grew {grew} KiB");
+    assert!(grew < BOUND_KIB, "the bundle took {grew} KiB more");
 }

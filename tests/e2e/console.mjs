@@ -2,7 +2,8 @@
 // the browser's virtual authenticator (CTAP2, user verification) for WebAuthn.
 // Run by tests/console.rs inside the reviewer namespace; everything comes from the environment:
 //   CONSOLE_URL, CONSOLE_IP, SPKI, REVIEWER, CODE, DONE_ID, LIVE_ID, WATCH_ID, FIND, KILL_REASON,
-//   IDLE_SECONDS, ARTIFACTS.
+//   IDLE_SECONDS, ARTIFACTS. With COOKIE_OUT it stops after the login and writes the login
+//   cookie's value there.
 // Prints one "ok: ..." line per check; any failure exits 1 with the reason.
 import { chromium } from "playwright-core";
 import { writeFileSync } from "node:fs";
@@ -105,6 +106,12 @@ try {
   const cookies = await context.cookies();
   const c = cookies.find((k) => k.name === "__Host-stapsteen");
   check(c && c.secure && c.httpOnly && c.sameSite === "Strict", "the login cookie is __Host-, Secure, HttpOnly, SameSite=Strict");
+  // Only a login, for a test that goes on with curl.
+  if (process.env.COOKIE_OUT) {
+    writeFileSync(process.env.COOKIE_OUT, c.value);
+    await browser.close();
+    process.exit(0);
+  }
 
   // Sessions page, filters and full-text search.
   const doneId = env("DONE_ID");
