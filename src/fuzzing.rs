@@ -213,6 +213,16 @@ impl RecordingFixture {
                 "the sealed recording verifies as {verdict}"
             );
         }
+        // The console's markers find the same typed lines in the events they keep as in all.
+        let all: Vec<_> = self.store.events(&self.id)?.collect();
+        let kept = crate::recording::typed::marker_events(all.iter().cloned());
+        for pty in [true, false] {
+            assert_eq!(
+                crate::recording::typed::typed_lines(&kept, pty),
+                crate::recording::typed::typed_lines(&all, pty),
+                "the markers' events lost a window"
+            );
+        }
         match self.store.output_text(&self.id) {
             Ok(text) => {
                 let checked = check_sanitized(&text);

@@ -691,39 +691,17 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
     let mut opts = console_options("");
     // A command's output is recorded whole up to this many bytes.
     opts.extra_config += "[recording]\nmax_channel_bytes = 268435456\n";
+    // The login outlasts making the recording.
+    opts.extra_config = opts.extra_config.replace(
+        &format!("idle_timeout = \"{IDLE_SECONDS}s\""),
+        "idle_timeout = \"600s\"",
+    );
     let env = testbed!(opts, [common::Extra::Browser]);
     let start = env.wait_audit("CONSOLE_START", |_| true);
     let spki = Env::detail(&start)["spki_sha256"]
         .as_str()
         .unwrap()
         .to_owned();
-    let release = env.path("release");
-    let big = env.spawn_ssh(
-        "agent.sock",
-        &[
-            &format!("alice@{}", common::BASTION),
-            "pacs01",
-            &format!(
-                "head -c {} /dev/zero | tr '\\0' x; echo; echo BIG-DONE; {}",
-                MIB << 20,
-                common::held_session(&env.path("big-started"), &release, "released")
-            ),
-        ],
-    );
-    let started = env.wait_audit("SESSION_START", |_| true);
-    let id = started["session"].as_str().unwrap().to_owned();
-    common::wait_for_file(&env.path("big-started"));
-    // Until the recording holds the last line (the recorder writes behind the session).
-    let cast = env.recordings_dir().join(format!("{id}.cast"));
-    let waiting = std::time::Instant::now();
-    while !recorded_tail(&cast).contains("BIG-DONE") {
-        assert!(
-            waiting.elapsed() < std::time::Duration::from_secs(120),
-            "the recording never got its last line"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-
     // A login through the browser (WebAuthn), then curl with its cookie.
     let enrol = env.cli(&["console", "enrol", "c.visser"]);
     assert!(enrol.status.success(), "{}", common::stderr(&enrol));
@@ -751,11 +729,37 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
     );
     let cookie = std::fs::read_to_string(&cookie_file).unwrap();
 
+    let release = env.path("release");
+    let big = env.spawn_ssh(
+        "agent.sock",
+        &[
+            &format!("alice@{}", common::BASTION),
+            "pacs01",
+            &format!(
+                "head -c {} /dev/zero | tr '\\0' x; echo; echo BIG-$((6*7)); {}",
+                MIB << 20,
+                common::held_session(&env.path("big-started"), &release, "released")
+            ),
+        ],
+    );
+    let started = env.wait_audit("SESSION_START", |_| true);
+    let id = started["session"].as_str().unwrap().to_owned();
+    // Until the recording holds the last line (the recorder writes behind the session).
+    let cast = env.recordings_dir().join(format!("{id}.cast"));
+    let waiting = std::time::Instant::now();
+    while !recorded_tail(&cast).contains("BIG-42") {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(120),
+            "the recording never got its last line"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     // The live view's first frame: the screen as it is now, which ends with the last line.
     reset_peak(&env);
     let before = peak_rss(&env);
     let live = env.path("live.txt");
-    let (rc, status) = curl_logged_in(&env, &cookie, 15, &format!("/sessions/{id}/live"), &live);
+    let (rc, status) = curl_logged_in(&env, &cookie, 20, &format!("/sessions/{id}/live"), &live);
     let grew = peak_rss(&env).saturating_sub(before);
     let seen = std::fs::read_to_string(&live).unwrap();
     // Cut off by --max-time while the session runs on (28: timed out).
@@ -767,7 +771,7 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
     );
     let first = seen.lines().next().unwrap_or_default();
     assert!(
-        first.starts_with("data: {") && first.contains("BIG-DONE") && first.len() < 1 << 20,
+        first.starts_with("data: {") && first.contains("BIG-42") && first.len() < 1 << 20,
         "{}",
         &first[..first.len().min(500)]
     );

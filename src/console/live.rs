@@ -11,6 +11,7 @@
 //! full-screen program drew part of it further back.
 
 use std::convert::Infallible;
+use std::io::BufRead as _;
 use std::time::Duration;
 
 use axum::Form;
@@ -19,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 use super::logins::Check;
@@ -46,18 +47,43 @@ pub async fn stream(
     let path = app.shared.store.cast_path(&id);
     let login = token(&headers).map(str::to_owned).unwrap_or_default();
     tokio::spawn(async move {
-        let Ok(file) = tokio::fs::File::open(&path).await else {
+        // Watching is not activity: the login's idle timeout, a logout or a removed reviewer
+        // ends the stream.
+        let watching = || {
+            matches!(app.watch_login(&login), Check::Valid(_))
+                && app.shared.sessions.is_live(id.as_str())
+        };
+        // The first frame, from the whole lines written so far (read on a blocking thread);
+        // none until the header is there.
+        let (frame, offset) = loop {
+            let still_live = watching();
+            if tx.is_closed() {
+                return;
+            }
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || first_frame(&p)).await {
+                Ok(Ok(Some(found))) => break found,
+                Ok(Ok(None)) if still_live => tokio::time::sleep(POLL).await,
+                _ => return,
+            }
+        };
+        if tx.send(Sse::default().data(frame)).await.is_err() {
+            return;
+        }
+        let Ok(mut file) = tokio::fs::File::open(&path).await else {
             return;
         };
+        if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+            return;
+        }
         let mut file = tokio::io::BufReader::new(file);
         // The line being read: a torn last one waits here for the rest.
         let mut line = Vec::new();
-        let mut first = Some(FirstFrame::default());
         loop {
-            // Watching is not activity: the login's idle timeout, a logout or a removed
-            // reviewer ends the stream.
-            let watching = matches!(app.watch_login(&login), Check::Valid(_));
-            let still_live = watching && app.shared.sessions.is_live(id.as_str());
+            let still_live = watching();
+            if tx.is_closed() {
+                return;
+            }
             loop {
                 match file.read_until(b'\n', &mut line).await {
                     Ok(0) => break,
@@ -65,38 +91,17 @@ pub async fn stream(
                     Ok(_) => break,
                     Err(_) => return,
                 }
-                if tx.is_closed() {
-                    return;
-                }
                 let text = line.strip_suffix(b"\n").unwrap_or(&line);
-                match first.as_mut() {
-                    Some(frame) => {
-                        if !frame.push(text) {
-                            return;
-                        }
-                    }
-                    None if text.is_empty() => {}
-                    None => {
-                        let data = String::from_utf8_lossy(text).into_owned();
-                        if tx.send(Sse::default().data(data)).await.is_err() {
-                            return;
-                        }
+                if !text.is_empty() {
+                    let data = String::from_utf8_lossy(text).into_owned();
+                    if tx.send(Sse::default().data(data)).await.is_err() {
+                        return;
                     }
                 }
                 line.clear();
             }
-            if let Some(frame) = first.take_if(|f| f.header.is_some()) {
-                let Some(data) = frame.finish() else {
-                    return;
-                };
-                if tx.send(Sse::default().data(data)).await.is_err() {
-                    return;
-                }
-            }
             if !still_live {
-                if first.is_none() {
-                    let _ = tx.send(Sse::default().data(r#"{"state":"offline"}"#)).await;
-                }
+                let _ = tx.send(Sse::default().data(r#"{"state":"offline"}"#)).await;
                 return;
             }
             tokio::time::sleep(POLL).await;
@@ -108,6 +113,30 @@ pub async fn stream(
     axum::response::sse::Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The first frame from the whole lines of the recording so far, and the offset where they end;
+/// `None` while it has no header line. Read line by line: it holds one line and the frame.
+fn first_frame(path: &std::path::Path) -> std::io::Result<Option<(String, u64)>> {
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut frame = FirstFrame::default();
+    let mut line = Vec::new();
+    let mut offset = 0;
+    loop {
+        line.clear();
+        let n = file.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        offset += n as u64;
+        if !frame.push(&line[..n - 1]) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the recording's header is not a JSON object",
+            ));
+        }
+    }
+    Ok(frame.finish().map(|f| (f, offset)))
 }
 
 /// The header with the output so far as `init` and its time, so the viewer starts with the
@@ -235,6 +264,29 @@ mod tests {
         assert_eq!(frame["time"], 1.5);
         assert_eq!(frame["width"], 80);
         assert!(self::frame(&[b"not json"]).is_none());
+    }
+
+    #[test]
+    fn the_first_frame_is_read_from_the_whole_lines_written_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.cast");
+        std::fs::write(&path, b"").unwrap();
+        assert!(first_frame(&path).unwrap().is_none(), "no header yet");
+        let whole = "{\"version\":2}\n[0.5,\"o\",\"one\"]\n";
+        std::fs::write(&path, format!("{whole}[0.9,\"o\",\"to")).unwrap();
+        let (frame, offset) = first_frame(&path).unwrap().unwrap();
+        let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(
+            (frame["init"].as_str(), frame["time"].as_f64()),
+            (Some("one"), Some(0.5))
+        );
+        assert_eq!(
+            offset,
+            whole.len() as u64,
+            "the torn line is read with what follows"
+        );
+        std::fs::write(&path, "[1,2]\n").unwrap();
+        assert!(first_frame(&path).is_err());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Comparison of the local audit chain and recordings with the off-site copy, for `verify`.
 
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
 use super::{Offsite, OffsiteError};
 use crate::audit::{ChainReport, NoteVerifier, parse_entry};
 use crate::ids::SessionId;
@@ -91,14 +94,29 @@ pub async fn compare_recording(
     store: &RecordingStore,
     id: &SessionId,
 ) -> Result<Result<&'static str, &'static str>, OffsiteError> {
-    let remote = offsite.get(&Offsite::recording_name(id, "cast")).await?;
-    let local = std::fs::read(store.cast_path(id)).ok();
+    // Both sides are hashed as streams, never held whole.
+    let remote = offsite.digest(&Offsite::recording_name(id, "cast")).await?;
+    let local = file_digest(&store.cast_path(id)).await.ok();
     Ok(match (local, remote) {
         (_, None) => Ok("no off-site copy yet"),
         (Some(l), Some(r)) if l == r => Ok("off-site copy identical"),
         (Some(_), Some(_)) => Err("differs from the off-site copy"),
         (None, Some(_)) => Err("deleted here; the off-site copy exists"),
     })
+}
+
+/// The SHA-256 of a local file, read a piece at a time.
+async fn file_digest(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut digest = Sha256::new();
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(digest.finalize().into());
+        }
+        digest.update(&buf[..n]);
+    }
 }
 
 #[cfg(test)]

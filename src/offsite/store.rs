@@ -14,6 +14,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::config::OffsiteConfig;
@@ -190,6 +191,20 @@ impl Offsite {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The SHA-256 of an object, read as a stream, or `None` when it does not exist.
+    pub async fn digest(&self, name: &str) -> Result<Option<[u8; 32]>, OffsiteError> {
+        let mut chunks = match self.store.get(&self.path(name)).await {
+            Ok(r) => r.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut digest = Sha256::new();
+        while let Some(chunk) = chunks.try_next().await? {
+            digest.update(&chunk);
+        }
+        Ok(Some(digest.finalize().into()))
     }
 
     /// Sequence numbers of the audit entries stored, ascending.
