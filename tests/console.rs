@@ -651,6 +651,41 @@ fn reset_peak(env: &Env) {
     std::fs::write(format!("/proc/{}/clear_refs", env.bastion_pid()), "5").unwrap();
 }
 
+/// Enrols a key for c.visser and logs in with it in the browser (WebAuthn); the login cookie.
+fn browser_login(env: &Env, spki: &str) -> String {
+    let enrol = env.cli(&["console", "enrol", "c.visser"]);
+    assert!(enrol.status.success(), "{}", common::stderr(&enrol));
+    let cookie_file = env.path("cookie");
+    let login = Command::new("ip")
+        .args(["netns", "exec", env.ns_reviewer.as_ref().unwrap(), "node"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/console.mjs"
+        ))
+        .env("CONSOLE_URL", url(""))
+        .env("CONSOLE_IP", CONSOLE_IP)
+        .env("SPKI", spki)
+        .env("REVIEWER", "c.visser")
+        .env("CODE", stdout(&enrol).trim())
+        .env("ARTIFACTS", artifacts())
+        .env("COOKIE_OUT", &cookie_file)
+        .output()
+        .unwrap();
+    let failed: Vec<String> = env
+        .audit()
+        .iter()
+        .filter(|e| e["code"] == "CONSOLE_LOGIN_FAILED" || e["code"] == "CONSOLE_REFUSED")
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        login.status.success(),
+        "{}{}\n{failed:?}",
+        stdout(&login),
+        common::stderr(&login)
+    );
+    std::fs::read_to_string(&cookie_file).unwrap()
+}
+
 /// The last 4 KiB of a file.
 fn recorded_tail(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
@@ -696,38 +731,16 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
         &format!("idle_timeout = \"{IDLE_SECONDS}s\""),
         "idle_timeout = \"600s\"",
     );
+    // Memory the allocator frees goes back at once, so that no step reuses what an earlier
+    // one left and each step's growth shows.
+    opts.bastion_env.push(("MIMALLOC_PURGE_DELAY", "0"));
     let env = testbed!(opts, [common::Extra::Browser]);
     let start = env.wait_audit("CONSOLE_START", |_| true);
     let spki = Env::detail(&start)["spki_sha256"]
         .as_str()
         .unwrap()
         .to_owned();
-    // A login through the browser (WebAuthn), then curl with its cookie.
-    let enrol = env.cli(&["console", "enrol", "c.visser"]);
-    assert!(enrol.status.success(), "{}", common::stderr(&enrol));
-    let cookie_file = env.path("cookie");
-    let login = Command::new("ip")
-        .args(["netns", "exec", env.ns_reviewer.as_ref().unwrap(), "node"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/console.mjs"
-        ))
-        .env("CONSOLE_URL", url(""))
-        .env("CONSOLE_IP", CONSOLE_IP)
-        .env("SPKI", &spki)
-        .env("REVIEWER", "c.visser")
-        .env("CODE", stdout(&enrol).trim())
-        .env("ARTIFACTS", artifacts())
-        .env("COOKIE_OUT", &cookie_file)
-        .output()
-        .unwrap();
-    assert!(
-        login.status.success(),
-        "{}{}",
-        stdout(&login),
-        common::stderr(&login)
-    );
-    let cookie = std::fs::read_to_string(&cookie_file).unwrap();
+    let cookie = browser_login(&env, &spki);
 
     let release = env.path("release");
     let big = env.spawn_ssh(
