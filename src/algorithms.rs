@@ -12,6 +12,16 @@ const CIPHERS: &[cipher::Name] = &[
     cipher::AES_256_GCM,
     cipher::AES_128_GCM,
 ];
+/// Towards targets the bastion is the client and its order decides: AES-GCM first, because on
+/// x86-64 with AES-NI and carry-less multiply (every server CPU the appliance runs on) aws-lc
+/// seals AES-256-GCM in well under half the cycles of ChaCha20-Poly1305 (the bulk benchmark's
+/// profile had the upstream's ChaCha20 and Poly1305 at 12% of the bastion's time). The admins'
+/// clients choose their own on the front door.
+const UPSTREAM_CIPHERS: &[cipher::Name] = &[
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_128_GCM,
+];
 const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
 const NO_COMPRESSION: &[compression::Name] = &[compression::NONE];
 
@@ -50,7 +60,7 @@ pub fn upstream() -> Preferred {
             },
         ]),
         host_key_certificates: Cow::Borrowed(&[]),
-        cipher: Cow::Borrowed(CIPHERS),
+        cipher: Cow::Borrowed(UPSTREAM_CIPHERS),
         mac: Cow::Borrowed(MACS),
         compression: Cow::Borrowed(NO_COMPRESSION),
     }

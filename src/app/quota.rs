@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use jiff::Timestamp;
 use jiff::civil::Date;
 
 use crate::clock::Clock;
@@ -53,14 +54,42 @@ impl QuotaError {
     }
 }
 
+/// Today (Europe/Amsterdam) with its bounds, and bytes recorded per admin on the day named.
+struct Days {
+    today: Date,
+    from: Timestamp,
+    until: Timestamp,
+    bytes: HashMap<String, (Date, u64)>,
+}
+
+impl Days {
+    /// The day `now` falls on; bounds that cannot be computed (the ends of time) are empty, so
+    /// that the next charge looks again.
+    fn at(now: Timestamp, bytes: HashMap<String, (Date, u64)>) -> Self {
+        let zoned = now.to_zoned(crate::policy::policy_zone());
+        let bound = |day: Result<jiff::Zoned, jiff::Error>| {
+            day.and_then(|d| d.start_of_day()).map(|d| d.timestamp())
+        };
+        let (from, until) = match (bound(Ok(zoned.clone())), bound(zoned.tomorrow())) {
+            (Ok(from), Ok(until)) => (from, until),
+            _ => (now, now),
+        };
+        Self {
+            today: zoned.date(),
+            from,
+            until,
+            bytes,
+        }
+    }
+}
+
 pub struct RecordingQuota {
     per_session: u64,
     per_day: u64,
     min_free: u64,
     dir: PathBuf,
     clock: Arc<dyn Clock>,
-    /// Bytes recorded per admin on the day named.
-    days: Mutex<HashMap<String, (Date, u64)>>,
+    days: Mutex<Days>,
     starts_per_minute: u32,
     /// Session starts per admin (admins are named by the policy: a bounded set).
     starts: Mutex<HashMap<String, Bucket>>,
@@ -74,29 +103,37 @@ impl RecordingQuota {
             min_free: config.min_free_bytes,
             dir,
             clock,
-            days: Mutex::default(),
+            days: Mutex::new(Days::at(Timestamp::MIN, HashMap::new())),
             starts_per_minute: config.max_session_starts_per_minute.get(),
             starts: Mutex::default(),
         }
     }
 
-    fn today(&self) -> Date {
-        self.clock
-            .now()
-            .to_zoned(crate::policy::policy_zone())
-            .date()
-    }
-
     /// Adds `bytes` to `admin`'s day; `Err` once the day's total passes the quota.
     fn add(&self, admin: &str, bytes: u64) -> Result<(), QuotaError> {
-        let today = self.today();
+        let now = self.clock.now();
         let mut days = lock(&self.days);
-        let day = days.entry(admin.to_owned()).or_insert((today, 0));
-        if day.0 != today {
-            *day = (today, 0);
+        // Called for every recorded chunk: the day's bounds are looked up in the zone only when
+        // the clock leaves them, and an admin's entry is allocated once a day.
+        if !(days.from <= now && now < days.until) {
+            *days = Days::at(now, std::mem::take(&mut days.bytes));
         }
-        day.1 = day.1.saturating_add(bytes);
-        if day.1 >= self.per_day {
+        let days = &mut *days;
+        let today = days.today;
+        let total = match days.bytes.get_mut(admin) {
+            Some(day) => {
+                if day.0 != today {
+                    *day = (today, 0);
+                }
+                day.1 = day.1.saturating_add(bytes);
+                day.1
+            }
+            None => {
+                days.bytes.insert(admin.to_owned(), (today, bytes));
+                bytes
+            }
+        };
+        if total >= self.per_day {
             return Err(QuotaError::Day { max: self.per_day });
         }
         Ok(())
@@ -210,6 +247,31 @@ mod tests {
         // Another admin's day is their own.
         assert_eq!(q.admit("bob"), Ok(()));
         assert_eq!(q.charge("bob").add(99), Ok(()));
+    }
+
+    /// The day's total starts afresh at midnight in the policy zone, not in UTC.
+    #[test]
+    fn the_day_ends_at_midnight_in_amsterdam() {
+        let dir = tempfile::tempdir().unwrap();
+        // 23:30 in Amsterdam (UTC+1 in December).
+        let clock = Arc::new(crate::clock::tests::FakeClock::at("2026-12-01T22:30:00Z"));
+        let config = RecordingConfig {
+            max_bytes_per_admin_per_day: 100,
+            min_free_bytes: 0,
+            ..RecordingConfig::default()
+        };
+        let q = Arc::new(RecordingQuota::new(
+            &config,
+            dir.path().to_owned(),
+            clock.clone(),
+        ));
+        assert_eq!(q.charge("alice").add(60), Ok(()));
+        clock.advance(std::time::Duration::from_secs(20 * 60));
+        assert_eq!(q.charge("alice").add(40), Err(QuotaError::Day { max: 100 }));
+        // 00:00:01 in Amsterdam: a new day.
+        clock.advance(std::time::Duration::from_secs(10 * 60 + 1));
+        assert_eq!(q.charge("alice").add(99), Ok(()));
+        assert_eq!(q.charge("alice").add(1), Err(QuotaError::Day { max: 100 }));
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::sync::lock;
 /// Most bytes a recording may hold in memory while its disk lags; past it the recording fails
 /// (storage too slow is a storage failure).
 const MAX_QUEUED: usize = 64 << 20;
+/// The writer hands its emptied buffers back to the queue up to this capacity, so that a busy
+/// recording does not grow (and fault in) fresh buffers for every write, while an idle one
+/// keeps little.
+const SPARE_MAX: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
@@ -139,6 +143,9 @@ struct Pipe {
     audit: Arc<AuditChain>,
     queue: Mutex<Queue>,
     disk: Mutex<Disk>,
+    /// Emptied buffers (lines, index) that the next drain swaps in for the queue's; only the
+    /// running writer job (one at a time) takes this lock, with the queue's held or not.
+    spare: Mutex<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Pipe {
@@ -185,9 +192,10 @@ impl Pipe {
                     q.busy = false;
                     return;
                 }
+                let mut spare = lock(&self.spare);
                 (
-                    std::mem::take(&mut q.lines),
-                    std::mem::take(&mut q.index),
+                    std::mem::replace(&mut q.lines, std::mem::take(&mut spare.0)),
+                    std::mem::replace(&mut q.index, std::mem::take(&mut spare.1)),
                     std::mem::take(&mut q.seals),
                 )
             };
@@ -196,6 +204,7 @@ impl Pipe {
                 .write(&lines, &index, !seals.is_empty())
                 .err()
                 .map(|e| e.cause());
+            self.give_back(lines, index);
             for (draft, ack) in seals {
                 let r = match (&failure, draft) {
                     (Some(reason), _) => Err(reason.clone()),
@@ -224,6 +233,19 @@ impl Pipe {
             }
         }
     }
+    /// Keeps written buffers, emptied, for the next drain unless they grew large.
+    fn give_back(&self, mut lines: Vec<u8>, mut index: Vec<u8>) {
+        lines.clear();
+        index.clear();
+        let mut spare = lock(&self.spare);
+        if lines.capacity() <= SPARE_MAX {
+            spare.0 = lines;
+        }
+        if index.capacity() <= SPARE_MAX {
+            spare.1 = index;
+        }
+    }
+
     fn write(&self, lines: &[u8], index: &[u8], sync: bool) -> Result<(), RecordingError> {
         let io = |source| RecordingError::Io {
             path: self.path.clone(),
@@ -376,6 +398,7 @@ impl Recorder {
                     index,
                     len: line.len() as u64,
                 }),
+                spare: Mutex::default(),
             }),
             started: Instant::now(),
             output: Utf8Stream::default(),
