@@ -716,9 +716,9 @@ fn curl_logged_in(env: &Env, cookie: &str, max_time: u32, path: &str, out: &Path
     (done.status.code().unwrap_or(-1), stdout(&done))
 }
 
-/// Live view, `.cast` download and evidence bundle of a 200 MiB recording: the bastion's peak
-/// memory grows by far less than the recording (each would take at least its size if it read
-/// the recording whole).
+/// Live view, `.cast` download, evidence bundle, full-text search and session page (markers) of
+/// a 200 MiB recording: the bastion's peak memory grows by far less than the recording (each
+/// would take at least its size if it read the recording whole).
 #[test]
 fn a_large_recording_streams_to_the_console_in_bounded_memory() {
     const MIB: u64 = 200;
@@ -863,4 +863,25 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
     assert_eq!(Env::detail(&event)["sha256"].as_str().unwrap(), sha(&tar));
     println!("evidence bundle: peak RSS grew {grew} KiB");
     assert!(grew < BOUND_KIB, "the bundle took {grew} KiB more");
+
+    // The full-text search finds the last line, and the session page builds its markers.
+    for (what, path) in [
+        ("search", "/sessions?q=BIG-42".to_owned()),
+        ("session page", format!("/sessions/{id}")),
+    ] {
+        reset_peak(&env);
+        let before = peak_rss(&env);
+        let page = env.path("page.html");
+        let (rc, status) = curl_logged_in(&env, &cookie, 300, &path, &page);
+        let grew = peak_rss(&env).saturating_sub(before);
+        assert_eq!((rc, status.as_str()), (0, "200"), "{what}");
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert!(
+            html.contains(&id),
+            "{what}: {}",
+            &html[..html.len().min(500)]
+        );
+        println!("{what}: peak RSS grew {grew} KiB");
+        assert!(grew < BOUND_KIB, "the {what} took {grew} KiB more");
+    }
 }

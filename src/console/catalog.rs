@@ -2,6 +2,7 @@
 //! filters and full-text search over recorded output; markers for the player.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -208,17 +209,75 @@ fn events(shared: &Bastion, id: &SessionId) -> impl Iterator<Item = (f64, String
     shared.store.events(id).into_iter().flatten()
 }
 
-/// What the terminal showed, without escape sequences.
-fn output_text(shared: &Bastion, id: &SessionId) -> String {
-    let raw: String = events(shared, id)
-        .filter(|(_, kind, _)| kind == "o")
-        .map(|(_, _, data)| data)
-        .collect();
-    String::from_utf8_lossy(&strip_ansi_escapes::strip(raw)).into_owned()
+/// Whether what the terminal showed, without escape sequences and in lower case, holds
+/// `needle` (lower case); read as a stream, never the whole output.
+fn output_contains(shared: &Bastion, id: &SessionId, needle: &str) -> bool {
+    text_contains(
+        events(shared, id)
+            .filter(|(_, kind, _)| kind == "o")
+            .map(|(_, _, data)| data),
+        needle,
+    )
 }
 
-fn output_contains(shared: &Bastion, id: &SessionId, needle: &str) -> bool {
-    output_text(shared, id).to_lowercase().contains(needle)
+/// [`output_contains`] over output events: the escape sequences are stripped as they go by
+/// (the stripper keeps its state from one event to the next) and only the last `needle`'s
+/// length of text is held, so a match across events or around a sequence is still found.
+fn text_contains(outputs: impl Iterator<Item = String>, needle: &str) -> bool {
+    let found = std::cell::Cell::new(false);
+    let mut strip = strip_ansi_escapes::Writer::new(Finder {
+        needle,
+        window: String::new(),
+        partial: Vec::new(),
+        found: &found,
+    });
+    for data in outputs {
+        // Finder never fails, so neither does the stripper.
+        if strip.write_all(data.as_bytes()).is_err() || found.get() {
+            break;
+        }
+    }
+    let _ = strip.flush();
+    found.get()
+}
+
+/// The text end of [`text_contains`]: takes stripped output in pieces, lower-cases it and keeps
+/// only what a match that began in it could still need.
+struct Finder<'a> {
+    needle: &'a str,
+    window: String,
+    /// A character whose bytes have not all come yet.
+    partial: Vec<u8>,
+    found: &'a std::cell::Cell<bool>,
+}
+
+impl std::io::Write for Finder<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.found.get() {
+            return Ok(buf.len());
+        }
+        self.partial.extend_from_slice(buf);
+        let end = match std::str::from_utf8(&self.partial) {
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            _ => self.partial.len(),
+        };
+        let text = String::from_utf8_lossy(&self.partial[..end]).to_lowercase();
+        self.partial.drain(..end);
+        self.window.push_str(&text);
+        if self.window.contains(self.needle) {
+            self.found.set(true);
+        }
+        let mut cut = self.window.len().saturating_sub(self.needle.len());
+        while !self.window.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.window.drain(..cut);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Player markers: the start, the target's first output, each command line typed (when input
@@ -260,6 +319,46 @@ pub(crate) fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The search streams the output and finds what the whole text held: across events, around
+    /// an escape sequence split between events, in any case, multi-byte characters included.
+    #[test]
+    fn the_search_finds_in_a_stream_what_the_whole_output_holds() {
+        let outputs = [
+            "$ cat /etc/sha",
+            "dow\u{1b}[1",
+            ";31mRO",
+            "OT\u{1b}[0m:x:0 ÉÉN\r\n",
+            &"y".repeat(100_000),
+            "\u{1b}]0;title\u{7}tail",
+        ];
+        let whole = |needle: &str| {
+            String::from_utf8_lossy(&strip_ansi_escapes::strip(outputs.concat()))
+                .to_lowercase()
+                .contains(needle)
+        };
+        for needle in [
+            "/etc/shadow",
+            "shadowroot:x",
+            "root:x:0 één",
+            "ytail",
+            "title",
+            "[1;31m",
+            "y",
+            "nothing",
+        ] {
+            let streamed = text_contains(outputs.iter().map(|s| (*s).to_owned()), needle);
+            assert_eq!(streamed, whole(needle), "{needle}");
+        }
+        assert!(text_contains(
+            outputs.iter().map(|s| (*s).to_owned()),
+            "ytail"
+        ));
+        assert!(!text_contains(
+            outputs.iter().map(|s| (*s).to_owned()),
+            "title"
+        ));
+    }
 
     #[test]
     fn markers_show_start_target_typed_lines_and_end() {

@@ -5,7 +5,10 @@
 //! Both stream: a response holds a few chunks of [`CHUNK`] bytes at a time, never a whole
 //! recording. The bundle's tar is written on a blocking thread into a bounded channel the
 //! response body drains; `report.txt` comes last, with the SHA-256 of each file taken as it went
-//! by. A recording still being written is cut at its size when the download began.
+//! by. A recording still being written is cut at its size when the download began. The report's
+//! verdict is taken before the sending; a recording verified intact is checked again against the
+//! same seals as its bytes go out, and a bundle whose copy no longer passes is cut off (and the
+//! download audited with the reason), never sent with a report that calls it intact.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -25,6 +28,7 @@ use crate::app::Bastion;
 use crate::audit::Code;
 use crate::ids::SessionId;
 use crate::policy::local;
+use crate::recording::{CopyCheck, Verdict};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -204,6 +208,17 @@ impl<T: Read> Read for Hashing<T> {
     }
 }
 
+/// A reader that also writes what it reads to a second writer.
+struct Tee<R, W>(R, W);
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// One file of the bundle: a file opened before the download began, taken at the size it had
 /// then, or a few bytes made here.
 enum Part {
@@ -218,6 +233,9 @@ struct Bundle {
     chain_problems: usize,
     reviewer: String,
     parts: Vec<(&'static str, Part)>,
+    /// For a recording verified intact: the copy sent, checked as it goes by against the seals
+    /// the verdict rested on (the file may change between the verdict and the sending).
+    check: Option<CopyCheck>,
 }
 
 /// Everything but the writing: the verdict, the metadata and entries, the recording's files
@@ -251,18 +269,32 @@ fn prepare(shared: &Bastion, id: &SessionId, reviewer: String) -> Result<Bundle,
             Part::Bytes(format!("{}\n", shared.audit.verifier().vkey).into_bytes()),
         ),
     ]);
+    let check = matches!(
+        row.verdict,
+        Some(Verdict::Sealed { .. } | Verdict::Intact { .. })
+    )
+    .then(|| CopyCheck::new(id, &report));
     Ok(Bundle {
         id: id.clone(),
         row,
         chain_problems: report.problems.len(),
         reviewer,
         parts,
+        check,
     })
 }
 
 impl Bundle {
     /// The bundle as a tar archive under the directory `ID/`, `report.txt` last.
     fn write(self, shared: &Bastion, out: impl Write) -> std::io::Result<()> {
+        let Bundle {
+            id,
+            row,
+            chain_problems,
+            reviewer,
+            parts,
+            mut check,
+        } = self;
         let mtime = shared.clock.now().as_second().max(0).unsigned_abs();
         let mut tar = tar::Builder::new(out);
         let mut append = |name: &str, len: u64, data: &mut dyn Read| {
@@ -271,13 +303,17 @@ impl Bundle {
             h.set_mode(0o644);
             h.set_mtime(mtime);
             h.set_cksum();
-            tar.append_data(&mut h, format!("{}/{name}", self.id), data)
+            tar.append_data(&mut h, format!("{id}/{name}"), data)
         };
         let mut digests = Vec::new();
-        for (name, part) in self.parts {
-            let (len, reader): (u64, Box<dyn Read>) = match part {
+        for (name, part) in parts {
+            let (len, reader): (u64, Box<dyn Read + '_>) = match part {
                 Part::File(f, len) => (len, Box::new(f.take(len))),
                 Part::Bytes(b) => (b.len() as u64, Box::new(std::io::Cursor::new(b))),
+            };
+            let reader = match check.as_mut() {
+                Some(c) if name == "recording.cast" => Box::new(Tee(reader, c)),
+                _ => reader,
             };
             let mut reader = Hashing::new(reader);
             append(name, len, &mut reader)?;
@@ -290,13 +326,17 @@ impl Bundle {
             }
             digests.push((name, <[u8; 32]>::from(reader.digest.finalize())));
         }
-        let text = report_text(
-            shared,
-            &self.row,
-            &digests,
-            self.chain_problems,
-            &self.reviewer,
-        );
+        // The report's verdict must hold for the copy in the bundle, not only for the file as
+        // it was when the verdict was taken.
+        if let Some(c) = &check {
+            let copy = c.verdict(matches!(row.verdict, Some(Verdict::Intact { .. })));
+            if !copy.ok() {
+                return Err(std::io::Error::other(format!(
+                    "recording.cast changed since it was verified: the copy sent is {copy}"
+                )));
+            }
+        }
+        let text = report_text(shared, &row, &digests, chain_problems, &reviewer);
         append("report.txt", text.len() as u64, &mut text.as_bytes())?;
         tar.into_inner()?.flush()
     }
@@ -351,4 +391,99 @@ fn report_text(
         local(shared.clock.now())
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{Seek, SeekFrom};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::{Draft, Kind, test_chain};
+    use crate::recording::{Cadence, Meta, Recorder};
+
+    /// Root on the appliance changes a sealed recording in place after the bundle's verdict was
+    /// taken and before its bytes are sent (the reviewer's client sets the pace): the bundle
+    /// must not go out with a report that calls what it holds sealed.
+    #[tokio::test]
+    async fn a_recording_changed_after_its_verdict_is_not_sent_as_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = test_chain(dir.path());
+        let config = crate::config::Config::parse(
+            &dir.path().join("stapsteen.toml"),
+            "listen = []\npolicy = \"p.toml\"\nstate_dir = \"state\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[firewall]\nenabled = false\n",
+        )
+        .unwrap();
+        let policy = crate::policy::parse_policy(
+            std::path::Path::new("p.toml"),
+            include_str!("../../policies/example-hospital.toml"),
+        )
+        .unwrap();
+        let shared = Bastion::new(
+            config,
+            policy,
+            Arc::new(crate::clock::SystemClock),
+            None,
+            chain.clone(),
+        );
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let path = shared.store.cast_path(&id);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let cadence = Cadence {
+            interval: Duration::from_secs(3600),
+            bytes: 1 << 30,
+        };
+        let mut r =
+            Recorder::create(&shared.store, &id, chain, cadence, (80, 24), "xterm", "t").unwrap();
+        r.seal_with(Draft::new(Kind::Start).session(&id))
+            .wait()
+            .await
+            .unwrap();
+        r.output(b"rm -rf /srv/dossiers\r\n").unwrap();
+        r.seal_with(Draft::new(Kind::End).session(&id))
+            .wait()
+            .await
+            .unwrap();
+        drop(r);
+        shared
+            .store
+            .write_meta(&Meta {
+                id: id.clone(),
+                admin: "a".into(),
+                target: "t".into(),
+                account: "root".into(),
+                grant: "g".into(),
+                source: "s".into(),
+                start: jiff::Timestamp::now(),
+                end: None,
+                exit_status: None,
+                end_reason: None,
+                pty: true,
+            })
+            .unwrap();
+        let send = |bundle: Bundle| {
+            let mut out = Vec::new();
+            bundle.write(&shared, &mut out).map(|()| out)
+        };
+        // Positive control: unchanged, the bundle goes out and its report says sealed.
+        let whole = send(prepare(&shared, &id, "r".into()).unwrap()).unwrap();
+        assert!(String::from_utf8_lossy(&whole).contains("integrity    sealed ("));
+        let bundle = prepare(&shared, &id, "r".into()).unwrap();
+        assert!(matches!(bundle.row.verdict, Some(Verdict::Sealed { .. })));
+        // The same file, the same length, one word changed.
+        let text = std::fs::read(&path).unwrap();
+        let at = text.windows(6).position(|w| w == b"rm -rf").unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(at as u64)).unwrap();
+        f.write_all(b"ls -la").unwrap();
+        let Err(e) = send(bundle) else {
+            panic!("the changed recording went out with a report that calls it sealed");
+        };
+        assert!(
+            e.to_string().contains("changed since it was verified"),
+            "{e}"
+        );
+    }
 }

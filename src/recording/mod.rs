@@ -22,4 +22,4 @@ pub use asciicast::{Cadence, Recorder, RecordingError, SealAck};
 pub use retention::{prune, run_retention};
 pub use sanitize::{check_sanitized, sanitize};
 pub use store::{Meta, RecordingStore};
-pub use verify::{Verdict, verify_recording};
+pub use verify::{CopyCheck, Verdict, verify_recording};

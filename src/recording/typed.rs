@@ -27,11 +27,18 @@ pub type CastEvent = (f64, String, String);
 /// out of the markers, as a password would be) but the flood is never held.
 const PENDING_OUTPUT_MAX: usize = 1 << 20;
 
+/// Event data [`marker_events`] keeps in all, at most: an admin who types a key and Enter between
+/// floods of output puts each flood in a window, and would have the whole recording held. Past
+/// it the markers stop, with a note saying so.
+const KEPT_MAX: usize = 32 << 20;
+
 /// The events [`typed_lines`] and the console's markers need, taken from a stream of a
 /// recording's events in bounded memory: every input event, the first output event, output from
 /// a line's first keystroke to the end of its window after Enter (up to [`PENDING_OUTPUT_MAX`]
 /// before it), the sftp and recording notes, and the last event (for its time). Output outside
 /// every window, most of a recording, is dropped: `typed_lines` reads the same windows from it.
+/// At most [`KEPT_MAX`] bytes of data are kept: past them a `recording:` note says the markers
+/// stop there.
 pub fn marker_events(events: impl IntoIterator<Item = CastEvent>) -> Vec<CastEvent> {
     let mut out = Vec::new();
     let mut seen_output = false;
@@ -40,6 +47,9 @@ pub fn marker_events(events: impl IntoIterator<Item = CastEvent>) -> Vec<CastEve
     // Characters left in the window after the latest Enter.
     let mut after: Option<usize> = None;
     let mut last = None;
+    // Data kept so far; once over [`KEPT_MAX`] nothing more is (`full`).
+    let mut held = 0;
+    let mut full = false;
     for event in events {
         let (_, kind, data) = &event;
         let keep = match kind.as_str() {
@@ -74,7 +84,20 @@ pub fn marker_events(events: impl IntoIterator<Item = CastEvent>) -> Vec<CastEve
             "m" => data.starts_with("sftp: ") || data.starts_with("recording: "),
             _ => false,
         };
-        if keep {
+        if keep && !full && held + event.2.len() > KEPT_MAX {
+            full = true;
+            out.push((
+                event.0,
+                "m".into(),
+                format!(
+                    "recording: the markers stop here (more than {} MiB of typed lines and \
+                     their output to read)",
+                    KEPT_MAX >> 20
+                ),
+            ));
+        }
+        if keep && !full {
+            held += event.2.len();
             out.push(event);
             last = None;
         } else {
@@ -232,6 +255,32 @@ mod tests {
         assert!(typed_lines(&events, true).is_empty());
         // Unbounded, this reads 3000 windows of up to 12 MB: minutes, not milliseconds.
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    /// An admin who types a key and Enter between floods of output (1 MiB each, 96 MiB in
+    /// all) puts every flood in a line's window: the markers' events stay bounded all the same,
+    /// say where they stop, and keep the last event for the end's time.
+    #[test]
+    fn marker_events_stay_bounded_when_every_flood_is_in_a_window() {
+        let flood = |k: u32| {
+            [
+                ev(f64::from(k), "i", "x"),
+                ev(f64::from(k), "o", &format!("x{}", "z".repeat(1 << 20))),
+                ev(f64::from(k), "i", "\r"),
+            ]
+        };
+        let events = (0..96).flat_map(flood).chain([ev(999.0, "r", "80x24")]);
+        let kept = marker_events(events);
+        let held: usize = kept.iter().map(|(_, _, d)| d.len()).sum();
+        assert!(held <= KEPT_MAX, "{} MiB held", held >> 20);
+        assert!(
+            kept.iter()
+                .any(|(_, k, d)| k == "m" && d.starts_with("recording: the markers stop here")),
+            "no note of the cut"
+        );
+        assert_eq!(kept.last(), Some(&ev(999.0, "r", "80x24")));
+        // Below the bound nothing changes: the first line is still found.
+        assert_eq!(typed_lines(&kept[..4], true), vec![(0.0, "x".into())]);
     }
 
     /// The markers' events lose only output no window reads: the same lines either way.

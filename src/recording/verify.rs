@@ -5,7 +5,8 @@
 //! a signed seal or on a line that differs from what the daemon wrote beside it.
 //!
 //! A recording is read as a stream, in bounded memory: each line is hashed as it goes by (see
-//! [`scan`]), never held whole.
+//! [`scan`]), never held whole. A copy sent elsewhere (the evidence bundle) is checked the same
+//! way as it goes out ([`CopyCheck`]): the file may change between a verdict and the sending.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::RecordingStore;
 use super::seal::{INDEX_BYTES, LineChain, index_entry};
-use crate::audit::ChainReport;
+use crate::audit::{ChainReport, Seal};
 use crate::ids::SessionId;
 
 /// How much of a recording (and of its index) is read at a time; a verification holds no more
@@ -136,6 +137,53 @@ fn next_entry(index: &mut impl Read) -> Option<[u8; INDEX_BYTES]> {
     index.read_exact(&mut e).ok().map(|()| e)
 }
 
+/// A recording's line chain, taken from its bytes in whatever pieces they come (a torn last
+/// line is not a line), with the chain hash at each line count in `wanted`.
+struct Lines {
+    chain: LineChain,
+    line: Sha256,
+    len: u64,
+    wanted: BTreeSet<u64>,
+    at: HashMap<u64, [u8; 32]>,
+}
+
+impl Lines {
+    fn new(id: &SessionId, wanted: BTreeSet<u64>) -> Self {
+        let chain = LineChain::new(id);
+        let mut at = HashMap::new();
+        if wanted.contains(&0) {
+            at.insert(0, chain.hash());
+        }
+        Self {
+            chain,
+            line: Sha256::new(),
+            len: 0,
+            wanted,
+            at,
+        }
+    }
+
+    /// Takes `buf` up to and including its first newline: how many bytes that is, and the own
+    /// hash of the line it ended, if it ended one.
+    fn take(&mut self, buf: &[u8]) -> (usize, Option<[u8; 32]>) {
+        let (part, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        self.line.update(part);
+        self.len += part.len() as u64;
+        if !done {
+            return (part.len(), None);
+        }
+        let own: [u8; 32] = std::mem::take(&mut self.line).finalize().into();
+        self.chain.push_hash(own, std::mem::take(&mut self.len));
+        if self.wanted.contains(&self.chain.lines) {
+            self.at.insert(self.chain.lines, self.chain.hash());
+        }
+        (part.len(), Some(own))
+    }
+}
+
 /// Reads a recording once, in bounded memory: each line is hashed as its bytes go by, never
 /// held whole. `index`, when given, is compared entry by entry with each line's own hash.
 fn scan(
@@ -145,36 +193,19 @@ fn scan(
     mut index: Option<&mut dyn Read>,
 ) -> std::io::Result<Scan> {
     let mut file = BufReader::with_capacity(READ_BUFFER, file);
-    let mut chain = LineChain::new(id);
-    let mut at = HashMap::new();
-    if wanted.contains(&0) {
-        at.insert(0, chain.hash());
-    }
+    let mut lines = Lines::new(id, wanted.clone());
     let mut located = None;
     let mut pending: Option<Mismatch> = None;
-    let mut line = Sha256::new();
-    let mut len = 0u64;
     loop {
         let buf = file.fill_buf()?;
         if buf.is_empty() {
             break;
         }
-        let (part, done) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (&buf[..=i], true),
-            None => (buf, false),
-        };
-        line.update(part);
-        len += part.len() as u64;
-        let used = part.len();
+        let (used, own) = lines.take(buf);
         file.consume(used);
-        if !done {
+        let Some(own) = own else {
             continue;
-        }
-        let own: [u8; 32] = std::mem::take(&mut line).finalize().into();
-        chain.push_hash(own, std::mem::take(&mut len));
-        if wanted.contains(&chain.lines) {
-            at.insert(chain.lines, chain.hash());
-        }
+        };
         let own = index_entry(&own);
         if let Some(m) = pending.take() {
             located = Some(m.how(Some(own)));
@@ -190,7 +221,7 @@ fn scan(
             let mut entry = [0; INDEX_BYTES];
             entry.copy_from_slice(own);
             pending = Some(Mismatch {
-                line: chain.lines,
+                line: lines.chain.lines,
                 own: entry,
                 idx,
                 idx_next: index.as_mut().and_then(next_entry),
@@ -201,10 +232,60 @@ fn scan(
         located = Some(m.how(None));
     }
     Ok(Scan {
-        lines: chain.lines,
-        at,
+        lines: lines.chain.lines,
+        at: lines.at,
         located,
     })
+}
+
+/// A copy of a recording (a download), checked as its bytes are written to it against the seals
+/// the chain held when it was made: whether the copy is what a verdict was given for, though the
+/// file may have changed since. The index is not read: it only locates a change.
+pub struct CopyCheck {
+    lines: Lines,
+    /// Each seal, and whether it is the end entry's.
+    seals: Vec<(bool, Seal)>,
+}
+
+impl CopyCheck {
+    pub fn new(id: &SessionId, chain: &ChainReport) -> Self {
+        let seals: Vec<(bool, Seal)> = chain
+            .seals(id)
+            .into_iter()
+            .map(|(e, s)| (e.kind == crate::audit::Kind::End, s))
+            .collect();
+        let wanted = seals.iter().map(|(_, s)| s.lines).collect();
+        Self {
+            lines: Lines::new(id, wanted),
+            seals,
+        }
+    }
+
+    /// The verdict on the copy so far; `live`: the recording was still being written.
+    pub fn verdict(&self, live: bool) -> Verdict {
+        decide(
+            &self.seals,
+            self.lines.chain.lines,
+            &self.lines.at,
+            None,
+            || None,
+            || live,
+        )
+    }
+}
+
+impl std::io::Write for CopyCheck {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            rest = &rest[self.lines.take(rest).0..];
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whether the daemon still holds the recording open.
@@ -241,10 +322,34 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
     else {
         return Verdict::Missing;
     };
+    let seals: Vec<(bool, Seal)> = seals
+        .iter()
+        .map(|(e, s)| (e.kind == crate::audit::Kind::End, *s))
+        .collect();
+    decide(
+        &seals,
+        n,
+        &hashes,
+        located,
+        || swapped_with(id, &path, n, chain),
+        || is_live(&path),
+    )
+}
+
+/// The verdict on a recording of `n` whole lines with these chain hashes at the seals' line
+/// counts; `located`: the first line that differs from the index.
+fn decide(
+    seals: &[(bool, Seal)],
+    n: u64,
+    hashes: &HashMap<u64, [u8; 32]>,
+    located: Option<(u64, &'static str)>,
+    swapped: impl FnOnce() -> Option<SessionId>,
+    live: impl FnOnce() -> bool,
+) -> Verdict {
     let mut last_good = 0;
     let mut broken = None;
     let mut sealed = 0;
-    for (_, s) in &seals {
+    for (_, s) in seals {
         sealed = sealed.max(s.lines);
         match hashes.get(&s.lines) {
             Some(h) if *h == s.chain => last_good = s.lines,
@@ -256,7 +361,7 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
         }
     }
     if broken.is_some()
-        && let Some(holds) = swapped_with(id, &path, n, chain)
+        && let Some(holds) = swapped()
     {
         return Verdict::Swapped { holds };
     }
@@ -272,7 +377,7 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
     if sealed > n {
         return Verdict::Truncated { after: n, sealed };
     }
-    let ended = seals.iter().any(|(e, _)| e.kind == crate::audit::Kind::End);
+    let ended = seals.iter().any(|(end, _)| *end);
     if ended {
         return if n == sealed {
             Verdict::Sealed { lines: n }
@@ -284,7 +389,7 @@ pub fn verify_recording(store: &RecordingStore, id: &SessionId, chain: &ChainRep
         };
     }
     let unsealed = n - last_good;
-    if is_live(&path) {
+    if live() {
         Verdict::Intact {
             lines: last_good,
             unsealed,
@@ -387,6 +492,20 @@ mod tests {
         assert!(lines.iter().any(|l| l.len() > READ_BUFFER), "no long line");
         assert!(original.len() > 16 * READ_BUFFER);
         assert_eq!(verdict(), Verdict::Sealed { lines: n });
+        // A copy checked as it is written, in pieces that split lines anywhere.
+        let copy = |data: &[u8]| {
+            let report = verify_chain(&read_lines(chain.path()).unwrap(), chain.verifier());
+            let mut c = CopyCheck::new(&id, &report);
+            for piece in data.chunks(READ_BUFFER - 7) {
+                std::io::Write::write_all(&mut c, piece).unwrap();
+            }
+            c.verdict(false)
+        };
+        assert_eq!(copy(&original), Verdict::Sealed { lines: n });
+        let mut changed = original.clone();
+        changed[original.len() / 2] ^= 1;
+        assert!(!copy(&changed).ok(), "{:?}", copy(&changed));
+        assert!(!copy(&[&original[..], b"[9.0,\"o\",\"x\"]\n"].concat()).ok());
         let with = |change: &dyn Fn(&mut Vec<Vec<u8>>)| {
             let mut l = lines.clone();
             change(&mut l);
