@@ -17,7 +17,7 @@ def read_until(token, timeout=15):
     while token not in buf:
         r, _, _ = select.select([fd], [], [], max(0, end - time.time()))
         if not r:
-            sys.exit("echo_rtt: timed out waiting for %r" % token)
+            sys.exit("echo_rtt: timed out waiting for %r; the terminal showed %r" % (token, buf[-400:]))
         buf += os.read(fd, 4096)
     return buf
 
