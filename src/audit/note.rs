@@ -178,7 +178,7 @@ impl Kind {
             Kind::Pruned => "pruned",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "open" => Kind::Open,
             "start" => Kind::Start,

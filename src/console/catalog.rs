@@ -1,11 +1,10 @@
 //! The recorded sessions as the console shows them: metadata, live or not, integrity verdict;
 //! filters and full-text search over recorded output; markers for the player.
 
-use std::collections::BTreeSet;
-
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use super::index::{self, Index};
 use crate::app::Bastion;
 use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
 use crate::ids::SessionId;
@@ -66,6 +65,8 @@ pub struct Filter {
     pub integrity: String,
     /// Text to find in the recorded output, case-insensitive.
     pub q: String,
+    /// Which page of rows, from 0 (newest first).
+    pub page: usize,
 }
 
 /// When a filter field cannot be read.
@@ -90,17 +91,34 @@ pub fn chain_report(shared: &Bastion) -> ChainReport {
     verify_chain(&lines, shared.audit.verifier())
 }
 
-/// The sessions page: the rows the filter lets through, and every admin and target of all
-/// sessions for the filter lists.
-pub struct Listing {
-    pub rows: Vec<Row>,
-    pub admins: BTreeSet<String>,
-    pub targets: BTreeSet<String>,
+/// One row of the sessions list, from the index.
+pub struct Listed {
+    pub row: index::Listed,
+    pub live: bool,
 }
 
-/// Every session, newest first, with the filter applied. The cheap tests go first: the
-/// integrity verdict and the search each read the recording.
-pub fn rows(shared: &Bastion, filter: &Filter) -> Result<Listing, FilterError> {
+impl Listed {
+    /// See [`Row::status`].
+    pub fn status(&self) -> &'static str {
+        status(self.live, self.row.meta.exit_status)
+    }
+}
+
+/// One page of the sessions list: the rows the filter lets through, every admin and target of
+/// all sessions for the filter lists, and what verifying the audit chain found.
+pub struct Listing {
+    pub rows: Vec<Listed>,
+    pub admins: Vec<String>,
+    pub targets: Vec<String>,
+    pub problems: Vec<String>,
+    /// There is a page after this one.
+    pub more: bool,
+    /// The index has not read the whole chain yet (it is being built).
+    pub behind: bool,
+}
+
+/// The filter as an index query.
+pub fn query(shared: &Bastion, filter: &Filter) -> Result<index::Query, FilterError> {
     let (from, to) = (
         local_time("from", &filter.from)?,
         local_time("to", &filter.to)?,
@@ -112,48 +130,52 @@ pub fn rows(shared: &Bastion, filter: &Filter) -> Result<Listing, FilterError> {
     {
         return Err(FilterError("unknown status or integrity filter".into()));
     }
-    let report = chain_report(shared);
-    let metas = shared
-        .store
-        .list()
-        .map_err(|e| FilterError(format!("cannot list recordings: {e}")))?;
-    let mut metas: Vec<(Meta, bool)> = metas.into_iter().map(|m| (m, true)).collect();
-    metas.extend(unrecorded(&report).into_iter().map(|m| (m, false)));
-    metas.sort_by_key(|(m, _)| m.start);
-    let (admins, targets) = metas
-        .iter()
-        .map(|(m, _)| (m.admin.clone(), m.target.clone()))
-        .unzip();
-    let needle = filter.q.trim().to_lowercase();
-    let now = shared.clock.now();
-    let mut rows = Vec::new();
-    for (meta, recorded) in metas.into_iter().rev() {
-        let text_ok = |f: &str, v: &str| f.is_empty() || v.contains(f.trim());
-        if !text_ok(&filter.admin, &meta.admin)
-            || !text_ok(&filter.target, &meta.target)
-            || from.is_some_and(|f| meta.end.unwrap_or(now) < f)
-            || to.is_some_and(|t| meta.start > t)
-        {
-            continue;
-        }
-        let live = shared.sessions.is_live(meta.id.as_str());
-        if (!filter.status.is_empty() && status(live, meta.exit_status) != filter.status)
-            || (!needle.is_empty() && !output_contains(shared, &meta.id, &needle))
-        {
-            continue;
-        }
-        let row = make_row(shared, &report, meta, recorded);
-        let integrity = if row.intact() { "ok" } else { "problem" };
-        if !filter.integrity.is_empty() && integrity != filter.integrity {
-            continue;
-        }
-        rows.push(row);
-    }
+    Ok(index::Query {
+        admin: filter.admin.clone(),
+        target: filter.target.clone(),
+        from: from.map(|t| t.as_microsecond()),
+        to: to.map(|t| t.as_microsecond()),
+        now: shared.clock.now().as_microsecond(),
+        status: filter.status.clone(),
+        integrity: filter.integrity.clone(),
+        q: filter.q.clone(),
+        page: filter.page,
+    })
+}
+
+/// A page of sessions, newest first, with the filter applied. The index first reads what is
+/// new in the chain, up to [`index::PAGE_BUDGET`] entries (the background task reads the rest).
+/// Blocks: call it off the async workers.
+pub fn listing(shared: &Bastion, index: &Index, filter: &Filter) -> Result<Listing, ListingError> {
+    let q = query(shared, filter)?;
+    let behind = index.update(index::PAGE_BUDGET)?.more;
+    let live = shared.sessions.live_ids();
+    let page = index.page(&q, &live)?;
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|row| Listed {
+            live: shared.sessions.is_live(row.meta.id.as_str()),
+            row,
+        })
+        .collect();
     Ok(Listing {
         rows,
-        admins,
-        targets,
+        admins: page.admins,
+        targets: page.targets,
+        problems: page.problems,
+        more: page.more,
+        behind,
     })
+}
+
+/// Why a page of sessions cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
 }
 
 /// `recorded`: the session has a recording's metadata, so its recording is verified (and may be
@@ -167,7 +189,7 @@ fn make_row(shared: &Bastion, report: &ChainReport, meta: Meta, recorded: bool) 
 }
 
 /// Sessions without a recording, from their start and end entries in the chain.
-fn unrecorded(report: &ChainReport) -> Vec<Meta> {
+pub(crate) fn unrecorded(report: &ChainReport) -> Vec<Meta> {
     let mut out = Vec::new();
     for start in report.sessions() {
         let Some(id) = start.session.clone().filter(|_| start.seal.is_none()) else {
@@ -210,20 +232,6 @@ fn events(shared: &Bastion, id: &SessionId) -> Vec<(f64, String, String)> {
         .skip(1)
         .filter_map(|l| serde_json::from_str::<(f64, String, String)>(l).ok())
         .collect()
-}
-
-/// What the terminal showed, without escape sequences.
-fn output_text(shared: &Bastion, id: &SessionId) -> String {
-    let raw: String = events(shared, id)
-        .into_iter()
-        .filter(|(_, kind, _)| kind == "o")
-        .map(|(_, _, data)| data)
-        .collect();
-    String::from_utf8_lossy(&strip_ansi_escapes::strip(raw)).into_owned()
-}
-
-fn output_contains(shared: &Bastion, id: &SessionId, needle: &str) -> bool {
-    output_text(shared, id).to_lowercase().contains(needle)
 }
 
 /// Player markers: the start, the target's first output, each command line typed (when input
