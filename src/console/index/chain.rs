@@ -24,18 +24,13 @@ pub struct Position {
     pub note: String,
 }
 
-/// What one read gave.
-pub enum Read {
-    /// Entries after the position (up to the budget), verified, what did not verify, and the
-    /// new position (`None`: nothing verified yet).
-    Entries {
-        report: ChainReport,
-        problems: Vec<String>,
-        last: Option<Position>,
-        more: bool,
-    },
-    /// The entry at the position is gone or another: what the index read may have changed.
-    Moved,
+/// What one read gave: the entries after the position (up to the budget), verified, what did
+/// not verify, and the new position (`None`: nothing verified yet).
+pub struct Batch {
+    pub report: ChainReport,
+    pub problems: Vec<String>,
+    pub last: Option<Position>,
+    pub more: bool,
 }
 
 /// The chain's segments with the seq each begins with: closed ones by their name, the live one
@@ -77,22 +72,23 @@ fn line_hash(line: &str) -> Option<[u8; 32]> {
 }
 
 /// Reads at most `budget` entries after `from` (from the first entry without it) and verifies
-/// them.
+/// them; `None` when the entry at `from` is gone or another (what the index read before may
+/// have changed since).
 pub fn read(
     chain: &Path,
     verifier: &NoteVerifier,
     from: Option<&Position>,
     budget: usize,
-) -> std::io::Result<Read> {
+) -> std::io::Result<Option<Batch>> {
     let segs = segment_list(chain)?;
     let (first_seg, offset, start) = match from {
         None => (0, 0, None),
         Some(p) => {
             let Some(i) = segs.iter().position(|(f, _)| *f == p.segment_first) else {
-                return Ok(Read::Moved);
+                return Ok(None);
             };
             let Ok(start) = Start::from_note(p.note.as_bytes(), verifier) else {
-                return Ok(Read::Moved);
+                return Ok(None);
             };
             (i, p.line_start, Some(start))
         }
@@ -138,7 +134,7 @@ pub fn read(
             .and_then(|l| line_hash(l))
             .is_some_and(|h| h == note_hash(p.note.as_bytes()));
         if !same {
-            return Ok(Read::Moved);
+            return Ok(None);
         }
     }
     let mut report = verify_from(&lines, verifier, start);
@@ -170,10 +166,10 @@ pub fn read(
         })
     });
     let report = report.entries.into_iter().collect();
-    Ok(Read::Entries {
+    Ok(Some(Batch {
         report,
         problems,
         last: last.or_else(|| from.cloned()),
         more,
-    })
+    }))
 }

@@ -21,6 +21,8 @@ mod chain;
 mod query;
 mod schema;
 mod sessions;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,7 +37,7 @@ use crate::audit::{ChainReport, NoteVerifier};
 use crate::ids::SessionId;
 use crate::recording::RecordingStore;
 use crate::sync::lock;
-use chain::{Position, Read};
+use chain::{Batch, Position};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -169,14 +171,14 @@ impl Index {
         };
         let read =
             chain::read(&self.chain, &self.verifier, from.as_ref(), budget).map_err(chain_err)?;
-        let (report, problems, last, more) = match read {
-            Read::Entries {
-                report,
-                problems,
-                last,
-                more,
-            } => (report, problems, last, more),
-            Read::Moved => {
+        let Batch {
+            report,
+            problems,
+            last,
+            more,
+        } = match read {
+            Some(batch) => batch,
+            None => {
                 let p = from.as_ref().map_or(0, |p| p.seq);
                 forget_chain(
                     &tx,
