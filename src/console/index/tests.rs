@@ -20,9 +20,19 @@ impl Bed {
         let root = dir.path().to_owned();
         std::fs::create_dir(root.join("recordings")).unwrap();
         std::fs::create_dir(root.join("audit")).unwrap();
+        // Small segments: the chain is closed and renamed under the index's feet many times.
+        let key = crate::secrets::generate_key("stapsteen-test");
+        let chain = AuditChain::open_segmented(
+            &root.join("audit/chain.jsonl"),
+            crate::audit::NoteSigner::new(&key).unwrap(),
+            Arc::new(crate::clock::SystemClock),
+            crate::config::OnFailure::EndSessions,
+            500,
+        )
+        .unwrap();
         Self {
             store: RecordingStore::new(root.join("recordings")),
-            chain: test_chain(&root.join("audit")),
+            chain: Arc::new(chain),
             root,
             _dir: dir,
         }
@@ -142,6 +152,10 @@ async fn incremental_index_equals_rebuild() {
     while live.update(1).unwrap().more {}
     bed.recorded("dave", "done\r\n").await;
     while live.update(2).unwrap().more {}
+    assert!(
+        crate::audit::segments(bed.chain.path()).unwrap().len() > 3,
+        "the chain was cut into segments while the index read it"
+    );
     let rebuilt = bed.rebuild("rebuilt.sqlite3");
     let rows = live.dump().unwrap();
     assert_eq!(rows.len(), 4, "{rows:#?}");
@@ -283,7 +297,12 @@ async fn chain_changed_after_indexing_shows_the_problem() {
     index.update(STEP).unwrap();
     assert!(all(&index, Query::default()).rows[0].ok, "positive control");
     // The last entry (alice's end) is rewritten: its signature no longer holds.
-    let path = bed.chain.path().to_owned();
+    let path = crate::audit::segments(bed.chain.path())
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let last = lines.pop().unwrap();
