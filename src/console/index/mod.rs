@@ -233,7 +233,12 @@ impl Index {
     /// are gone. Costs a `stat` of each recording's files; run by the timer, not by pages.
     pub fn sweep(&self) -> Result<usize, IndexError> {
         let known = self.stored_fingerprints(None).map_err(|e| self.db_err(e))?;
-        let on_disk = self.store.meta_ids().map_err(IndexError::Store)?;
+        let on_disk = match self.store.meta_ids() {
+            Ok(ids) => ids,
+            // Nothing recorded yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(IndexError::Store(e)),
+        };
         let mut stale: Vec<SessionId> = on_disk
             .iter()
             .filter(|id| {
