@@ -207,7 +207,7 @@ async fn one_session(
                     .checked_add(jiff::SignedDuration::from_secs(300))
                     .unwrap(),
             ),
-            exit_status: Some(u32::from(i % 13 == 0)),
+            exit_status: Some(u32::from(i.is_multiple_of(13))),
             end_reason: Some("closed".into()),
             pty: true,
         })
