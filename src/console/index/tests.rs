@@ -127,6 +127,16 @@ fn all(index: &Index, q: Query) -> Page {
     index.page(&q, &[]).unwrap()
 }
 
+fn live_rows(index: &Index, q: &Query, live: &[String]) -> Vec<String> {
+    index
+        .page(q, live)
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|r| r.meta.admin)
+        .collect()
+}
+
 fn search(index: &Index, text: &str) -> Vec<String> {
     let q = Query {
         q: text.into(),
@@ -165,6 +175,7 @@ async fn incremental_index_equals_rebuild() {
         "{rows:#?}"
     );
     let page = all(&live, Query::default());
+    let live_idx = &live;
     assert_eq!(
         page.rows
             .iter()
@@ -178,7 +189,20 @@ async fn incremental_index_equals_rebuild() {
         page.rows.iter().map(|r| &r.integrity).collect::<Vec<_>>()
     );
     assert!(page.problems.is_empty(), "{:?}", page.problems);
+    let status = |status: &str, live: &[String]| -> Vec<String> {
+        let q = Query {
+            status: status.into(),
+            ..Query::default()
+        };
+        live_rows(live_idx, &q, live)
+    };
     let bob = page.rows.iter().find(|r| r.meta.admin == "bob").unwrap();
+    let bob_id = bob.meta.id.to_string();
+    assert_eq!(status("failure", &[]), ["bob"]);
+    assert_eq!(status("success", &[]), ["dave", "carol", "alice"]);
+    assert!(status("live", &[]).is_empty());
+    assert_eq!(status("live", std::slice::from_ref(&bob_id)), ["bob"]);
+    assert!(status("failure", std::slice::from_ref(&bob_id)).is_empty());
     assert!(!bob.recorded);
     assert_eq!(bob.meta.exit_status, Some(1));
 }
