@@ -267,28 +267,34 @@ impl Index {
     ) -> rusqlite::Result<HashMap<String, (String, bool)>> {
         let db = lock(&self.reader);
         let mut out = HashMap::new();
-        let mut stmt = db.prepare_cached(
-            "SELECT id, fingerprint, settled FROM sessions WHERE recorded = 1 AND (?1 IS NULL OR id = ?1)",
-        )?;
-        let mut add = |id: Option<&str>| -> rusqlite::Result<()> {
-            let rows = stmt.query_map([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (id, fp, settled) = row?;
-                out.insert(id, (fp, settled));
-            }
-            Ok(())
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
         };
         match ids {
-            None => add(None)?,
+            None => {
+                let mut stmt = db.prepare_cached(
+                    "SELECT id, fingerprint, settled FROM sessions WHERE recorded = 1",
+                )?;
+                for r in stmt.query_map([], row)? {
+                    let (id, fp, settled) = r?;
+                    out.insert(id, (fp, settled));
+                }
+            }
+            // One lookup by the unique id each: a page's rows, never a scan of all.
             Some(ids) => {
+                let mut stmt = db.prepare_cached(
+                    "SELECT id, fingerprint, settled FROM sessions WHERE id = ?1 AND recorded = 1",
+                )?;
                 for id in ids {
-                    add(Some(id.as_str()))?;
+                    if let Some((id, fp, settled)) =
+                        stmt.query_row([id.as_str()], row).optional()?
+                    {
+                        out.insert(id, (fp, settled));
+                    }
                 }
             }
         }
