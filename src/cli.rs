@@ -82,6 +82,12 @@ enum Command {
         #[command(subcommand)]
         command: ConsoleCommand,
     },
+    /// The console's index of sessions, verdicts and searchable output (derived from the
+    /// recordings and the audit chain; it may be deleted at any time).
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     #[cfg(feature = "demo")]
     /// Software security key agent, for the demo and tests only.
     #[command(hide = true)]
@@ -180,6 +186,22 @@ enum AuditCommand {
         /// `audit/SEQ.note` or a CHECKPOINT event): earlier entries and segments are not needed.
         #[arg(long)]
         from: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Delete the index and build it again from the recordings and the audit chain. Run it with
+    /// the daemon stopped (a running daemon keeps the index it has open until restarted).
+    Rebuild {
+        #[arg(long, short, env = "STAPSTEEN_CONFIG")]
+        config: PathBuf,
+        /// The signing key's public half (default: the configured signing key with `.pub`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Build into this file instead of the daemon's index (for comparing the two).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -319,6 +341,9 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config, key, from },
         } => audit_verify(&config, key.as_deref(), from.as_deref()),
+        Command::Index {
+            command: IndexCommand::Rebuild { config, key, out },
+        } => index_rebuild(&config, key.as_deref(), out.as_deref()),
         Command::Console {
             command:
                 ConsoleCommand::Enrol {
@@ -566,13 +591,9 @@ struct OffsiteCheck {
     rt: tokio::runtime::Runtime,
 }
 
-/// The audit chain of `config`, checked with the signing key's public half; with `[offsite]`,
-/// compared with the off-site copy too.
-fn checked_chain(
-    config: &Config,
-    key: Option<&Path>,
-    from: Option<&Path>,
-) -> Result<(crate::audit::ChainReport, Option<OffsiteCheck>)> {
+/// The signing key's public half, to check the chain with (default: the configured signing key
+/// with `.pub`).
+fn chain_verifier(config: &Config, key: Option<&Path>) -> Result<NoteVerifier> {
     let pub_path = key.map(Path::to_owned).unwrap_or_else(|| {
         let mut p = config.signing_key.as_os_str().to_owned();
         p.push(".pub");
@@ -587,6 +608,43 @@ fn checked_chain(
     let public = russh::keys::PublicKey::from_openssh(text.trim())
         .with_context(|| format!("{} is not an OpenSSH public key", pub_path.display()))?;
     let verifier = NoteVerifier::from_public(&public)?;
+    Ok(verifier)
+}
+
+fn index_rebuild(config: &Path, key: Option<&Path>, out: Option<&Path>) -> Result<()> {
+    let config = Config::load(config)?;
+    let verifier = chain_verifier(&config, key)?;
+    let path = out.map_or_else(|| config.index_path(), Path::to_owned);
+    let started = std::time::Instant::now();
+    let index = crate::console::index::Index::rebuild(
+        &path,
+        &config.chain_path(),
+        RecordingStore::new(config.recordings_dir()),
+        verifier,
+    )?;
+    let (sessions, problems) = index.counts()?;
+    println!(
+        "{}: {sessions} sessions indexed in {:.1} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    for p in &problems {
+        println!("{}: {p}", config.chain_path().display());
+    }
+    if !problems.is_empty() {
+        bail!("{} finding(s) in the audit chain", problems.len());
+    }
+    Ok(())
+}
+
+/// The audit chain of `config`, checked with the signing key's public half; with `[offsite]`,
+/// compared with the off-site copy too.
+fn checked_chain(
+    config: &Config,
+    key: Option<&Path>,
+    from: Option<&Path>,
+) -> Result<(crate::audit::ChainReport, Option<OffsiteCheck>)> {
+    let verifier = chain_verifier(config, key)?;
     let start = match from {
         Some(f) => {
             let note = std::fs::read(f).with_context(|| format!("checkpoint {}", f.display()))?;

@@ -366,6 +366,11 @@ impl Config {
         self.state_dir.join("audit")
     }
 
+    /// The console's index (derived from the recordings and the chain; may be deleted).
+    pub fn index_path(&self) -> PathBuf {
+        self.state_dir.join("index").join("console.sqlite3")
+    }
+
     /// Reviewer credentials, enrolment codes and the generated console certificate.
     pub fn console_dir(&self) -> PathBuf {
         self.state_dir.join("console")

@@ -13,6 +13,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub(crate) mod console;
+/// The console's index, for its benchmark (`cargo bench --bench console`).
+#[doc(hidden)]
+pub use console::index as console_index;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub(crate) mod firewall;

@@ -184,6 +184,7 @@ fn every_command_has_help() {
         "recordings cat",
         "audit verify",
         "console enrol",
+        "index rebuild",
     ] {
         assert!(
             seen.iter().any(|s| s == expected),
@@ -437,4 +438,64 @@ fn audit_verify_reads_every_segment_and_starts_from_a_signed_checkpoint() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("last seq 20"), "{}", text(&out));
+}
+
+#[test]
+fn index_rebuild_reads_every_segment_and_reports_a_changed_chain() {
+    use stapsteen::audit::{AuditChain, Draft, Kind, NoteSigner, segments};
+    use stapsteen::ids::SessionId;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    assert!(
+        stapsteen(&["keys", "init", "--config", &cfg])
+            .status
+            .success()
+    );
+    let live = dir.path().join("state/audit/chain.jsonl");
+    std::fs::create_dir_all(live.parent().unwrap()).unwrap();
+    let key = stapsteen::secrets::load_key("signing_key", &dir.path().join("signing_key")).unwrap();
+    let chain = AuditChain::open_segmented(
+        &live,
+        NoteSigner::new(&key).unwrap(),
+        std::sync::Arc::new(stapsteen::clock::SystemClock),
+        stapsteen::config::OnFailure::EndSessions,
+        2000,
+    )
+    .unwrap();
+    // Sessions that went on unrecorded: known from their start and end entries only.
+    for i in 0..7 {
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let start = Draft::new(Kind::Start)
+            .session(&id)
+            .field("admin", format!("admin{i}"))
+            .field("target", "lab01");
+        chain.append_blocking(start).unwrap();
+        let end = Draft::new(Kind::End).session(&id).field("exit_status", 0);
+        chain.append_blocking(end).unwrap();
+    }
+    drop(chain);
+    assert!(segments(&live).unwrap().len() > 2);
+    let out = stapsteen(&["index", "rebuild", "--config", &cfg]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("7 sessions indexed"), "{}", text(&out));
+    assert!(dir.path().join("state/index/console.sqlite3").exists());
+
+    // An entry changed in place: the rebuild reads it again and says so.
+    let first = segments(&live).unwrap()[0].clone();
+    let changed = std::fs::read_to_string(&first)
+        .unwrap()
+        .replacen("admin0", "admin9", 1);
+    std::fs::write(&first, changed).unwrap();
+    let other = dir.path().join("other.sqlite3");
+    let out = stapsteen(&[
+        "index",
+        "rebuild",
+        "--config",
+        &cfg,
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("changed or forged"), "{}", text(&out));
+    assert!(text(&out).contains("6 sessions indexed"), "{}", text(&out));
 }

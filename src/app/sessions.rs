@@ -221,6 +221,16 @@ impl LiveSessions {
             .is_some_and(|e| e.slot != Slot::Connection)
     }
 
+    /// The sessions running now.
+    pub fn live_ids(&self) -> Vec<String> {
+        lock(&self.inner)
+            .live
+            .iter()
+            .filter(|(_, e)| e.slot != Slot::Connection)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Ends every live session and forward with `reason` (the shared storage failed); the
     /// connections stay, so their admins are told and may try again.
     pub fn stop_all(&self, reason: &str) {

@@ -18,7 +18,7 @@ pub use chain::{
 };
 pub use human::init_human;
 pub use note::{
-    Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal, parse as parse_entry,
+    Draft, Entry, Kind, NoteError, NoteSigner, NoteVerifier, Seal, note_hash, parse as parse_entry,
 };
 pub use verify::{ChainReport, Problem, Start, verify_chain, verify_from, verify_segments};
 

@@ -131,6 +131,16 @@ impl NoteVerifier {
         })
     }
 
+    /// From a verifier key (`name+id+key`, as [`NoteVerifier::vkey`] and the evidence bundle's
+    /// `audit-key.vkey` hold it).
+    pub fn from_vkey(vkey: &str) -> Result<Self, NoteError> {
+        let v = StandardVerifier::new(vkey).map_err(|e| NoteError::Malformed(e.to_string()))?;
+        Ok(Self {
+            id: signed_note::Verifier::key_id(&v),
+            vkey: vkey.to_owned(),
+        })
+    }
+
     /// From the signing key's OpenSSH public key (`signing_key.pub`).
     pub fn from_public(key: &PublicKey) -> Result<Self, NoteError> {
         let ed = key.key_data().ed25519().ok_or(NoteError::KeyType)?;
@@ -178,7 +188,7 @@ impl Kind {
             Kind::Pruned => "pruned",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "open" => Kind::Open,
             "start" => Kind::Start,

@@ -107,6 +107,18 @@ impl ChainReport {
     }
 }
 
+/// A report of entries verified before (the console's index keeps a session's entries and
+/// rebuilds its report from them), in chain order.
+impl FromIterator<(Entry, String)> for ChainReport {
+    fn from_iter<I: IntoIterator<Item = (Entry, String)>>(entries: I) -> Self {
+        let mut report = Self::default();
+        for (entry, note) in entries {
+            report.push(entry, note);
+        }
+        report
+    }
+}
+
 /// Checks the lines of a chain from its first entry.
 pub fn verify_chain(lines: &[String], verifier: &NoteVerifier) -> ChainReport {
     verify_from(lines, verifier, None)

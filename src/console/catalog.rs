@@ -1,14 +1,12 @@
 //! The recorded sessions as the console shows them: metadata, live or not, integrity verdict;
 //! filters and full-text search over recorded output; markers for the player.
 
-use std::collections::BTreeSet;
-use std::io::Write as _;
-
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use super::index::{self, Index};
 use crate::app::Bastion;
-use crate::audit::{ChainReport, Kind, read_lines, verify_chain};
+use crate::audit::{ChainReport, Kind};
 use crate::ids::SessionId;
 use crate::recording::typed::{marker_events, typed_lines};
 use crate::recording::{Meta, Verdict, verify_recording};
@@ -67,6 +65,8 @@ pub struct Filter {
     pub integrity: String,
     /// Text to find in the recorded output, case-insensitive.
     pub q: String,
+    /// Which page of rows, from 0 (newest first).
+    pub page: usize,
 }
 
 /// When a filter field cannot be read.
@@ -85,23 +85,34 @@ pub(crate) fn local_time(field: &str, text: &str) -> Result<Option<Timestamp>, F
         .ok_or_else(|| FilterError(format!("{field}: use YYYY-MM-DDTHH:MM")))
 }
 
-/// The audit chain, verified; verdicts are taken against it.
-pub fn chain_report(shared: &Bastion) -> ChainReport {
-    let lines = read_lines(shared.audit.path()).unwrap_or_default();
-    verify_chain(&lines, shared.audit.verifier())
+/// One row of the sessions list, from the index.
+pub struct Listed {
+    pub row: index::Listed,
+    pub live: bool,
 }
 
-/// The sessions page: the rows the filter lets through, and every admin and target of all
-/// sessions for the filter lists.
+impl Listed {
+    /// See [`Row::status`].
+    pub fn status(&self) -> &'static str {
+        status(self.live, self.row.meta.exit_status)
+    }
+}
+
+/// One page of the sessions list: the rows the filter lets through, every admin and target of
+/// all sessions for the filter lists, and what verifying the audit chain found.
 pub struct Listing {
-    pub rows: Vec<Row>,
-    pub admins: BTreeSet<String>,
-    pub targets: BTreeSet<String>,
+    pub rows: Vec<Listed>,
+    pub admins: Vec<String>,
+    pub targets: Vec<String>,
+    pub problems: Vec<String>,
+    /// There is a page after this one.
+    pub more: bool,
+    /// The index has not read the whole chain yet (it is being built).
+    pub behind: bool,
 }
 
-/// Every session, newest first, with the filter applied. The cheap tests go first: the
-/// integrity verdict and the search each read the recording.
-pub fn rows(shared: &Bastion, filter: &Filter) -> Result<Listing, FilterError> {
+/// The filter as an index query.
+pub fn query(shared: &Bastion, filter: &Filter) -> Result<index::Query, FilterError> {
     let (from, to) = (
         local_time("from", &filter.from)?,
         local_time("to", &filter.to)?,
@@ -113,48 +124,52 @@ pub fn rows(shared: &Bastion, filter: &Filter) -> Result<Listing, FilterError> {
     {
         return Err(FilterError("unknown status or integrity filter".into()));
     }
-    let report = chain_report(shared);
-    let metas = shared
-        .store
-        .list()
-        .map_err(|e| FilterError(format!("cannot list recordings: {e}")))?;
-    let mut metas: Vec<(Meta, bool)> = metas.into_iter().map(|m| (m, true)).collect();
-    metas.extend(unrecorded(&report).into_iter().map(|m| (m, false)));
-    metas.sort_by_key(|(m, _)| m.start);
-    let (admins, targets) = metas
-        .iter()
-        .map(|(m, _)| (m.admin.clone(), m.target.clone()))
-        .unzip();
-    let needle = filter.q.trim().to_lowercase();
-    let now = shared.clock.now();
-    let mut rows = Vec::new();
-    for (meta, recorded) in metas.into_iter().rev() {
-        let text_ok = |f: &str, v: &str| f.is_empty() || v.contains(f.trim());
-        if !text_ok(&filter.admin, &meta.admin)
-            || !text_ok(&filter.target, &meta.target)
-            || from.is_some_and(|f| meta.end.unwrap_or(now) < f)
-            || to.is_some_and(|t| meta.start > t)
-        {
-            continue;
-        }
-        let live = shared.sessions.is_live(meta.id.as_str());
-        if (!filter.status.is_empty() && status(live, meta.exit_status) != filter.status)
-            || (!needle.is_empty() && !output_contains(shared, &meta.id, &needle))
-        {
-            continue;
-        }
-        let row = make_row(shared, &report, meta, recorded);
-        let integrity = if row.intact() { "ok" } else { "problem" };
-        if !filter.integrity.is_empty() && integrity != filter.integrity {
-            continue;
-        }
-        rows.push(row);
-    }
+    Ok(index::Query {
+        admin: filter.admin.clone(),
+        target: filter.target.clone(),
+        from: from.map(|t| t.as_microsecond()),
+        to: to.map(|t| t.as_microsecond()),
+        now: shared.clock.now().as_microsecond(),
+        status: filter.status.clone(),
+        integrity: filter.integrity.clone(),
+        q: filter.q.clone(),
+        page: filter.page,
+    })
+}
+
+/// A page of sessions, newest first, with the filter applied. The index first reads what is
+/// new in the chain, up to [`index::PAGE_BUDGET`] entries (the background task reads the rest).
+/// Blocks: call it off the async workers.
+pub fn listing(shared: &Bastion, index: &Index, filter: &Filter) -> Result<Listing, ListingError> {
+    let q = query(shared, filter)?;
+    let behind = index.update(index::PAGE_BUDGET)?.more;
+    let live = shared.sessions.live_ids();
+    let page = index.page(&q, &live)?;
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|row| Listed {
+            live: shared.sessions.is_live(row.meta.id.as_str()),
+            row,
+        })
+        .collect();
     Ok(Listing {
         rows,
-        admins,
-        targets,
+        admins: page.admins,
+        targets: page.targets,
+        problems: page.problems,
+        more: page.more,
+        behind,
     })
+}
+
+/// Why a page of sessions cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
 }
 
 /// `recorded`: the session has a recording's metadata, so its recording is verified (and may be
@@ -168,7 +183,7 @@ fn make_row(shared: &Bastion, report: &ChainReport, meta: Meta, recorded: bool) 
 }
 
 /// Sessions without a recording, from their start and end entries in the chain.
-fn unrecorded(report: &ChainReport) -> Vec<Meta> {
+pub(crate) fn unrecorded(report: &ChainReport) -> Vec<Meta> {
     let mut out = Vec::new();
     for start in report.sessions() {
         let Some(id) = start.session.clone().filter(|_| start.seal.is_none()) else {
@@ -207,77 +222,6 @@ pub fn row(shared: &Bastion, report: &ChainReport, id: &SessionId) -> Option<Row
 /// parse are skipped.
 fn events(shared: &Bastion, id: &SessionId) -> impl Iterator<Item = (f64, String, String)> {
     shared.store.events(id).into_iter().flatten()
-}
-
-/// Whether what the terminal showed, without escape sequences and in lower case, holds
-/// `needle` (lower case); read as a stream, never the whole output.
-fn output_contains(shared: &Bastion, id: &SessionId, needle: &str) -> bool {
-    text_contains(
-        events(shared, id)
-            .filter(|(_, kind, _)| kind == "o")
-            .map(|(_, _, data)| data),
-        needle,
-    )
-}
-
-/// [`output_contains`] over output events: the escape sequences are stripped as they go by
-/// (the stripper keeps its state from one event to the next) and only the last `needle`'s
-/// length of text is held, so a match across events or around a sequence is still found.
-fn text_contains(outputs: impl Iterator<Item = String>, needle: &str) -> bool {
-    let found = std::cell::Cell::new(false);
-    let mut strip = strip_ansi_escapes::Writer::new(Finder {
-        needle,
-        window: String::new(),
-        partial: Vec::new(),
-        found: &found,
-    });
-    for data in outputs {
-        // Finder never fails, so neither does the stripper.
-        if strip.write_all(data.as_bytes()).is_err() || found.get() {
-            break;
-        }
-    }
-    let _ = strip.flush();
-    found.get()
-}
-
-/// The text end of [`text_contains`]: takes stripped output in pieces, lower-cases it and keeps
-/// only what a match that began in it could still need.
-struct Finder<'a> {
-    needle: &'a str,
-    window: String,
-    /// A character whose bytes have not all come yet.
-    partial: Vec<u8>,
-    found: &'a std::cell::Cell<bool>,
-}
-
-impl std::io::Write for Finder<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.found.get() {
-            return Ok(buf.len());
-        }
-        self.partial.extend_from_slice(buf);
-        let end = match std::str::from_utf8(&self.partial) {
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            _ => self.partial.len(),
-        };
-        let text = String::from_utf8_lossy(&self.partial[..end]).to_lowercase();
-        self.partial.drain(..end);
-        self.window.push_str(&text);
-        if self.window.contains(self.needle) {
-            self.found.set(true);
-        }
-        let mut cut = self.window.len().saturating_sub(self.needle.len());
-        while !self.window.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        self.window.drain(..cut);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Player markers: the start, the target's first output, each command line typed (when input
@@ -319,46 +263,6 @@ pub(crate) fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    /// The search streams the output and finds what the whole text held: across events, around
-    /// an escape sequence split between events, in any case, multi-byte characters included.
-    #[test]
-    fn the_search_finds_in_a_stream_what_the_whole_output_holds() {
-        let outputs = [
-            "$ cat /etc/sha",
-            "dow\u{1b}[1",
-            ";31mRO",
-            "OT\u{1b}[0m:x:0 ÉÉN\r\n",
-            &"y".repeat(100_000),
-            "\u{1b}]0;title\u{7}tail",
-        ];
-        let whole = |needle: &str| {
-            String::from_utf8_lossy(&strip_ansi_escapes::strip(outputs.concat()))
-                .to_lowercase()
-                .contains(needle)
-        };
-        for needle in [
-            "/etc/shadow",
-            "shadowroot:x",
-            "root:x:0 één",
-            "ytail",
-            "title",
-            "[1;31m",
-            "y",
-            "nothing",
-        ] {
-            let streamed = text_contains(outputs.iter().map(|s| (*s).to_owned()), needle);
-            assert_eq!(streamed, whole(needle), "{needle}");
-        }
-        assert!(text_contains(
-            outputs.iter().map(|s| (*s).to_owned()),
-            "ytail"
-        ));
-        assert!(!text_contains(
-            outputs.iter().map(|s| (*s).to_owned()),
-            "title"
-        ));
-    }
 
     #[test]
     fn markers_show_start_target_typed_lines_and_end() {

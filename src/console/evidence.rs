@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::catalog::{self, Row};
 use super::{App, SessionRequest, action};
 use crate::app::Bastion;
-use crate::audit::Code;
+use crate::audit::{ChainReport, Code};
 use crate::ids::SessionId;
 use crate::policy::local;
 use crate::recording::{CopyCheck, Verdict};
@@ -107,7 +107,17 @@ pub async fn bundle(
     let who = reviewer.0.to_string();
     let prepared = tokio::task::spawn_blocking({
         let id = id.clone();
-        move || prepare(&shared, &id, who)
+        let index = app.index.clone();
+        move || {
+            // The session's own entries as the index verified them (what is new in the chain
+            // read first, a budget of it), not the whole chain.
+            if let Err(e) = index.update(super::index::PAGE_BUDGET) {
+                tracing::warn!("console index: {e}");
+            }
+            let report = index.report(&id).map_err(|e| e.to_string())?;
+            let problems = index.counts().map_err(|e| e.to_string())?.1.len();
+            prepare(&shared, &id, &report, problems, who)
+        }
     })
     .await;
     let bundle = match prepared {
@@ -240,9 +250,14 @@ struct Bundle {
 
 /// Everything but the writing: the verdict, the metadata and entries, the recording's files
 /// opened.
-fn prepare(shared: &Bastion, id: &SessionId, reviewer: String) -> Result<Bundle, String> {
-    let report = catalog::chain_report(shared);
-    let Some(row) = catalog::row(shared, &report, id) else {
+fn prepare(
+    shared: &Bastion,
+    id: &SessionId,
+    report: &ChainReport,
+    chain_problems: usize,
+    reviewer: String,
+) -> Result<Bundle, String> {
+    let Some(row) = catalog::row(shared, report, id) else {
         return Err("no such session".into());
     };
     let open = |p: std::path::PathBuf| {
@@ -273,11 +288,11 @@ fn prepare(shared: &Bastion, id: &SessionId, reviewer: String) -> Result<Bundle,
         row.verdict,
         Some(Verdict::Sealed { .. } | Verdict::Intact { .. })
     )
-    .then(|| CopyCheck::new(id, &report));
+    .then(|| CopyCheck::new(id, report));
     Ok(Bundle {
         id: id.clone(),
         row,
-        chain_problems: report.problems.len(),
+        chain_problems,
         reviewer,
         parts,
         check,
@@ -467,10 +482,15 @@ mod tests {
             let mut out = Vec::new();
             bundle.write(&shared, &mut out).map(|()| out)
         };
+        let report = crate::audit::verify_chain(
+            &crate::audit::read_lines(shared.audit.path()).unwrap(),
+            shared.audit.verifier(),
+        );
+        let prepare = || prepare(&shared, &id, &report, 0, "r".into()).unwrap();
         // Positive control: unchanged, the bundle goes out and its report says sealed.
-        let whole = send(prepare(&shared, &id, "r".into()).unwrap()).unwrap();
+        let whole = send(prepare()).unwrap();
         assert!(String::from_utf8_lossy(&whole).contains("integrity    sealed ("));
-        let bundle = prepare(&shared, &id, "r".into()).unwrap();
+        let bundle = prepare();
         assert!(matches!(bundle.row.verdict, Some(Verdict::Sealed { .. })));
         // The same file, the same length, one word changed.
         let text = std::fs::read(&path).unwrap();

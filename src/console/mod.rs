@@ -17,6 +17,7 @@ mod auth;
 pub(crate) mod catalog;
 mod enrolment;
 mod evidence;
+pub mod index;
 mod live;
 mod logins;
 mod pages;
@@ -53,6 +54,8 @@ pub enum ConsoleError {
     Tls(String),
     #[error("console WebAuthn setup: {0}")]
     WebAuthn(String),
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -89,6 +92,7 @@ pub struct Console {
     /// Serialises changes to the reviewer files.
     reviewers: tokio::sync::Mutex<Reviewers>,
     origins: Vec<String>,
+    index: Arc<index::Index>,
 }
 
 type App = Arc<Console>;
@@ -165,6 +169,12 @@ pub async fn start(shared: Arc<Bastion>) -> Result<Vec<tokio::task::JoinHandle<(
             p => format!("https://{}:{p}", config.host),
         })
         .collect();
+    let index = Arc::new(index::Index::open(
+        &shared.config.index_path(),
+        shared.audit.path(),
+        shared.store.clone(),
+        shared.audit.verifier().clone(),
+    )?);
     let clock = shared.clock.clone();
     let app: App = Arc::new(Console {
         logins: Logins::new(clock.clone(), config.idle_timeout),
@@ -173,11 +183,12 @@ pub async fn start(shared: Arc<Bastion>) -> Result<Vec<tokio::task::JoinHandle<(
         reviewers: tokio::sync::Mutex::new(Reviewers::new(dir)),
         webauthn,
         origins,
+        index: index.clone(),
         shared,
     });
     let router = router(app.clone());
     let limit = Arc::new(Slots::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE));
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(keep_index(index))];
     let mut addrs = Vec::new();
     for l in listeners {
         if let Ok(a) = l.local_addr() {
@@ -229,6 +240,40 @@ fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
+}
+
+/// How often the index reads what is new in the chain (so pages find little left to read) and
+/// how often it looks for recordings changed on disk.
+const INDEX_TICK: Duration = Duration::from_secs(5);
+const INDEX_SWEEP: Duration = Duration::from_secs(60);
+
+/// Keeps the index up to date in the background: a long backlog (the first build, years of
+/// history) is read here in steps, never by a page view, which reads only a small budget.
+async fn keep_index(index: Arc<index::Index>) {
+    let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(INDEX_TICK);
+    loop {
+        tick.tick().await;
+        let sweep = last_sweep.is_none_or(|t| t.elapsed() >= INDEX_SWEEP);
+        let idx = index.clone();
+        let done = tokio::task::spawn_blocking(move || -> Result<(), index::IndexError> {
+            while idx.update(index::STEP)?.more {}
+            if sweep {
+                idx.sweep()?;
+            }
+            Ok(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {
+                if sweep {
+                    last_sweep = Some(tokio::time::Instant::now());
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("console index: {e}"),
+            Err(e) => tracing::warn!("console index: {e}"),
+        }
+    }
 }
 
 async fn accept_loop(

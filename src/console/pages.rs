@@ -93,8 +93,38 @@ pub async fn enrol() -> Markup {
 }
 
 fn verdict(row: &Row) -> Markup {
-    let class = if row.intact() { "ok" } else { "problem" };
-    html! { span class=(format!("verdict {class}")) { (row.integrity()) } }
+    mark(row.intact(), &row.integrity())
+}
+
+fn mark(ok: bool, text: &str) -> Markup {
+    let class = if ok { "ok" } else { "problem" };
+    html! { span class=(format!("verdict {class}")) { (text) } }
+}
+
+/// The sessions page `page` with the same filters.
+fn page_link(filter: &Filter, page: usize) -> String {
+    // Only for its query encoder; the host is never used.
+    let Ok(mut url) = webauthn_rs::prelude::Url::parse("https://console.invalid/sessions") else {
+        return "/sessions".into();
+    };
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in [
+            ("admin", &filter.admin),
+            ("target", &filter.target),
+            ("from", &filter.from),
+            ("to", &filter.to),
+            ("status", &filter.status),
+            ("integrity", &filter.integrity),
+            ("q", &filter.q),
+        ] {
+            if !v.is_empty() {
+                pairs.append_pair(k, v);
+            }
+        }
+        pairs.append_pair("page", &page.to_string());
+    }
+    format!("/sessions?{}", url.query().unwrap_or_default())
 }
 
 pub async fn sessions(
@@ -103,9 +133,9 @@ pub async fn sessions(
     Extension(reviewer): Extension<Reviewer>,
     Query(filter): Query<Filter>,
 ) -> Response {
-    let shared = app.shared.clone();
+    let (shared, index) = (app.shared.clone(), app.index.clone());
     let f = filter.clone();
-    let found = tokio::task::spawn_blocking(move || catalog::rows(&shared, &f)).await;
+    let found = tokio::task::spawn_blocking(move || catalog::listing(&shared, &index, &f)).await;
     let mut event = action(Code::ConsoleView, &reviewer, peer).detail("page", "sessions");
     for (k, v) in [
         ("admin", &filter.admin),
@@ -120,14 +150,23 @@ pub async fn sessions(
             event = event.detail(k, v.chars().take(200).collect::<String>());
         }
     }
+    if filter.page > 0 {
+        event = event.detail("page_number", filter.page);
+    }
     event.emit();
     let catalog::Listing {
         rows,
         admins,
         targets,
+        problems,
+        more,
+        behind,
     } = match found {
         Ok(Ok(x)) => x,
-        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Ok(Err(catalog::ListingError::Filter(e))) => {
+            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
+        Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
     let option = |value: &str, label: &str, current: &str| {
@@ -152,23 +191,42 @@ pub async fn sessions(
                 label { "Output contains " input type="search" name="q" value=(filter.q); }
                 button type="submit" { "Filter" }
             }
+            @if !problems.is_empty() {
+                div.notice.problem #chain-problems {
+                    p { "Verifying the audit chain found problems; run " code { "stapsteen audit verify" } " for all of them:" }
+                    ul { @for p in &problems { li { (p) } } }
+                }
+            }
+            @if behind {
+                p.notice #indexing { "The index is still reading the audit chain; older sessions may be missing from this list for now." }
+            }
             table #sessions {
                 thead { tr { th { "Session" } th { "Admin" } th { "Target" } th { "Start" } th { "End" } th { "Status" } th { "Integrity" } } }
                 tbody {
                     @for r in &rows {
+                        @let m = &r.row.meta;
                         tr class=(r.status()) {
-                            td { a href=(format!("/sessions/{}", r.meta.id)) { (r.meta.id) } }
-                            td { (r.meta.admin) }
-                            td { (r.meta.account) "@" (r.meta.target) }
-                            td { (local(r.meta.start)) }
-                            td { @if let Some(e) = r.meta.end { (local(e)) } }
-                            td.status { (r.status()) @if let Some(x) = r.meta.exit_status { " (" (x) ")" } }
-                            td { (verdict(r)) }
+                            td { a href=(format!("/sessions/{}", m.id)) { (m.id) } }
+                            td { (m.admin) }
+                            td { (m.account) "@" (m.target) }
+                            td { (local(m.start)) }
+                            td { @if let Some(e) = m.end { (local(e)) } }
+                            td.status { (r.status()) @if let Some(x) = m.exit_status { " (" (x) ")" } }
+                            td { (mark(r.row.ok, &r.row.integrity)) }
                         }
                     }
                 }
             }
             @if rows.is_empty() { p { "No sessions match." } }
+            nav.pages {
+                @if filter.page > 0 {
+                    a rel="prev" href=(page_link(&filter, filter.page - 1)) { "← Newer" }
+                }
+                " Page " (filter.page + 1) " "
+                @if more {
+                    a rel="next" href=(page_link(&filter, filter.page + 1)) { "Older →" }
+                }
+            }
         },
     )
     .into_response()
@@ -178,10 +236,16 @@ pub async fn session(
     State(app): State<App>,
     SessionRequest { id, reviewer, peer }: SessionRequest,
 ) -> Response {
-    let shared = app.shared.clone();
+    let (shared, index) = (app.shared.clone(), app.index.clone());
     let lookup = id.clone();
     let found = tokio::task::spawn_blocking(move || {
-        let row = catalog::row(&shared, &catalog::chain_report(&shared), &lookup)?;
+        // The session's own entries, as the index verified them: not the whole chain. What is
+        // new in the chain is read first (a budget of it), so a session just begun is there.
+        if let Err(e) = index.update(super::index::PAGE_BUDGET) {
+            tracing::warn!("console index: {e}");
+        }
+        let report = index.report(&lookup).ok()?;
+        let row = catalog::row(&shared, &report, &lookup)?;
         let markers = catalog::markers(&shared, &row.meta);
         Some((row, markers))
     })

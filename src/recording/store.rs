@@ -99,6 +99,23 @@ impl RecordingStore {
         Ok(out)
     }
 
+    /// Ids of the metadata files present (the recordings [`RecordingStore::list`] reads).
+    pub fn meta_ids(&self) -> std::io::Result<Vec<SessionId>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(SessionId::parse)
+            {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Ids of the `.cast` files present.
     pub fn cast_ids(&self) -> std::io::Result<Vec<SessionId>> {
         let mut out = Vec::new();

@@ -1,0 +1,58 @@
+//! The index's tables. The schema version is SQLite's `user_version`: an index of another
+//! version (or one that does not open) is deleted and built again, never migrated, since it
+//! holds nothing that is not in the recordings and the audit chain.
+
+/// Raise on any change to [`TABLES`].
+pub const VERSION: i64 = 1;
+
+pub const TABLES: &str = "
+-- The last chain entry read and verified: where the next read starts, and what must still be
+-- there (its signed note) for the index to trust what it read before.
+CREATE TABLE position (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    segment_first INTEGER NOT NULL,
+    line_start INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    note TEXT NOT NULL
+);
+-- Verified chain entries that name a session (start, checkpoints, end, pruned): what a
+-- recording is verified against, without reading the chain again.
+CREATE TABLE entries (
+    seq INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    time TEXT NOT NULL,
+    lines INTEGER,
+    bytes INTEGER,
+    chain BLOB,
+    fields TEXT NOT NULL
+);
+CREATE INDEX entries_session ON entries (session, seq);
+-- What verifying the chain found.
+CREATE TABLE problems (what TEXT PRIMARY KEY);
+CREATE TABLE sessions (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    admin TEXT NOT NULL,
+    target TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER,
+    exit_status INTEGER,
+    meta TEXT NOT NULL,
+    recorded INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    integrity TEXT NOT NULL,
+    -- The verdict stands until the files or the session's chain entries change (not `intact`,
+    -- which holds only while the session is live).
+    settled INTEGER NOT NULL,
+    -- The chain position (last seq read) the verdict was taken against.
+    checked_seq INTEGER,
+    fingerprint TEXT NOT NULL
+);
+CREATE INDEX sessions_start ON sessions (start_us DESC, id DESC);
+CREATE INDEX sessions_admin ON sessions (admin);
+CREATE INDEX sessions_target ON sessions (target);
+-- Terminal output without escape sequences; rowid = sessions.rowid. Trigrams, so that a search
+-- finds any substring (of three characters or more), case-insensitively, as before the index.
+CREATE VIRTUAL TABLE output USING fts5 (text, tokenize = 'trigram');
+";

@@ -1,0 +1,379 @@
+//! The index against the chain and recordings it is built from.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::audit::{AuditChain, Draft, Kind, test_chain};
+use crate::recording::{Cadence, Meta, Recorder};
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    store: RecordingStore,
+    chain: Arc<AuditChain>,
+}
+
+impl Bed {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        std::fs::create_dir(root.join("recordings")).unwrap();
+        std::fs::create_dir(root.join("audit")).unwrap();
+        // Small segments: the chain is closed and renamed under the index's feet many times.
+        let key = crate::secrets::generate_key("stapsteen-test");
+        let chain = AuditChain::open_segmented(
+            &root.join("audit/chain.jsonl"),
+            crate::audit::NoteSigner::new(&key).unwrap(),
+            Arc::new(crate::clock::SystemClock),
+            crate::config::OnFailure::EndSessions,
+            500,
+        )
+        .unwrap();
+        Self {
+            store: RecordingStore::new(root.join("recordings")),
+            chain: Arc::new(chain),
+            root,
+            _dir: dir,
+        }
+    }
+
+    fn index(&self, name: &str) -> Index {
+        Index::open(
+            &self.root.join(name),
+            self.chain.path(),
+            self.store.clone(),
+            self.chain.verifier().clone(),
+        )
+        .unwrap()
+    }
+
+    fn rebuild(&self, name: &str) -> Index {
+        Index::rebuild(
+            &self.root.join(name),
+            self.chain.path(),
+            self.store.clone(),
+            self.chain.verifier().clone(),
+        )
+        .unwrap()
+    }
+
+    /// A sealed recording of a session that printed `output`.
+    async fn recorded(&self, admin: &str, output: &str) -> SessionId {
+        let now = jiff::Timestamp::now();
+        let id = SessionId::generate(now);
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 20,
+        };
+        let mut r = Recorder::create(
+            &self.store,
+            &id,
+            self.chain.clone(),
+            cadence,
+            (80, 24),
+            "xterm",
+            "t",
+        )
+        .unwrap();
+        r.seal_with(Draft::new(Kind::Start).session(&id))
+            .wait()
+            .await
+            .unwrap();
+        r.output(output.as_bytes()).unwrap();
+        r.seal_with(Draft::new(Kind::End).session(&id))
+            .wait()
+            .await
+            .unwrap();
+        drop(r);
+        self.store
+            .write_meta(&Meta {
+                id: id.clone(),
+                admin: admin.into(),
+                target: "pacs01".into(),
+                account: "root".into(),
+                grant: "g".into(),
+                source: String::new(),
+                start: now,
+                end: Some(now),
+                exit_status: Some(0),
+                end_reason: Some("closed".into()),
+                pty: true,
+            })
+            .unwrap();
+        id
+    }
+
+    /// A session without a recording: only its start and end entries.
+    async fn unrecorded(&self, admin: &str) -> SessionId {
+        let id = SessionId::generate(jiff::Timestamp::now());
+        let start = Draft::new(Kind::Start)
+            .session(&id)
+            .field("admin", admin)
+            .field("target", "lab01")
+            .field("account", "beheer")
+            .field("grant", "g");
+        self.chain.submit(start).wait().await.unwrap();
+        let end = Draft::new(Kind::End)
+            .session(&id)
+            .field("exit_status", 1)
+            .field("reason", "closed");
+        self.chain.submit(end).wait().await.unwrap();
+        id
+    }
+}
+
+fn all(index: &Index, q: Query) -> Page {
+    index.page(&q, &[]).unwrap()
+}
+
+fn live_rows(index: &Index, q: &Query, live: &[String]) -> Vec<String> {
+    index
+        .page(q, live)
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|r| r.meta.admin)
+        .collect()
+}
+
+fn search(index: &Index, text: &str) -> Vec<String> {
+    let q = Query {
+        q: text.into(),
+        ..Query::default()
+    };
+    all(index, q)
+        .rows
+        .into_iter()
+        .map(|r| r.meta.admin)
+        .collect()
+}
+
+#[tokio::test]
+async fn incremental_index_equals_rebuild() {
+    let bed = Bed::new();
+    let live = bed.index("live.sqlite3");
+    live.update(3).unwrap();
+    bed.recorded("alice", "\x1b[1mtotal 0\x1b[0m\r\n").await;
+    live.update(3).unwrap();
+    bed.unrecorded("bob").await;
+    bed.recorded("carol", "Password: hunter2\r\n").await;
+    // Small steps: the position is carried across reads.
+    while live.update(1).unwrap().more {}
+    bed.recorded("dave", "done\r\n").await;
+    while live.update(2).unwrap().more {}
+    assert!(
+        crate::audit::segments(bed.chain.path()).unwrap().len() > 3,
+        "the chain was cut into segments while the index read it"
+    );
+    let rebuilt = bed.rebuild("rebuilt.sqlite3");
+    let rows = live.dump().unwrap();
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    assert_eq!(rows, rebuilt.dump().unwrap());
+    assert!(
+        rows[0].contains("|alice|") && rows[0].contains("|total 0"),
+        "{rows:#?}"
+    );
+    let page = all(&live, Query::default());
+    let live_idx = &live;
+    assert_eq!(
+        page.rows
+            .iter()
+            .map(|r| r.meta.admin.as_str())
+            .collect::<Vec<_>>(),
+        ["dave", "carol", "bob", "alice"]
+    );
+    assert!(
+        page.rows.iter().all(|r| r.ok),
+        "{:?}",
+        page.rows.iter().map(|r| &r.integrity).collect::<Vec<_>>()
+    );
+    assert!(page.problems.is_empty(), "{:?}", page.problems);
+    let status = |status: &str, live: &[String]| -> Vec<String> {
+        let q = Query {
+            status: status.into(),
+            ..Query::default()
+        };
+        live_rows(live_idx, &q, live)
+    };
+    let bob = page.rows.iter().find(|r| r.meta.admin == "bob").unwrap();
+    let bob_id = bob.meta.id.to_string();
+    assert_eq!(status("failure", &[]), ["bob"]);
+    assert_eq!(status("success", &[]), ["dave", "carol", "alice"]);
+    assert!(status("live", &[]).is_empty());
+    assert_eq!(status("live", std::slice::from_ref(&bob_id)), ["bob"]);
+    assert!(status("failure", std::slice::from_ref(&bob_id)).is_empty());
+    assert!(!bob.recorded);
+    assert_eq!(bob.meta.exit_status, Some(1));
+}
+
+#[tokio::test]
+async fn search_is_a_phrase_whatever_is_typed() {
+    let bed = Bed::new();
+    bed.recorded("alice", "Password: \x1b[31mhunter2\x1b[0m\r\n")
+        .await;
+    bed.recorded("bob", "say \"hi\" NEAR(x y) 50%\r\n").await;
+    let index = bed.rebuild("i.sqlite3");
+    assert_eq!(search(&index, "password: hunter2"), ["alice"]);
+    assert_eq!(search(&index, "hunt"), ["alice"]);
+    assert_eq!(search(&index, "\"hi\""), ["bob"]);
+    assert_eq!(search(&index, "NEAR(x"), ["bob"]);
+    assert_eq!(search(&index, "0%"), ["bob"]);
+    assert_eq!(search(&index, "%"), ["bob"]);
+    // Short text is a substring too: the quote is in bob's output.
+    assert_eq!(search(&index, "\""), ["bob"]);
+    // FTS5 syntax is only text: no error, no other meaning.
+    for odd in [
+        "hunter2\" OR \"hi",
+        "NEAR(h",
+        "hunt*",
+        "text:hunter2",
+        "a\"b",
+        "-",
+        "*",
+        "NOT",
+        "AND",
+        "^hunter",
+    ] {
+        let found = search(&index, odd);
+        assert!(found.is_empty(), "{odd:?} found {found:?}");
+    }
+    assert!(search(&index, "hunter3").is_empty());
+}
+
+#[tokio::test]
+async fn pages_newest_first() {
+    let bed = Bed::new();
+    for i in 0..(PAGE + 5) {
+        bed.unrecorded(&format!("admin{i:03}")).await;
+    }
+    let index = bed.rebuild("i.sqlite3");
+    let first = all(&index, Query::default());
+    assert_eq!(first.rows.len(), PAGE);
+    assert!(first.more);
+    assert_eq!(first.rows[0].meta.admin, format!("admin{:03}", PAGE + 4));
+    let second = all(
+        &index,
+        Query {
+            page: 1,
+            ..Query::default()
+        },
+    );
+    assert_eq!(second.rows.len(), 5);
+    assert!(!second.more);
+    assert_eq!(second.rows[4].meta.admin, "admin000");
+    // A filter narrows before the page is cut.
+    let one = all(
+        &index,
+        Query {
+            admin: "admin003".into(),
+            ..Query::default()
+        },
+    );
+    assert_eq!(one.rows.len(), 1);
+    assert!(!one.more);
+}
+
+#[tokio::test]
+async fn recording_changed_after_indexing_is_a_problem() {
+    let bed = Bed::new();
+    let id = bed.recorded("alice", "ls\r\n").await;
+    let index = bed.index("i.sqlite3");
+    index.update(STEP).unwrap();
+    let other = bed.index("other.sqlite3");
+    other.update(STEP).unwrap();
+    let ok = Query {
+        integrity: "ok".into(),
+        ..Query::default()
+    };
+    assert_eq!(all(&index, ok.clone()).rows.len(), 1, "positive control");
+    // Same length, mtime put back: the change time still tells.
+    let path = bed.store.cast_path(&id);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replace("ls", "rm");
+    std::fs::write(&path, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let page = all(&index, Query::default());
+    assert!(!page.rows[0].ok, "{}", page.rows[0].integrity);
+    assert!(
+        page.rows[0].integrity.starts_with("modified"),
+        "{}",
+        page.rows[0].integrity
+    );
+    assert!(all(&index, ok).rows.is_empty());
+    // The sweep finds it too, without a page showing it.
+    assert!(other.dump().unwrap()[0].contains("|true|sealed"));
+    assert_eq!(other.sweep().unwrap(), 1);
+    assert!(other.dump().unwrap()[0].contains("|false|modified"));
+    assert_eq!(other.sweep().unwrap(), 0, "verified once, not again");
+}
+
+#[tokio::test]
+async fn chain_changed_after_indexing_shows_the_problem() {
+    let bed = Bed::new();
+    bed.recorded("alice", "ls\r\n").await;
+    let index = bed.index("i.sqlite3");
+    index.update(STEP).unwrap();
+    assert!(all(&index, Query::default()).rows[0].ok, "positive control");
+    // The last entry (alice's end) is rewritten: its signature no longer holds.
+    let path = crate::audit::segments(bed.chain.path())
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let last = lines.pop().unwrap();
+    assert!(last.contains("kind end"), "{last}");
+    lines.push(last.replace("kind end", "kind checkpoint"));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    while index.update(STEP).unwrap().more {}
+    let page = all(&index, Query::default());
+    assert!(
+        page.problems
+            .iter()
+            .any(|p| p.contains("no longer in the audit chain")),
+        "{:?}",
+        page.problems
+    );
+    assert!(
+        page.problems
+            .iter()
+            .any(|p| p.contains("changed or forged")),
+        "{:?}",
+        page.problems
+    );
+    assert!(!page.rows[0].ok, "{}", page.rows[0].integrity);
+}
+
+#[test]
+fn an_index_of_another_version_or_no_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.sqlite3");
+    std::fs::write(
+        &path,
+        b"not a database, but long enough to look like a header........",
+    )
+    .unwrap();
+    let chain = test_chain(dir.path());
+    let store = RecordingStore::new(dir.path().to_owned());
+    let index = Index::open(&path, chain.path(), store.clone(), chain.verifier().clone()).unwrap();
+    assert!(index.update(STEP).is_ok());
+    drop(index);
+    let db = Connection::open(&path).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let index = Index::open(&path, chain.path(), store, chain.verifier().clone()).unwrap();
+    assert!(index.update(STEP).is_ok());
+    let db = Connection::open(&path).unwrap();
+    let v: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, schema::VERSION);
+}
