@@ -353,11 +353,12 @@ impl Index {
                 r.get::<_, bool>(1)?,
                 r.get::<_, bool>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, bool>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (meta, recorded, ok, integrity) = row?;
+            let (meta, recorded, ok, integrity, text_cut) = row?;
             // Written by this index from a `Meta`; a row that does not read back is not shown.
             if let Ok(meta) = serde_json::from_str(&meta) {
                 out.push(Listed {
@@ -365,6 +366,7 @@ impl Index {
                     recorded,
                     ok,
                     integrity,
+                    text_cut,
                 });
             }
         }

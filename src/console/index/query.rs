@@ -91,13 +91,13 @@ pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
     if needle.chars().count() >= 3 {
         let p = arg(Value::Text(phrase(needle)));
         conds.push(format!(
-            "rowid IN (SELECT rowid FROM output WHERE output MATCH {p})"
+            "(text_cut = 1 OR rowid IN (SELECT rowid FROM output WHERE output MATCH {p}))"
         ));
     } else if !needle.is_empty() {
         // Too short for trigrams: a scan of the stored text (LIKE folds ASCII case only).
         let p = arg(Value::Text(like(needle)));
         conds.push(format!(
-            "rowid IN (SELECT rowid FROM output WHERE text LIKE {p} ESCAPE '\\')"
+            "(text_cut = 1 OR rowid IN (SELECT rowid FROM output WHERE text LIKE {p} ESCAPE '\\'))"
         ));
     }
     let limit = arg(Value::Integer((PAGE + 1) as i64));
@@ -109,7 +109,7 @@ pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
     };
     (
         format!(
-            "SELECT meta, recorded, ok, integrity FROM sessions {filter}
+            "SELECT meta, recorded, ok, integrity, text_cut FROM sessions {filter}
              ORDER BY start_us DESC, id DESC LIMIT {limit} OFFSET {offset}"
         ),
         args,

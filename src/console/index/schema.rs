@@ -3,7 +3,7 @@
 //! holds nothing that is not in the recordings and the audit chain.
 
 /// Raise on any change to [`TABLES`].
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 pub const TABLES: &str = "
 -- The last chain entry read and verified: where the next read starts, and what must still be
@@ -47,7 +47,9 @@ CREATE TABLE sessions (
     settled INTEGER NOT NULL,
     -- The chain position (last seq read) the verdict was taken against.
     checked_seq INTEGER,
-    fingerprint TEXT NOT NULL
+    fingerprint TEXT NOT NULL,
+    -- The output was longer than the text indexed: a search cannot rule this session out.
+    text_cut INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX sessions_start ON sessions (start_us DESC, id DESC);
 CREATE INDEX sessions_admin ON sessions (admin);

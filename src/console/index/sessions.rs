@@ -11,7 +11,8 @@ use crate::console::catalog::unrecorded;
 use crate::ids::SessionId;
 use crate::recording::{Meta, RecordingStore, Verdict, verify_recording};
 
-/// Most output text indexed for one session; a search finds text within it.
+/// Most output text indexed for one session; a search finds text within it, and lists a
+/// session with more among its results (it cannot rule it out).
 pub const MAX_TEXT: usize = 8 << 20;
 
 /// Size, inode, modification and change time (ns) of a recording's files. The change time
@@ -150,13 +151,17 @@ pub fn refresh(
     };
     let settled = !matches!(verdict, Some(Verdict::Intact { .. }));
     let meta_json = serde_json::to_string(&meta).unwrap_or_default();
+    let (text, text_cut) = match verdict {
+        Some(_) => output_text(store, id),
+        None => (String::new(), false),
+    };
     db.execute(
         "INSERT INTO sessions (id, admin, target, start_us, end_us, exit_status, meta, recorded,
-             ok, integrity, settled, checked_seq, fingerprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ok, integrity, settled, checked_seq, fingerprint, text_cut)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (id) DO UPDATE SET admin = ?2, target = ?3, start_us = ?4, end_us = ?5,
              exit_status = ?6, meta = ?7, recorded = ?8, ok = ?9, integrity = ?10,
-             settled = ?11, checked_seq = ?12, fingerprint = ?13",
+             settled = ?11, checked_seq = ?12, fingerprint = ?13, text_cut = ?14",
         params![
             id.as_str(),
             meta.admin,
@@ -171,6 +176,7 @@ pub fn refresh(
             settled,
             checked_seq.map(|s| s as i64),
             fp,
+            text_cut,
         ],
     )?;
     let rowid: i64 = db.query_row(
@@ -182,7 +188,7 @@ pub fn refresh(
     if verdict.is_some() {
         db.execute(
             "INSERT INTO output (rowid, text) VALUES (?1, ?2)",
-            params![rowid, output_text(store, id)],
+            params![rowid, text],
         )?;
     }
     Ok(())
@@ -203,25 +209,26 @@ fn remove(db: &Connection, id: &SessionId) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// What the terminal showed, without escape sequences (at most [`MAX_TEXT`] bytes of it); read
-/// line by line, so a long recording is never in memory whole.
-pub fn output_text(store: &RecordingStore, id: &SessionId) -> String {
+/// What the terminal showed, without escape sequences (at most [`MAX_TEXT`] bytes of it), and
+/// whether there was more; read line by line, so a long recording is never in memory whole.
+pub fn output_text(store: &RecordingStore, id: &SessionId) -> (String, bool) {
     let mut out = strip_ansi_escapes::Writer::new(Vec::new());
     let Ok(events) = store.events(id) else {
-        return String::new();
+        return (String::new(), false);
     };
-    let mut written = 0;
+    let (mut written, mut cut) = (0, false);
     for (_, kind, data) in events {
         if kind != "o" {
             continue;
         }
         written += data.len();
         if written > MAX_TEXT || out.write_all(data.as_bytes()).is_err() {
+            cut = true;
             break;
         }
     }
     let bytes = out.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
+    (String::from_utf8_lossy(&bytes).into_owned(), cut)
 }
 
 /// A row as listed.
@@ -230,4 +237,6 @@ pub struct Listed {
     pub recorded: bool,
     pub ok: bool,
     pub integrity: String,
+    /// Its output is longer than the text indexed (listed by every search).
+    pub text_cut: bool,
 }
