@@ -380,9 +380,14 @@ fn check_warns_about_keys_without_touch_or_pin() {
     );
 }
 
-#[test]
-fn audit_verify_reads_every_segment_and_starts_from_a_signed_checkpoint() {
-    use stapsteen::audit::{AuditChain, Draft, Kind, Line, NoteSigner, segments};
+/// A configuration with fresh keys and its audit chain, cut into segments of 2000 bytes.
+fn segmented_chain() -> (
+    tempfile::TempDir,
+    String,
+    std::path::PathBuf,
+    stapsteen::audit::AuditChain,
+) {
+    use stapsteen::audit::{AuditChain, NoteSigner};
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
     assert!(
@@ -401,6 +406,13 @@ fn audit_verify_reads_every_segment_and_starts_from_a_signed_checkpoint() {
         2000,
     )
     .unwrap();
+    (dir, cfg, live, chain)
+}
+
+#[test]
+fn audit_verify_reads_every_segment_and_starts_from_a_signed_checkpoint() {
+    use stapsteen::audit::{Draft, Kind, Line, segments};
+    let (dir, cfg, live, chain) = segmented_chain();
     for _ in 0..20 {
         chain.append_blocking(Draft::new(Kind::Open)).unwrap();
     }
@@ -442,26 +454,9 @@ fn audit_verify_reads_every_segment_and_starts_from_a_signed_checkpoint() {
 
 #[test]
 fn index_rebuild_reads_every_segment_and_reports_a_changed_chain() {
-    use stapsteen::audit::{AuditChain, Draft, Kind, NoteSigner, segments};
+    use stapsteen::audit::{Draft, Kind, segments};
     use stapsteen::ids::SessionId;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "");
-    assert!(
-        stapsteen(&["keys", "init", "--config", &cfg])
-            .status
-            .success()
-    );
-    let live = dir.path().join("state/audit/chain.jsonl");
-    std::fs::create_dir_all(live.parent().unwrap()).unwrap();
-    let key = stapsteen::secrets::load_key("signing_key", &dir.path().join("signing_key")).unwrap();
-    let chain = AuditChain::open_segmented(
-        &live,
-        NoteSigner::new(&key).unwrap(),
-        std::sync::Arc::new(stapsteen::clock::SystemClock),
-        stapsteen::config::OnFailure::EndSessions,
-        2000,
-    )
-    .unwrap();
+    let (dir, cfg, live, chain) = segmented_chain();
     // Sessions that went on unrecorded: known from their start and end entries only.
     for i in 0..7 {
         let id = SessionId::generate(jiff::Timestamp::now());

@@ -64,6 +64,30 @@ impl Bastion {
         }
     }
 
+    /// A bastion in `dir` for unit tests: the example hospital's policy, no firewall, a chain
+    /// with a fresh key, the system clock.
+    #[cfg(test)]
+    pub fn for_tests(dir: &std::path::Path) -> Self {
+        #![allow(clippy::unwrap_used)]
+        let config = crate::config::Config::parse(
+            &dir.join("stapsteen.toml"),
+            "listen = []\npolicy = \"p.toml\"\nstate_dir = \"state\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[firewall]\nenabled = false\n",
+        )
+        .unwrap();
+        let policy = crate::policy::parse_policy(
+            std::path::Path::new("p.toml"),
+            include_str!("../../policies/example-hospital.toml"),
+        )
+        .unwrap();
+        Self::new(
+            config,
+            policy,
+            Arc::new(crate::clock::SystemClock),
+            None,
+            crate::audit::test_chain(dir),
+        )
+    }
+
     /// The policy in force now.
     pub fn policy(&self) -> Arc<Policy> {
         self.sessions.policy()

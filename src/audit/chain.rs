@@ -469,7 +469,7 @@ pub fn seq_of(line: &str) -> Option<u64> {
 }
 
 /// The first complete line of a file, if any.
-fn first_line(path: &Path) -> std::io::Result<Option<String>> {
+pub fn first_line(path: &Path) -> std::io::Result<Option<String>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

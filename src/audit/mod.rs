@@ -13,8 +13,8 @@ mod verify;
 #[cfg(test)]
 pub use chain::test_chain;
 pub use chain::{
-    Ack, AuditChain, ChainError, DEFAULT_SEGMENT_BYTES, Line, read_lines, read_segments,
-    segment_path, segments, seq_of,
+    Ack, AuditChain, ChainError, DEFAULT_SEGMENT_BYTES, Line, first_line, read_lines,
+    read_segments, segment_path, segments, seq_of,
 };
 pub use human::init_human;
 pub use note::{

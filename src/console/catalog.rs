@@ -69,6 +69,21 @@ pub struct Filter {
     pub page: usize,
 }
 
+impl Filter {
+    /// The filter's fields by name (not the page), as in its query string.
+    pub fn fields(&self) -> [(&'static str, &str); 7] {
+        [
+            ("admin", &self.admin),
+            ("target", &self.target),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("status", &self.status),
+            ("integrity", &self.integrity),
+            ("q", &self.q),
+        ]
+    }
+}
+
 /// When a filter field cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

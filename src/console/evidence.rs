@@ -412,11 +412,10 @@ fn report_text(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::io::{Seek, SeekFrom};
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
-    use crate::audit::{Draft, Kind, test_chain};
+    use crate::audit::{Draft, Kind};
     use crate::recording::{Cadence, Meta, Recorder};
 
     /// Root on the appliance changes a sealed recording in place after the bundle's verdict was
@@ -425,24 +424,8 @@ mod tests {
     #[tokio::test]
     async fn a_recording_changed_after_its_verdict_is_not_sent_as_sealed() {
         let dir = tempfile::tempdir().unwrap();
-        let chain = test_chain(dir.path());
-        let config = crate::config::Config::parse(
-            &dir.path().join("stapsteen.toml"),
-            "listen = []\npolicy = \"p.toml\"\nstate_dir = \"state\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[firewall]\nenabled = false\n",
-        )
-        .unwrap();
-        let policy = crate::policy::parse_policy(
-            std::path::Path::new("p.toml"),
-            include_str!("../../policies/example-hospital.toml"),
-        )
-        .unwrap();
-        let shared = Bastion::new(
-            config,
-            policy,
-            Arc::new(crate::clock::SystemClock),
-            None,
-            chain.clone(),
-        );
+        let shared = Bastion::for_tests(dir.path());
+        let chain = shared.audit.clone();
         let id = SessionId::generate(jiff::Timestamp::now());
         let path = shared.store.cast_path(&id);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

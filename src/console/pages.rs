@@ -109,15 +109,7 @@ fn page_link(filter: &Filter, page: usize) -> String {
     };
     {
         let mut pairs = url.query_pairs_mut();
-        for (k, v) in [
-            ("admin", &filter.admin),
-            ("target", &filter.target),
-            ("from", &filter.from),
-            ("to", &filter.to),
-            ("status", &filter.status),
-            ("integrity", &filter.integrity),
-            ("q", &filter.q),
-        ] {
+        for (k, v) in filter.fields() {
             if !v.is_empty() {
                 pairs.append_pair(k, v);
             }
@@ -137,15 +129,7 @@ pub async fn sessions(
     let f = filter.clone();
     let found = tokio::task::spawn_blocking(move || catalog::listing(&shared, &index, &f)).await;
     let mut event = action(Code::ConsoleView, &reviewer, peer).detail("page", "sessions");
-    for (k, v) in [
-        ("admin", &filter.admin),
-        ("target", &filter.target),
-        ("from", &filter.from),
-        ("to", &filter.to),
-        ("status", &filter.status),
-        ("integrity", &filter.integrity),
-        ("q", &filter.q),
-    ] {
+    for (k, v) in filter.fields() {
         if !v.is_empty() {
             event = event.detail(k, v.chars().take(200).collect::<String>());
         }

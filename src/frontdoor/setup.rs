@@ -220,7 +220,7 @@ impl<C> Dialled<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Kind, read_lines, test_chain, verify_chain};
+    use crate::audit::{Kind, read_lines, verify_chain};
 
     struct Fake(Result<(), &'static str>);
 
@@ -247,25 +247,10 @@ mod tests {
     impl Bed {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let chain = test_chain(dir.path());
-            let config = crate::config::Config::parse(
-                &dir.path().join("stapsteen.toml"),
-                "listen = []\npolicy = \"p.toml\"\nstate_dir = \"state\"\nhost_key = \"h\"\nca_key = \"c\"\nsigning_key = \"s\"\n[firewall]\nenabled = false\n",
-            )
-            .unwrap();
-            let policy = crate::policy::parse_policy(
-                std::path::Path::new("p.toml"),
-                include_str!("../../policies/example-hospital.toml"),
-            )
-            .unwrap();
-            let key = policy.admin("j.devries").unwrap().keys[0].key.clone();
-            let bastion = Bastion::new(
-                config,
-                policy,
-                Arc::new(crate::clock::SystemClock),
-                None,
-                chain,
-            );
+            let bastion = Bastion::for_tests(dir.path());
+            let key = bastion.policy().admin("j.devries").unwrap().keys[0]
+                .key
+                .clone();
             Self {
                 _dir: dir,
                 bastion,

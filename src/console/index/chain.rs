@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::audit::{
-    ChainReport, Line, NoteVerifier, Start, note_hash, segments, seq_of, verify_from,
+    ChainReport, Line, NoteVerifier, Start, first_line, note_hash, segments, seq_of, verify_from,
 };
 
 /// The last entry read and verified.
@@ -51,17 +51,6 @@ fn segment_list(chain: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
         }
     }
     Ok(out)
-}
-
-fn first_line(path: &Path) -> std::io::Result<Option<String>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut buf = Vec::new();
-    BufReader::new(file).read_until(b'\n', &mut buf)?;
-    Ok((buf.last() == Some(&b'\n')).then(|| String::from_utf8_lossy(&buf).trim_end().to_owned()))
 }
 
 /// The hash of a stored line's note, if it is one.
