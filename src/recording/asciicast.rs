@@ -1,6 +1,7 @@
 //! asciicast v2 writer. Output and input arrive as arbitrary byte chunks; multi-byte characters
 //! split across chunks are joined, invalid UTF-8 becomes U+FFFD.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -71,12 +72,12 @@ struct Utf8Stream {
 }
 
 impl Utf8Stream {
-    fn push(&mut self, data: &[u8]) -> String {
-        // The usual case: whole characters only.
+    fn push<'a>(&mut self, data: &'a [u8]) -> Cow<'a, str> {
+        // The usual case: whole characters only, borrowed (no copy of the chunk).
         if self.pending.is_empty()
             && let Ok(s) = std::str::from_utf8(data)
         {
-            return s.to_owned();
+            return Cow::Borrowed(s);
         }
         self.pending.extend_from_slice(data);
         let mut out = String::new();
@@ -105,7 +106,7 @@ impl Utf8Stream {
             }
         }
         self.pending = rest.to_vec();
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -335,8 +336,6 @@ pub struct Recorder {
     started: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
-    /// The line being written (kept to save an allocation per line).
-    buf: Vec<u8>,
     chain: LineChain,
     cadence: Cadence,
     /// Lines and time of the last checkpoint.
@@ -403,7 +402,6 @@ impl Recorder {
             started: Instant::now(),
             output: Utf8Stream::default(),
             input: Utf8Stream::default(),
-            buf: Vec::new(),
             chain,
             cadence,
             sealed_lines: 0,
@@ -412,46 +410,37 @@ impl Recorder {
         })
     }
 
-    fn io(&self, source: std::io::Error) -> RecordingError {
-        RecordingError::Io {
-            path: self.pipe.path.clone(),
-            source,
-        }
-    }
-
-    /// Writes `value` as one line, reusing the line buffer.
+    /// Writes `value` as one line straight into the queue (no line buffer to copy from),
+    /// hashes it there and queues its index entry.
     fn line(&mut self, value: &impl serde::Serialize) -> Result<(), RecordingError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let result = serde_json::to_writer(&mut buf, value)
-            .map_err(|e| self.io(e.into()))
-            .and_then(|()| {
-                buf.push(b'\n');
-                self.write_line(&buf)
-            });
-        self.buf = buf;
-        result
-    }
-
-    fn write_line(&mut self, line: &[u8]) -> Result<(), RecordingError> {
         {
-            let mut q = lock(&self.pipe.queue);
+            let pipe = &self.pipe;
+            let mut q = lock(&pipe.queue);
             if let Some(reason) = &q.failed {
                 return Err(RecordingError::Stored {
-                    path: self.pipe.path.clone(),
+                    path: pipe.path.clone(),
                     reason: reason.clone(),
                 });
             }
-            if q.lines.len() + line.len() > MAX_QUEUED {
+            let start = q.lines.len();
+            if let Err(e) = serde_json::to_writer(&mut q.lines, value) {
+                q.lines.truncate(start);
+                return Err(RecordingError::Io {
+                    path: pipe.path.clone(),
+                    source: e.into(),
+                });
+            }
+            q.lines.push(b'\n');
+            if q.lines.len() > MAX_QUEUED {
+                q.lines.truncate(start);
                 let reason = "the disk does not keep up with the recording".to_owned();
                 q.failed = Some(reason.clone());
                 return Err(RecordingError::Stored {
-                    path: self.pipe.path.clone(),
+                    path: pipe.path.clone(),
                     reason,
                 });
             }
-            let line_hash = self.chain.push(line);
-            q.lines.extend_from_slice(line);
+            let line_hash = self.chain.push(q.lines.get(start..).unwrap_or_default());
             q.index.extend_from_slice(index_entry(&line_hash));
         }
         if self.chain.bytes - self.sealed_bytes >= self.cadence.bytes {
