@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::RecordingStore;
@@ -343,6 +344,8 @@ pub struct Recorder {
     started: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
+    /// The line being formatted; a buffer of the queue's once swapped in.
+    buf: Vec<u8>,
     chain: LineChain,
     cadence: Cadence,
     /// Lines and time of the last checkpoint.
@@ -411,6 +414,7 @@ impl Recorder {
             started: Instant::now(),
             output: Utf8Stream::default(),
             input: Utf8Stream::default(),
+            buf: Vec::new(),
             chain,
             cadence,
             sealed_lines: 0,
@@ -420,37 +424,52 @@ impl Recorder {
         })
     }
 
-    /// Writes `value` as one line straight into the queue (no line buffer to copy from),
-    /// hashes it there and queues its index entry.
+    /// Writes `value` as one line and queues it with its index entry. The line is formatted
+    /// and hashed before the queue's lock is taken (the writer never waits on that), then
+    /// swapped in whole when the writer has taken everything before it, copied only when lines
+    /// still wait.
     fn line(&mut self, value: &impl serde::Serialize) -> Result<(), RecordingError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = match serde_json::to_writer(&mut buf, value) {
+            Ok(()) => {
+                buf.push(b'\n');
+                self.queue_line(&mut buf)
+            }
+            Err(e) => Err(RecordingError::Io {
+                path: self.pipe.path.clone(),
+                source: e.into(),
+            }),
+        };
+        self.buf = buf;
+        result
+    }
+
+    /// Queues the whole line in `line`; leaves an emptied buffer there to reuse.
+    fn queue_line(&mut self, line: &mut Vec<u8>) -> Result<(), RecordingError> {
+        let line_hash: [u8; 32] = Sha256::digest(&line[..]).into();
         {
-            let pipe = &self.pipe;
-            let mut q = lock(&pipe.queue);
+            let mut q = lock(&self.pipe.queue);
             if let Some(reason) = &q.failed {
                 return Err(RecordingError::Stored {
-                    path: pipe.path.clone(),
+                    path: self.pipe.path.clone(),
                     reason: reason.clone(),
                 });
             }
-            let start = q.lines.len();
-            if let Err(e) = serde_json::to_writer(&mut q.lines, value) {
-                q.lines.truncate(start);
-                return Err(RecordingError::Io {
-                    path: pipe.path.clone(),
-                    source: e.into(),
-                });
-            }
-            q.lines.push(b'\n');
-            if q.lines.len() > MAX_QUEUED {
-                q.lines.truncate(start);
+            if q.lines.len() + line.len() > MAX_QUEUED {
                 let reason = "the disk does not keep up with the recording".to_owned();
                 q.failed = Some(reason.clone());
                 return Err(RecordingError::Stored {
-                    path: pipe.path.clone(),
+                    path: self.pipe.path.clone(),
                     reason,
                 });
             }
-            let line_hash = self.chain.push(q.lines.get(start..).unwrap_or_default());
+            self.chain.push_hash(line_hash, line.len() as u64);
+            if q.lines.is_empty() {
+                std::mem::swap(&mut q.lines, line);
+            } else {
+                q.lines.extend_from_slice(line);
+            }
             q.index.extend_from_slice(index_entry(&line_hash));
         }
         if self.chain.bytes - self.sealed_bytes >= self.cadence.bytes {
@@ -504,6 +523,7 @@ impl Recorder {
             });
         }
         if self.chain.lines == self.ticked_lines {
+            self.buf = Vec::new();
             self.pipe.release();
         }
         self.ticked_lines = self.chain.lines;
@@ -620,7 +640,7 @@ mod tests {
         let held = |r: &Recorder| {
             let q = lock(&r.pipe.queue);
             let spare = lock(&r.pipe.spare);
-            q.lines.capacity() + spare.0.capacity()
+            r.buf.capacity() + q.lines.capacity() + spare.0.capacity()
         };
         // Larger than any fixed spare size the writer kept before.
         let chunk = vec![b'x'; 8 << 20];
