@@ -1,6 +1,7 @@
 //! asciicast v2 writer. Output and input arrive as arbitrary byte chunks; multi-byte characters
 //! split across chunks are joined, invalid UTF-8 becomes U+FFFD.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::RecordingStore;
@@ -20,10 +22,6 @@ use crate::sync::lock;
 /// Most bytes a recording may hold in memory while its disk lags; past it the recording fails
 /// (storage too slow is a storage failure).
 const MAX_QUEUED: usize = 64 << 20;
-/// The writer hands its emptied buffers back to the queue up to this capacity, so that a busy
-/// recording does not grow (and fault in) fresh buffers for every write, while an idle one
-/// keeps little.
-const SPARE_MAX: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
@@ -71,12 +69,12 @@ struct Utf8Stream {
 }
 
 impl Utf8Stream {
-    fn push(&mut self, data: &[u8]) -> String {
-        // The usual case: whole characters only.
+    fn push<'a>(&mut self, data: &'a [u8]) -> Cow<'a, str> {
+        // The usual case: whole characters only, borrowed (no copy of the chunk).
         if self.pending.is_empty()
             && let Ok(s) = std::str::from_utf8(data)
         {
-            return s.to_owned();
+            return Cow::Borrowed(s);
         }
         self.pending.extend_from_slice(data);
         let mut out = String::new();
@@ -105,7 +103,7 @@ impl Utf8Stream {
             }
         }
         self.pending = rest.to_vec();
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -233,17 +231,28 @@ impl Pipe {
             }
         }
     }
-    /// Keeps written buffers, emptied, for the next drain unless they grew large.
+    /// Keeps written buffers, emptied, for the next drain, whatever their size: a busy
+    /// recording whose disk lags grows its queue past any fixed size, and a buffer grown
+    /// afresh for every write is faulted in (the kernel zeroes each page) and copied on every
+    /// regrowth. `release` frees them once the recording is idle.
     fn give_back(&self, mut lines: Vec<u8>, mut index: Vec<u8>) {
         lines.clear();
         index.clear();
-        let mut spare = lock(&self.spare);
-        if lines.capacity() <= SPARE_MAX {
-            spare.0 = lines;
-        }
-        if index.capacity() <= SPARE_MAX {
-            spare.1 = index;
-        }
+        *lock(&self.spare) = (lines, index);
+    }
+
+    /// Frees the buffers of an idle recording (nothing queued), so that a session that once
+    /// carried a burst does not keep its memory.
+    fn release(&self) {
+        let freed = {
+            let mut q = lock(&self.queue);
+            if !q.lines.is_empty() || !q.index.is_empty() {
+                return;
+            }
+            let queued = (std::mem::take(&mut q.lines), std::mem::take(&mut q.index));
+            (queued, std::mem::take(&mut *lock(&self.spare)))
+        };
+        drop(freed);
     }
 
     fn write(&self, lines: &[u8], index: &[u8], sync: bool) -> Result<(), RecordingError> {
@@ -335,7 +344,7 @@ pub struct Recorder {
     started: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
-    /// The line being written (kept to save an allocation per line).
+    /// The line being formatted; a buffer of the queue's once swapped in.
     buf: Vec<u8>,
     chain: LineChain,
     cadence: Cadence,
@@ -343,6 +352,8 @@ pub struct Recorder {
     sealed_lines: u64,
     sealed_bytes: u64,
     sealed_at: Instant,
+    /// Lines at the previous tick: none since means idle.
+    ticked_lines: u64,
 }
 
 impl Recorder {
@@ -409,31 +420,34 @@ impl Recorder {
             sealed_lines: 0,
             sealed_bytes: 0,
             sealed_at: Instant::now(),
+            ticked_lines: 0,
         })
     }
 
-    fn io(&self, source: std::io::Error) -> RecordingError {
-        RecordingError::Io {
-            path: self.pipe.path.clone(),
-            source,
-        }
-    }
-
-    /// Writes `value` as one line, reusing the line buffer.
+    /// Writes `value` as one line and queues it with its index entry. The line is formatted
+    /// and hashed before the queue's lock is taken (the writer never waits on that), then
+    /// swapped in whole when the writer has taken everything before it, copied only when lines
+    /// still wait.
     fn line(&mut self, value: &impl serde::Serialize) -> Result<(), RecordingError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let result = serde_json::to_writer(&mut buf, value)
-            .map_err(|e| self.io(e.into()))
-            .and_then(|()| {
+        let result = match serde_json::to_writer(&mut buf, value) {
+            Ok(()) => {
                 buf.push(b'\n');
-                self.write_line(&buf)
-            });
+                self.queue_line(&mut buf)
+            }
+            Err(e) => Err(RecordingError::Io {
+                path: self.pipe.path.clone(),
+                source: e.into(),
+            }),
+        };
         self.buf = buf;
         result
     }
 
-    fn write_line(&mut self, line: &[u8]) -> Result<(), RecordingError> {
+    /// Queues the whole line in `line`; leaves an emptied buffer there to reuse.
+    fn queue_line(&mut self, line: &mut Vec<u8>) -> Result<(), RecordingError> {
+        let line_hash: [u8; 32] = Sha256::digest(&line[..]).into();
         {
             let mut q = lock(&self.pipe.queue);
             if let Some(reason) = &q.failed {
@@ -450,8 +464,12 @@ impl Recorder {
                     reason,
                 });
             }
-            let line_hash = self.chain.push(line);
-            q.lines.extend_from_slice(line);
+            self.chain.push_hash(line_hash, line.len() as u64);
+            if q.lines.is_empty() {
+                std::mem::swap(&mut q.lines, line);
+            } else {
+                q.lines.extend_from_slice(line);
+            }
             q.index.extend_from_slice(index_entry(&line_hash));
         }
         if self.chain.bytes - self.sealed_bytes >= self.cadence.bytes {
@@ -504,6 +522,11 @@ impl Recorder {
                 reason: reason.clone(),
             });
         }
+        if self.chain.lines == self.ticked_lines {
+            self.buf = Vec::new();
+            self.pipe.release();
+        }
+        self.ticked_lines = self.chain.lines;
         if self.chain.lines > self.sealed_lines && self.sealed_at.elapsed() >= self.cadence.interval
         {
             self.checkpoint();
@@ -599,5 +622,46 @@ mod tests {
         assert_eq!(lines[2][2], "€\r\n");
         assert_eq!(lines[3][1], "i");
         assert_eq!(lines[4][2], "100x30");
+    }
+
+    /// A busy recording keeps its written buffers for the next lines; an idle one (no line
+    /// since the previous tick) frees them; the lines written meanwhile are all on disk.
+    #[test]
+    fn buffers_are_reused_while_busy_and_freed_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordingStore::new(dir.path().to_owned());
+        let chain = crate::audit::test_chain(dir.path());
+        let id = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 30,
+        };
+        let mut r = Recorder::create(&store, &id, chain, cadence, (80, 24), "xterm", "t").unwrap();
+        let held = |r: &Recorder| {
+            let q = lock(&r.pipe.queue);
+            let spare = lock(&r.pipe.spare);
+            r.buf.capacity() + q.lines.capacity() + spare.0.capacity()
+        };
+        // Larger than any fixed spare size the writer kept before.
+        let chunk = vec![b'x'; 8 << 20];
+        r.output(&chunk).unwrap();
+        // Outside a runtime the writer drains in place: the buffer is written and kept.
+        assert!(held(&r) >= 8 << 20, "the written buffer is kept for reuse");
+        r.tick().unwrap();
+        assert!(
+            held(&r) >= 8 << 20,
+            "a line since the last tick: still busy"
+        );
+        r.tick().unwrap();
+        assert_eq!(held(&r), 0, "idle: freed");
+        r.output(b"after").unwrap();
+        let text = std::fs::read_to_string(store.cast_path(&id)).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1][2].as_str().map(str::len), Some(8 << 20));
+        assert_eq!(lines[2][2], "after");
     }
 }

@@ -26,7 +26,8 @@
 //! transfer is. Login, key exchange, dial and the recording's start and seal cancel out.
 //! Counters are zeroed before and dumped after each session with `callgrind_control`; the top
 //! functions of each difference's larger session are printed.
-//! `STAPSTEEN_BENCH_PERF=FILE` writes a `perf record -g` profile (cpu-clock) of the bastion
+//! `STAPSTEEN_BENCH_PERF=FILE` writes a `perf record -g` profile (cpu-clock, or the event in
+//! STAPSTEEN_BENCH_PERF_EVENT such as page-faults) of the bastion
 //! during the first stapsteen transfer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -297,8 +298,11 @@ fn main() {
                     .ok()
                     .filter(|_| i == 0 && run == 1 && *cipher == ciphers[0])
                     .map(|file| {
+                        // STAPSTEEN_BENCH_PERF_EVENT: another event, e.g. page-faults.
+                        let event = std::env::var("STAPSTEEN_BENCH_PERF_EVENT")
+                            .unwrap_or_else(|_| "cpu-clock".into());
                         Command::new("perf")
-                            .args(["record", "-e", "cpu-clock", "-g", "-o", &file, "-p"])
+                            .args(["record", "-e", &event, "-g", "-o", &file, "-p"])
                             .arg(env.bastion_pid().to_string())
                             .stderr(Stdio::null())
                             .spawn()
