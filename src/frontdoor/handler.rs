@@ -1250,6 +1250,16 @@ impl Handler for Connection {
                     .stop(format!("recording failed ({}), session ended", e.cause()));
                 return Ok(());
             }
+            // The admin's input waits for a lagging recording as the target's output does.
+            let backlog = lock(&live.transcript).backlog();
+            if let Some(Err(e)) = match backlog {
+                Some(b) => Some(b.wait().await),
+                None => None,
+            } {
+                live.stop
+                    .stop(format!("recording failed ({}), session ended", e.cause()));
+                return Ok(());
+            }
             if live
                 .writer
                 .data_bytes(tokio_util::bytes::Bytes::copy_from_slice(data))

@@ -62,6 +62,9 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                         if ctx.front.data(id, data).await.is_err() {
                             break End::Bastion("admin channel closed".into());
                         }
+                        if let Some(why) = held_back(&ctx.transcript, &ctx.stop, ctx.deadline, &ctx.deadline_reason).await {
+                            break End::Bastion(why);
+                        }
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
                         if let Err(e) = lock(&ctx.transcript).stderr(&data) {
@@ -69,6 +72,9 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                         }
                         if ctx.front.extended_data(id, ext, data).await.is_err() {
                             break End::Bastion("admin channel closed".into());
+                        }
+                        if let Some(why) = held_back(&ctx.transcript, &ctx.stop, ctx.deadline, &ctx.deadline_reason).await {
+                            break End::Bastion(why);
                         }
                     }
                     ChannelMsg::Eof => { let _ = ctx.front.eof(id).await; }
@@ -121,6 +127,22 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
     let _ = ctx.front.eof(id).await;
     let _ = ctx.front.close(id).await;
     finish(ctx, &reason).await;
+}
+
+/// While the recording's disk lags, reads no more from the target (whose window then waits for
+/// the disk); `Some` with why the session ends instead.
+async fn held_back(
+    transcript: &Mutex<Transcript>,
+    stop: &SessionStop,
+    deadline: Instant,
+    deadline_reason: &str,
+) -> Option<String> {
+    let backlog = lock(transcript).backlog()?;
+    tokio::select! {
+        r = backlog.wait() => r.err().map(|e| format!("recording failed ({}), session ended", e.cause())),
+        reason = stop.wait() => Some(reason.unwrap_or_else(|| "admin disconnected".into())),
+        _ = tokio::time::sleep_until(deadline) => Some(deadline_reason.to_owned()),
+    }
 }
 
 async fn finish(ctx: PumpContext, reason: &str) {

@@ -20,7 +20,7 @@ use crate::app::Charge;
 use crate::audit::{Ack, AuditChain, Code, Draft, Event, Kind};
 use crate::ids::SessionId;
 use crate::recording::streams::{Budget, Spend, Stream, cap_marker, crlf};
-use crate::recording::{Recorder, RecordingError, SealAck};
+use crate::recording::{Backlog, Recorder, RecordingError, SealAck};
 
 /// What the channel carries, which decides what its recording holds.
 enum Carries {
@@ -223,6 +223,12 @@ impl Transcript {
             self.record(|r| r.input(keep))?;
         }
         self.spent(spend, "input")
+    }
+
+    /// Some when the recording's disk lags behind what was carried: wait on it (with the lock
+    /// let go) before carrying more.
+    pub fn backlog(&self) -> Option<Backlog> {
+        self.recorder.as_ref().and_then(Recorder::backlog)
     }
 
     /// Target output on stdout, or on a pty.

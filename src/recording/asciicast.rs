@@ -20,8 +20,14 @@ use crate::ids::SessionId;
 use crate::sync::lock;
 
 /// Most bytes a recording may hold in memory while its disk lags; past it the recording fails
-/// (storage too slow is a storage failure).
+/// (storage too slow is a storage failure). The session waits at [`HIGH_WATER`] first.
 const MAX_QUEUED: usize = 64 << 20;
+/// Queued bytes past which the session holds back what it carries ([`Backlog`]) until the writer
+/// has taken the queue: a sender faster than the disk is slowed, not cut off.
+const HIGH_WATER: usize = 16 << 20;
+/// How long a held-back session waits for the writer to take anything before the recording
+/// fails (a disk that has stopped, not one that is slow).
+const DRAIN_STALL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
@@ -144,6 +150,8 @@ struct Pipe {
     /// Emptied buffers (lines, index) that the next drain swaps in for the queue's; only the
     /// running writer job (one at a time) takes this lock, with the queue's held or not.
     spare: Mutex<(Vec<u8>, Vec<u8>)>,
+    /// Told each time the writer takes the queue, or stops.
+    drained: tokio::sync::Notify,
 }
 
 impl Pipe {
@@ -184,10 +192,12 @@ impl Pipe {
                         }
                     }
                     q.busy = false;
+                    self.drained.notify_waiters();
                     return;
                 }
                 if q.lines.is_empty() && q.seals.is_empty() {
                     q.busy = false;
+                    self.drained.notify_waiters();
                     return;
                 }
                 let mut spare = lock(&self.spare);
@@ -197,6 +207,7 @@ impl Pipe {
                     std::mem::take(&mut q.seals),
                 )
             };
+            self.drained.notify_waiters();
             // The first failure; every entry after it is refused.
             let mut failure = self
                 .write(&lines, &index, !seals.is_empty())
@@ -314,6 +325,42 @@ impl Pipe {
     }
 }
 
+/// A recording whose queue is past [`HIGH_WATER`]: the session waits on it before carrying
+/// more, so the channel's window (and the sender) waits for the disk.
+pub struct Backlog(Arc<Pipe>);
+
+impl Backlog {
+    /// Returns once the writer has taken the queue down to half the high-water mark (or the
+    /// recording has failed: the next call says so); fails the recording when the writer takes
+    /// nothing for [`DRAIN_STALL`].
+    pub async fn wait(self) -> Result<(), RecordingError> {
+        self.wait_at_most(DRAIN_STALL).await
+    }
+
+    async fn wait_at_most(self, stall: Duration) -> Result<(), RecordingError> {
+        loop {
+            let drained = self.0.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the queue is looked at, so a drain in between is not missed.
+            drained.as_mut().enable();
+            {
+                let q = lock(&self.0.queue);
+                if q.failed.is_some() || q.lines.len() <= HIGH_WATER / 2 {
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout(stall, drained).await.is_err() {
+                let reason = "the disk does not keep up with the recording".to_owned();
+                lock(&self.0.queue).failed = Some(reason.clone());
+                return Err(RecordingError::Stored {
+                    path: self.0.path.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+}
+
 /// Waits for an entry handed to the recording's writer.
 #[must_use = "the entry is only known to be stored once this says so"]
 pub struct SealAck(oneshot::Receiver<Result<(), RecordingError>>);
@@ -410,6 +457,7 @@ impl Recorder {
                     len: line.len() as u64,
                 }),
                 spare: Mutex::default(),
+                drained: tokio::sync::Notify::new(),
             }),
             started: Instant::now(),
             output: Utf8Stream::default(),
@@ -482,6 +530,12 @@ impl Recorder {
     fn event(&mut self, kind: &str, data: &str) -> Result<(), RecordingError> {
         let t = (self.started.elapsed().as_micros() as f64) / 1e6;
         self.line(&(t, kind, data))
+    }
+
+    /// Some when more is queued than the disk has taken ([`HIGH_WATER`]): wait on it before
+    /// carrying more.
+    pub fn backlog(&self) -> Option<Backlog> {
+        (lock(&self.pipe.queue).lines.len() > HIGH_WATER).then(|| Backlog(self.pipe.clone()))
     }
 
     /// Bytes written to the recording so far.
@@ -663,5 +717,78 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[1][2].as_str().map(str::len), Some(8 << 20));
         assert_eq!(lines[2][2], "after");
+    }
+
+    /// A recording whose disk lags: 17 MiB queued while the writer is held at the disk.
+    fn lagging(dir: &std::path::Path) -> (Recorder, RecordingStore, SessionId) {
+        let store = RecordingStore::new(dir.to_owned());
+        let chain = crate::audit::test_chain(dir);
+        let id = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
+        let cadence = Cadence {
+            interval: Duration::from_secs(60),
+            bytes: 1 << 30,
+        };
+        let r = Recorder::create(&store, &id, chain, cadence, (80, 24), "xterm", "t").unwrap();
+        (r, store, id)
+    }
+
+    /// A sender faster than the disk is held back, not cut off: past the high-water mark the
+    /// session waits until the writer has taken the queue, then goes on, and every line is
+    /// written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lagging_disk_holds_the_session_back_instead_of_failing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, store, id) = lagging(dir.path());
+        let pipe = r.pipe.clone();
+        let disk = lock(&pipe.disk);
+        let chunk = vec![b'x'; 1 << 20];
+        assert!(r.backlog().is_none(), "nothing queued yet");
+        for _ in 0..17 {
+            r.output(&chunk).unwrap();
+        }
+        let backlog = r.backlog().expect("17 MiB queued while the disk is held");
+        let mut waiting = tokio::spawn(backlog.wait());
+        // Still waiting while the writer cannot write (the writer is stuck at the disk).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut waiting)
+                .await
+                .is_err(),
+            "the session went on while the disk held everything"
+        );
+        drop(disk);
+        tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the writer took the queue")
+            .unwrap()
+            .unwrap();
+        r.output(b"after").unwrap();
+        r.flushed().wait().await.unwrap();
+        let lines = std::fs::read_to_string(store.cast_path(&id))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, 1 + 17 + 1);
+    }
+
+    /// A disk that takes nothing for the stall time ([`DRAIN_STALL`] in the daemon) fails the
+    /// recording (the session ends with a reason), rather than holding the session for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_disk_fails_the_recording_after_the_stall_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _store, _id) = lagging(dir.path());
+        let pipe = r.pipe.clone();
+        let disk = lock(&pipe.disk);
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..17 {
+            r.output(&chunk).unwrap();
+        }
+        let backlog = r.backlog().unwrap();
+        let e = backlog
+            .wait_at_most(Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.cause().contains("does not keep up"), "{}", e.cause());
+        assert!(r.output(b"more").is_err(), "the recording has failed");
+        drop(disk);
     }
 }

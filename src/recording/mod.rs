@@ -18,7 +18,7 @@ pub mod streams;
 pub mod typed;
 mod verify;
 
-pub use asciicast::{Cadence, Recorder, RecordingError, SealAck};
+pub use asciicast::{Backlog, Cadence, Recorder, RecordingError, SealAck};
 pub use retention::{prune, run_retention};
 pub use sanitize::{check_sanitized, sanitize};
 pub use store::{Meta, RecordingStore};
