@@ -13,7 +13,12 @@
 //! - It reads only what is new: the chain from the last entry it read (whose signed note must
 //!   still be in the chain file, byte for byte, or everything is read again from the start and
 //!   the change is shown as a problem), and recordings whose files changed (size, inode, mtime,
-//!   ctime) or whose session has new chain entries.
+//!   ctime) or whose session has new chain entries. A budget of lines of which none verifies
+//!   stops the reading there (shown as a problem) rather than reading them again for ever.
+//! - A session's entries are kept as their signed notes and opened with the verifier again
+//!   whenever they are read (session page, evidence bundle, verdicts): whoever can write the
+//!   index file can hide entries, not forge them. The list's stored verdicts are trusted until
+//!   the files or the entries change (`stapsteen index rebuild` takes nothing from the file).
 //! - SQLite calls block: callers run them off the async workers (`spawn_blocking`), and each
 //!   update reads at most a budget of entries, so a page view never does unbounded work.
 
@@ -113,10 +118,12 @@ impl Index {
         if let Some(dir) = path.parent() {
             create_private_dir(dir)?;
         }
+        private_files(path)?;
         let writer = match open_db(path) {
             Ok(db) => db,
             Err(_) => {
                 remove_files(path)?;
+                private_files(path)?;
                 open_db(path).map_err(db_err)?
             }
         };
@@ -194,13 +201,13 @@ impl Index {
                 return Ok(Progress { more: true });
             }
         };
-        let write = || -> rusqlite::Result<()> {
+        let write = || -> rusqlite::Result<bool> {
             for p in &problems {
                 tx.execute("INSERT OR IGNORE INTO problems (what) VALUES (?1)", [p])?;
             }
             let mut dirty = BTreeSet::new();
-            for (e, _) in &report.entries {
-                sessions::store_entry(&tx, e)?;
+            for (e, note) in &report.entries {
+                sessions::store_entry(&tx, e, note)?;
                 if let Some(s) = &e.session {
                     dirty.insert(s.clone());
                 }
@@ -218,13 +225,17 @@ impl Index {
                 )?;
             }
             let seq = last.as_ref().map(|p| p.seq);
+            let mut removed = false;
             for id in &dirty {
-                sessions::refresh(&tx, &self.store, id, seq)?;
+                removed |= sessions::refresh(&tx, &self.store, &self.verifier, id, seq)?;
             }
-            Ok(())
+            Ok(removed)
         };
-        write().map_err(|e| self.db_err(e))?;
+        let removed = write().map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
+        if removed {
+            truncate_wal(&db).map_err(|e| self.db_err(e))?;
+        }
         Ok(Progress { more })
     }
 
@@ -307,10 +318,15 @@ impl Index {
             let mut db = lock(&self.writer);
             let tx = db.transaction().map_err(|e| self.db_err(e))?;
             let seq = position(&tx).map_err(|e| self.db_err(e))?.map(|p| p.seq);
+            let mut removed = false;
             for id in chunk {
-                sessions::refresh(&tx, &self.store, id, seq).map_err(|e| self.db_err(e))?;
+                removed |= sessions::refresh(&tx, &self.store, &self.verifier, id, seq)
+                    .map_err(|e| self.db_err(e))?;
             }
             tx.commit().map_err(|e| self.db_err(e))?;
+            if removed {
+                truncate_wal(&db).map_err(|e| self.db_err(e))?;
+            }
         }
         Ok(())
     }
@@ -384,9 +400,10 @@ impl Index {
         })
     }
 
-    /// The chain entries the index holds for one session, to verify its recording with.
+    /// The chain entries the index holds for one session (their signed notes, checked again),
+    /// to verify its recording with and to ship in the evidence bundle.
     pub fn report(&self, id: &SessionId) -> Result<ChainReport, IndexError> {
-        sessions::report_of(&lock(&self.reader), id).map_err(|e| self.db_err(e))
+        sessions::report_of(&lock(&self.reader), &self.verifier, id).map_err(|e| self.db_err(e))
     }
 
     /// Sessions indexed, and what verifying the chain found.
@@ -470,6 +487,8 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
         return Err(rusqlite::Error::InvalidQuery);
     }
     db.pragma_update(None, "synchronous", "NORMAL")?;
+    // Deleted rows (a recording pruned) are overwritten, not left in free pages.
+    db.pragma_update(None, "secure_delete", "ON")?;
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version == schema::VERSION {
         return Ok(db);
@@ -481,6 +500,13 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     db.execute_batch(schema::TABLES)?;
     db.pragma_update(None, "user_version", schema::VERSION)?;
     Ok(db)
+}
+
+/// Copies the WAL into the database and empties it: the pages of a removed session's text, as
+/// they were before, are not kept in it (a reader in the middle of a query may delay this to
+/// the next removal; SQLite then reports busy, which is not an error).
+fn truncate_wal(db: &Connection) -> rusqlite::Result<()> {
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
 /// Deletes the index file and SQLite's files beside it.
@@ -497,6 +523,33 @@ fn remove_files(path: &Path) -> Result<(), IndexError> {
                     source,
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the index file for its owner only (SQLite gives its WAL and shared memory files the
+/// database file's mode), or takes an existing one's and those files' access from others.
+fn private_files(path: &Path) -> Result<(), IndexError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |source| IndexError::Io { path: p, source }
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&p)(e)),
         }
     }
     Ok(())
