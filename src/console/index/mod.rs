@@ -26,6 +26,7 @@ mod chain;
 mod query;
 mod schema;
 mod sessions;
+mod streamed;
 #[cfg(test)]
 mod tests;
 
@@ -134,6 +135,21 @@ impl Index {
         .map_err(db_err)?;
         reader
             .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        // For the rows whose text the index does not hold whole (see `query`).
+        let streamed = store.clone();
+        reader
+            .create_scalar_function(
+                "output_contains",
+                2,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+                move |ctx| {
+                    let id: String = ctx.get(0)?;
+                    let needle: String = ctx.get(1)?;
+                    Ok(SessionId::parse(&id)
+                        .is_some_and(|id| streamed::output_contains(&streamed, &id, &needle)))
+                },
+            )
             .map_err(db_err)?;
         Ok(Self {
             path: path.to_owned(),

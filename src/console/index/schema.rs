@@ -44,7 +44,10 @@ CREATE TABLE sessions (
     settled INTEGER NOT NULL,
     -- The chain position (last seq read) the verdict was taken against.
     checked_seq INTEGER,
-    fingerprint TEXT NOT NULL
+    fingerprint TEXT NOT NULL,
+    -- `output` holds all of the session's text, and it will not grow: a search may rely on it.
+    -- Otherwise (more than the index keeps, or live) the recording is searched as a stream.
+    searched INTEGER NOT NULL
 );
 CREATE INDEX sessions_start ON sessions (start_us DESC, id DESC);
 CREATE INDEX sessions_admin ON sessions (admin);

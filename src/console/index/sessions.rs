@@ -112,14 +112,18 @@ pub fn refresh(
         ),
     };
     let settled = !matches!(verdict, Some(Verdict::Intact { .. }));
+    let (text, whole) = match verdict {
+        Some(_) => output_text(store, id),
+        None => (String::new(), true),
+    };
     let meta_json = serde_json::to_string(&meta).unwrap_or_default();
     db.execute(
         "INSERT INTO sessions (id, admin, target, start_us, end_us, exit_status, meta, recorded,
-             ok, integrity, settled, checked_seq, fingerprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ok, integrity, settled, checked_seq, fingerprint, searched)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (id) DO UPDATE SET admin = ?2, target = ?3, start_us = ?4, end_us = ?5,
              exit_status = ?6, meta = ?7, recorded = ?8, ok = ?9, integrity = ?10,
-             settled = ?11, checked_seq = ?12, fingerprint = ?13",
+             settled = ?11, checked_seq = ?12, fingerprint = ?13, searched = ?14",
         params![
             id.as_str(),
             meta.admin,
@@ -134,6 +138,7 @@ pub fn refresh(
             settled,
             checked_seq.map(|s| s as i64),
             fp,
+            whole && settled,
         ],
     )?;
     let rowid: i64 = db.query_row(
@@ -145,7 +150,7 @@ pub fn refresh(
     if verdict.is_some() {
         db.execute(
             "INSERT INTO output (rowid, text) VALUES (?1, ?2)",
-            params![rowid, output_text(store, id)],
+            params![rowid, text],
         )?;
     }
     Ok(false)
@@ -166,25 +171,27 @@ fn remove(db: &Connection, id: &SessionId) -> rusqlite::Result<bool> {
     Ok(rowid.is_some())
 }
 
-/// What the terminal showed, without escape sequences (at most [`MAX_TEXT`] bytes of it); read
-/// line by line, so a long recording is never in memory whole.
-pub fn output_text(store: &RecordingStore, id: &SessionId) -> String {
+/// What the terminal showed, without escape sequences (at most [`MAX_TEXT`] bytes of it), and
+/// whether that is all of it; read line by line, so a long recording is never in memory whole.
+pub fn output_text(store: &RecordingStore, id: &SessionId) -> (String, bool) {
     let mut out = strip_ansi_escapes::Writer::new(Vec::new());
     let Ok(events) = store.events(id) else {
-        return String::new();
+        return (String::new(), false);
     };
     let mut written = 0;
+    let mut whole = true;
     for (_, kind, data) in events {
         if kind != "o" {
             continue;
         }
         written += data.len();
         if written > MAX_TEXT || out.write_all(data.as_bytes()).is_err() {
+            whole = false;
             break;
         }
     }
     let bytes = out.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
+    (String::from_utf8_lossy(&bytes).into_owned(), whole)
 }
 
 /// A row as listed.

@@ -80,7 +80,10 @@ impl Bed {
             .wait()
             .await
             .unwrap();
-        r.output(output.as_bytes()).unwrap();
+        // In pieces, as a terminal's output comes.
+        for piece in output.as_bytes().chunks(64 << 10) {
+            r.output(piece).unwrap();
+        }
         r.seal_with(Draft::new(Kind::End).session(&id))
             .wait()
             .await
@@ -519,4 +522,24 @@ async fn a_deleted_recording_leaves_no_text_in_the_index_file() {
         !found,
         "the deleted recording's text is still in the index file"
     );
+}
+
+/// Attack (hiding activity): an admin prints more than the index keeps of a session's text
+/// (`head -c 9M /dev/zero | tr '\0' x`) and then does what they want unseen; a search must
+/// still find what came after, as it did before the index (streamed from the recording).
+#[tokio::test]
+async fn output_past_what_the_index_keeps_is_still_found() {
+    let bed = Bed::new();
+    let junk = "x".repeat(sessions::MAX_TEXT + 1);
+    bed.recorded("alice", &format!("{junk}\r\nrm -rf /data/BIG-42\r\n"))
+        .await;
+    bed.recorded("bob", "nothing to see\r\n").await;
+    let index = bed.index("i.sqlite3");
+    while index.update(STEP).unwrap().more {}
+    assert_eq!(search(&index, "xxxx"), ["alice"], "positive control");
+    assert_eq!(search(&index, "big-42"), ["alice"]);
+    assert_eq!(search(&index, "BIG-42"), ["alice"]);
+    assert_eq!(search(&index, "42"), ["alice"], "short needle");
+    assert!(search(&index, "BIG-43").is_empty());
+    assert_eq!(search(&index, "nothing"), ["bob"]);
 }
