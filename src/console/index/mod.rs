@@ -79,10 +79,9 @@ pub struct Index {
     chain: PathBuf,
     store: RecordingStore,
     verifier: NoteVerifier,
-    /// Updates, one at a time.
+    /// Updates, one at a time. Pages each open a reader of their own ([`Index::reader`]): WAL
+    /// lets them read while an update writes, and a slow search holds up no other page.
     writer: Mutex<Connection>,
-    /// Pages; WAL lets them read while an update writes.
-    reader: Mutex<Connection>,
 }
 
 /// What one update did.
@@ -128,36 +127,14 @@ impl Index {
                 open_db(path).map_err(db_err)?
             }
         };
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db_err)?;
-        reader
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
-        // For the rows whose text the index does not hold whole (see `query`).
-        let streamed = store.clone();
-        reader
-            .create_scalar_function(
-                "output_contains",
-                2,
-                rusqlite::functions::FunctionFlags::SQLITE_UTF8,
-                move |ctx| {
-                    let id: String = ctx.get(0)?;
-                    let needle: String = ctx.get(1)?;
-                    Ok(SessionId::parse(&id)
-                        .is_some_and(|id| streamed::output_contains(&streamed, &id, &needle)))
-                },
-            )
-            .map_err(db_err)?;
+        // A reader opens as this process's index does, so that a page fails now, not later.
+        drop(open_reader(path, &store).map_err(db_err)?);
         Ok(Self {
             path: path.to_owned(),
             chain: chain.to_owned(),
             store,
             verifier,
             writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
         })
     }
 
@@ -173,6 +150,11 @@ impl Index {
         while index.update(STEP)?.more {}
         index.sweep()?;
         Ok(index)
+    }
+
+    /// A connection for reading, of its own (opening one costs far less than a page).
+    fn reader(&self) -> rusqlite::Result<Connection> {
+        open_reader(&self.path, &self.store)
     }
 
     fn db_err(&self, source: rusqlite::Error) -> IndexError {
@@ -292,7 +274,7 @@ impl Index {
         &self,
         ids: Option<&[SessionId]>,
     ) -> rusqlite::Result<HashMap<String, (String, bool)>> {
-        let db = lock(&self.reader);
+        let db = self.reader()?;
         let mut out = HashMap::new();
         let row = |r: &rusqlite::Row<'_>| {
             Ok((
@@ -376,7 +358,7 @@ impl Index {
     }
 
     fn query(&self, q: &Query, live: &[String]) -> rusqlite::Result<Page> {
-        let db = lock(&self.reader);
+        let db = self.reader()?;
         let (sql, args) = query::sql(q, live);
         let mut stmt = db.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -419,12 +401,13 @@ impl Index {
     /// The chain entries the index holds for one session (their signed notes, checked again),
     /// to verify its recording with and to ship in the evidence bundle.
     pub fn report(&self, id: &SessionId) -> Result<ChainReport, IndexError> {
-        sessions::report_of(&lock(&self.reader), &self.verifier, id).map_err(|e| self.db_err(e))
+        let db = self.reader().map_err(|e| self.db_err(e))?;
+        sessions::report_of(&db, &self.verifier, id).map_err(|e| self.db_err(e))
     }
 
     /// Sessions indexed, and what verifying the chain found.
     pub fn counts(&self) -> Result<(u64, Vec<String>), IndexError> {
-        let db = lock(&self.reader);
+        let db = self.reader().map_err(|e| self.db_err(e))?;
         let run = || -> rusqlite::Result<(u64, Vec<String>)> {
             let n: i64 = db.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?;
             let mut stmt = db.prepare("SELECT what FROM problems ORDER BY what")?;
@@ -440,7 +423,7 @@ impl Index {
     /// Every row, oldest first, as `(id, admin, target, start, end, exit status, recorded, ok,
     /// integrity, text)`: for comparing two indexes.
     pub fn dump(&self) -> Result<Vec<String>, IndexError> {
-        let db = lock(&self.reader);
+        let db = self.reader().map_err(|e| self.db_err(e))?;
         let run = || -> rusqlite::Result<Vec<String>> {
             let mut stmt = db.prepare(
                 "SELECT s.id, s.admin, s.target, s.start_us, s.end_us, s.exit_status, s.recorded,
@@ -493,6 +476,29 @@ fn forget_chain(db: &Connection, why: &str) -> rusqlite::Result<()> {
     db.execute_batch(
         "DELETE FROM position; DELETE FROM entries; DELETE FROM output; DELETE FROM sessions;",
     )
+}
+
+/// A read-only connection, with the streamed search of rows whose text the index does not hold
+/// whole (see [`query::sql`]).
+fn open_reader(path: &Path, store: &RecordingStore) -> rusqlite::Result<Connection> {
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    reader.busy_timeout(std::time::Duration::from_secs(10))?;
+    let store = store.clone();
+    reader.create_scalar_function(
+        "output_contains",
+        2,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        move |ctx| {
+            let id: String = ctx.get(0)?;
+            let needle: String = ctx.get(1)?;
+            Ok(SessionId::parse(&id)
+                .is_some_and(|id| streamed::output_contains(&store, &id, &needle)))
+        },
+    )?;
+    Ok(reader)
 }
 
 fn open_db(path: &Path) -> rusqlite::Result<Connection> {

@@ -543,3 +543,62 @@ async fn output_past_what_the_index_keeps_is_still_found() {
     assert!(search(&index, "BIG-43").is_empty());
     assert_eq!(search(&index, "nothing"), ["bob"]);
 }
+
+/// Attack (denial of service by a reviewer): a search that takes long (a short needle over all
+/// text, or a large recording streamed) must not hold up every other reviewer's pages. The
+/// search is made to hang on a recording that is a FIFO nobody writes yet.
+#[tokio::test]
+async fn a_slow_search_does_not_hold_up_other_pages() {
+    let bed = Bed::new();
+    let slow = bed.recorded("alice", "ls\r\n").await;
+    let other = bed.recorded("bob", "id\r\n").await;
+    let index = Arc::new(bed.index("i.sqlite3"));
+    while index.update(STEP).unwrap().more {}
+    // Alice's row is searched in her recording, which now never comes.
+    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
+    db.execute(
+        "UPDATE sessions SET searched = 0 WHERE id = ?1",
+        [slow.as_str()],
+    )
+    .unwrap();
+    drop(db);
+    let cast = bed.store.cast_path(&slow);
+    std::fs::remove_file(&cast).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&cast)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let searching = std::thread::spawn({
+        let index = index.clone();
+        move || search(&index, "nothing")
+    });
+    // The search is in the FIFO (its open waits for a writer) before the other page is asked.
+    let in_fifo = || {
+        std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+            std::fs::read_to_string(t.unwrap().path().join("wchan"))
+                .is_ok_and(|w| w.contains("wait_for_partner"))
+        })
+    };
+    let started = std::time::Instant::now();
+    while !in_fifo() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the search never reached the recording"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let (index, other) = (index.clone(), other.clone());
+        move || {
+            let _ = tx.send(index.report(&other).map(|r| r.notes(&other).len()));
+        }
+    });
+    let answered = rx.recv_timeout(Duration::from_secs(5));
+    // Let the search finish either way: a writer opens the FIFO and closes it.
+    drop(std::fs::File::options().write(true).open(&cast).unwrap());
+    assert!(searching.join().unwrap().is_empty());
+    let notes = answered.expect("the session page waited for another reviewer's search");
+    assert!(notes.unwrap() >= 2);
+}
