@@ -126,6 +126,9 @@ pub struct Listing {
     pub behind: bool,
 }
 
+/// Highest page number asked for (50 rows a page: millions of sessions).
+const MAX_PAGE: usize = 1_000_000;
+
 /// The filter as an index query.
 pub fn query(shared: &Bastion, filter: &Filter) -> Result<index::Query, FilterError> {
     let (from, to) = (
@@ -138,6 +141,10 @@ pub fn query(shared: &Bastion, filter: &Filter) -> Result<index::Query, FilterEr
     ) || !matches!(filter.integrity.as_str(), "" | "ok" | "problem")
     {
         return Err(FilterError("unknown status or integrity filter".into()));
+    }
+    // The page links add one to it: a number near the top of `usize` would overflow there.
+    if filter.page > MAX_PAGE {
+        return Err(FilterError(format!("page: at most {MAX_PAGE}")));
     }
     Ok(index::Query {
         admin: filter.admin.clone(),

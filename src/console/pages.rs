@@ -190,12 +190,7 @@ pub async fn sessions(
                     @for r in &rows {
                         @let m = &r.row.meta;
                         tr class=(r.status()) {
-                            td {
-                                a href=(format!("/sessions/{}", m.id)) { (m.id) }
-                                @if r.row.text_cut && !filter.q.trim().is_empty() {
-                                    br; small.unsearched { "output beyond the first 8 MiB is not searched: open it to look" }
-                                }
-                            }
+                            td { a href=(format!("/sessions/{}", m.id)) { (m.id) } }
                             td { (m.admin) }
                             td { (m.account) "@" (m.target) }
                             td { (local(m.start)) }

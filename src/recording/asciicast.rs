@@ -736,6 +736,8 @@ mod tests {
     /// session waits until the writer has taken the queue, then goes on, and every line is
     /// written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The disk's lock held across awaits is the stalled disk.
+    #[allow(clippy::await_holding_lock)]
     async fn a_lagging_disk_holds_the_session_back_instead_of_failing_it() {
         let dir = tempfile::tempdir().unwrap();
         let (mut r, store, id) = lagging(dir.path());
@@ -773,6 +775,8 @@ mod tests {
     /// A disk that takes nothing for the stall time ([`DRAIN_STALL`] in the daemon) fails the
     /// recording (the session ends with a reason), rather than holding the session for ever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The disk's lock held across awaits is the stalled disk.
+    #[allow(clippy::await_holding_lock)]
     async fn a_stopped_disk_fails_the_recording_after_the_stall_time() {
         let dir = tempfile::tempdir().unwrap();
         let (mut r, _store, _id) = lagging(dir.path());

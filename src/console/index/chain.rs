@@ -127,7 +127,7 @@ pub fn read(
         }
     }
     let mut report = verify_from(&lines, verifier, start);
-    let problems = report
+    let problems: Vec<String> = report
         .problems
         .iter()
         .map(|p| match places.get(p.line.saturating_sub(1)) {
@@ -154,6 +154,21 @@ pub fn read(
             note: note.clone(),
         })
     });
+    let mut problems = problems;
+    // A whole budget of lines and not one entry verified among them: the position cannot move
+    // past lines that are not signed entries, so reading on would read the same lines for ever.
+    // The index stops here, and says so.
+    if more && report.entries.is_empty() {
+        more = false;
+        problems.push(format!(
+            "the {budget} lines after {} are not entries that verify; the index reads no \
+             further (run stapsteen audit verify)",
+            from.map_or("the start of the chain".to_owned(), |p| format!(
+                "seq {}",
+                p.seq
+            ))
+        ));
+    }
     let report = report.entries.into_iter().collect();
     Ok(Some(Batch {
         report,

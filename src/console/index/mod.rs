@@ -13,7 +13,12 @@
 //! - It reads only what is new: the chain from the last entry it read (whose signed note must
 //!   still be in the chain file, byte for byte, or everything is read again from the start and
 //!   the change is shown as a problem), and recordings whose files changed (size, inode, mtime,
-//!   ctime) or whose session has new chain entries.
+//!   ctime) or whose session has new chain entries. A budget of lines of which none verifies
+//!   stops the reading there (shown as a problem) rather than reading them again for ever.
+//! - A session's entries are kept as their signed notes and opened with the verifier again
+//!   whenever they are read (session page, evidence bundle, verdicts): whoever can write the
+//!   index file can hide entries, not forge them. The list's stored verdicts are trusted until
+//!   the files or the entries change (`stapsteen index rebuild` takes nothing from the file).
 //! - SQLite calls block: callers run them off the async workers (`spawn_blocking`), and each
 //!   update reads at most a budget of entries, so a page view never does unbounded work.
 
@@ -21,6 +26,7 @@ mod chain;
 mod query;
 mod schema;
 mod sessions;
+mod streamed;
 #[cfg(test)]
 mod tests;
 
@@ -73,10 +79,9 @@ pub struct Index {
     chain: PathBuf,
     store: RecordingStore,
     verifier: NoteVerifier,
-    /// Updates, one at a time.
+    /// Updates, one at a time. Pages each open a reader of their own ([`Index::reader`]): WAL
+    /// lets them read while an update writes, and a slow search holds up no other page.
     writer: Mutex<Connection>,
-    /// Pages; WAL lets them read while an update writes.
-    reader: Mutex<Connection>,
 }
 
 /// What one update did.
@@ -113,28 +118,23 @@ impl Index {
         if let Some(dir) = path.parent() {
             create_private_dir(dir)?;
         }
+        private_files(path)?;
         let writer = match open_db(path) {
             Ok(db) => db,
             Err(_) => {
                 remove_files(path)?;
+                private_files(path)?;
                 open_db(path).map_err(db_err)?
             }
         };
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db_err)?;
-        reader
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
+        // A reader opens as this process's index does, so that a page fails now, not later.
+        drop(open_reader(path, &store).map_err(db_err)?);
         Ok(Self {
             path: path.to_owned(),
             chain: chain.to_owned(),
             store,
             verifier,
             writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
         })
     }
 
@@ -150,6 +150,11 @@ impl Index {
         while index.update(STEP)?.more {}
         index.sweep()?;
         Ok(index)
+    }
+
+    /// A connection for reading, of its own (opening one costs far less than a page).
+    fn reader(&self) -> rusqlite::Result<Connection> {
+        open_reader(&self.path, &self.store)
     }
 
     fn db_err(&self, source: rusqlite::Error) -> IndexError {
@@ -194,13 +199,13 @@ impl Index {
                 return Ok(Progress { more: true });
             }
         };
-        let write = || -> rusqlite::Result<()> {
+        let write = || -> rusqlite::Result<bool> {
             for p in &problems {
                 tx.execute("INSERT OR IGNORE INTO problems (what) VALUES (?1)", [p])?;
             }
             let mut dirty = BTreeSet::new();
-            for (e, _) in &report.entries {
-                sessions::store_entry(&tx, e)?;
+            for (e, note) in &report.entries {
+                sessions::store_entry(&tx, e, note)?;
                 if let Some(s) = &e.session {
                     dirty.insert(s.clone());
                 }
@@ -218,13 +223,17 @@ impl Index {
                 )?;
             }
             let seq = last.as_ref().map(|p| p.seq);
+            let mut removed = false;
             for id in &dirty {
-                sessions::refresh(&tx, &self.store, id, seq)?;
+                removed |= sessions::refresh(&tx, &self.store, &self.verifier, id, seq)?;
             }
-            Ok(())
+            Ok(removed)
         };
-        write().map_err(|e| self.db_err(e))?;
+        let removed = write().map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
+        if removed {
+            truncate_wal(&db).map_err(|e| self.db_err(e))?;
+        }
         Ok(Progress { more })
     }
 
@@ -265,7 +274,7 @@ impl Index {
         &self,
         ids: Option<&[SessionId]>,
     ) -> rusqlite::Result<HashMap<String, (String, bool)>> {
-        let db = lock(&self.reader);
+        let db = self.reader()?;
         let mut out = HashMap::new();
         let row = |r: &rusqlite::Row<'_>| {
             Ok((
@@ -307,10 +316,15 @@ impl Index {
             let mut db = lock(&self.writer);
             let tx = db.transaction().map_err(|e| self.db_err(e))?;
             let seq = position(&tx).map_err(|e| self.db_err(e))?.map(|p| p.seq);
+            let mut removed = false;
             for id in chunk {
-                sessions::refresh(&tx, &self.store, id, seq).map_err(|e| self.db_err(e))?;
+                removed |= sessions::refresh(&tx, &self.store, &self.verifier, id, seq)
+                    .map_err(|e| self.db_err(e))?;
             }
             tx.commit().map_err(|e| self.db_err(e))?;
+            if removed {
+                truncate_wal(&db).map_err(|e| self.db_err(e))?;
+            }
         }
         Ok(())
     }
@@ -344,7 +358,7 @@ impl Index {
     }
 
     fn query(&self, q: &Query, live: &[String]) -> rusqlite::Result<Page> {
-        let db = lock(&self.reader);
+        let db = self.reader()?;
         let (sql, args) = query::sql(q, live);
         let mut stmt = db.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -353,12 +367,11 @@ impl Index {
                 r.get::<_, bool>(1)?,
                 r.get::<_, bool>(2)?,
                 r.get::<_, String>(3)?,
-                r.get::<_, bool>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (meta, recorded, ok, integrity, text_cut) = row?;
+            let (meta, recorded, ok, integrity) = row?;
             // Written by this index from a `Meta`; a row that does not read back is not shown.
             if let Ok(meta) = serde_json::from_str(&meta) {
                 out.push(Listed {
@@ -366,7 +379,6 @@ impl Index {
                     recorded,
                     ok,
                     integrity,
-                    text_cut,
                 });
             }
         }
@@ -386,14 +398,16 @@ impl Index {
         })
     }
 
-    /// The chain entries the index holds for one session, to verify its recording with.
+    /// The chain entries the index holds for one session (their signed notes, checked again),
+    /// to verify its recording with and to ship in the evidence bundle.
     pub fn report(&self, id: &SessionId) -> Result<ChainReport, IndexError> {
-        sessions::report_of(&lock(&self.reader), id).map_err(|e| self.db_err(e))
+        let db = self.reader().map_err(|e| self.db_err(e))?;
+        sessions::report_of(&db, &self.verifier, id).map_err(|e| self.db_err(e))
     }
 
     /// Sessions indexed, and what verifying the chain found.
     pub fn counts(&self) -> Result<(u64, Vec<String>), IndexError> {
-        let db = lock(&self.reader);
+        let db = self.reader().map_err(|e| self.db_err(e))?;
         let run = || -> rusqlite::Result<(u64, Vec<String>)> {
             let n: i64 = db.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?;
             let mut stmt = db.prepare("SELECT what FROM problems ORDER BY what")?;
@@ -409,7 +423,7 @@ impl Index {
     /// Every row, oldest first, as `(id, admin, target, start, end, exit status, recorded, ok,
     /// integrity, text)`: for comparing two indexes.
     pub fn dump(&self) -> Result<Vec<String>, IndexError> {
-        let db = lock(&self.reader);
+        let db = self.reader().map_err(|e| self.db_err(e))?;
         let run = || -> rusqlite::Result<Vec<String>> {
             let mut stmt = db.prepare(
                 "SELECT s.id, s.admin, s.target, s.start_us, s.end_us, s.exit_status, s.recorded,
@@ -464,6 +478,29 @@ fn forget_chain(db: &Connection, why: &str) -> rusqlite::Result<()> {
     )
 }
 
+/// A read-only connection, with the streamed search of rows whose text the index does not hold
+/// whole (see [`query::sql`]).
+fn open_reader(path: &Path, store: &RecordingStore) -> rusqlite::Result<Connection> {
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    reader.busy_timeout(std::time::Duration::from_secs(10))?;
+    let store = store.clone();
+    reader.create_scalar_function(
+        "output_contains",
+        2,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        move |ctx| {
+            let id: String = ctx.get(0)?;
+            let needle: String = ctx.get(1)?;
+            Ok(SessionId::parse(&id)
+                .is_some_and(|id| streamed::output_contains(&store, &id, &needle)))
+        },
+    )?;
+    Ok(reader)
+}
+
 fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     let db = Connection::open(path)?;
     db.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -472,6 +509,8 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
         return Err(rusqlite::Error::InvalidQuery);
     }
     db.pragma_update(None, "synchronous", "NORMAL")?;
+    // Deleted rows (a recording pruned) are overwritten, not left in free pages.
+    db.pragma_update(None, "secure_delete", "ON")?;
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version == schema::VERSION {
         return Ok(db);
@@ -483,6 +522,13 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     db.execute_batch(schema::TABLES)?;
     db.pragma_update(None, "user_version", schema::VERSION)?;
     Ok(db)
+}
+
+/// Copies the WAL into the database and empties it: the pages of a removed session's text, as
+/// they were before, are not kept in it (a reader in the middle of a query may delay this to
+/// the next removal; SQLite then reports busy, which is not an error).
+fn truncate_wal(db: &Connection) -> rusqlite::Result<()> {
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
 /// Deletes the index file and SQLite's files beside it.
@@ -499,6 +545,33 @@ fn remove_files(path: &Path) -> Result<(), IndexError> {
                     source,
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the index file for its owner only (SQLite gives its WAL and shared memory files the
+/// database file's mode), or takes an existing one's and those files' access from others.
+fn private_files(path: &Path) -> Result<(), IndexError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |source| IndexError::Io { path: p, source }
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&p)(e)),
         }
     }
     Ok(())

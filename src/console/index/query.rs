@@ -88,16 +88,23 @@ pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
         _ => {}
     }
     let needle = q.q.trim();
+    // Rows whose text the index does not hold whole are searched in their recordings.
+    let streamed = |args: &mut dyn FnMut(Value) -> String| {
+        let n = args(Value::Text(needle.to_lowercase()));
+        format!("(searched = 0 AND output_contains(id, {n}))")
+    };
     if needle.chars().count() >= 3 {
         let p = arg(Value::Text(phrase(needle)));
+        let s = streamed(&mut arg);
         conds.push(format!(
-            "(text_cut = 1 OR rowid IN (SELECT rowid FROM output WHERE output MATCH {p}))"
+            "(rowid IN (SELECT rowid FROM output WHERE output MATCH {p}) OR {s})"
         ));
     } else if !needle.is_empty() {
         // Too short for trigrams: a scan of the stored text (LIKE folds ASCII case only).
         let p = arg(Value::Text(like(needle)));
+        let s = streamed(&mut arg);
         conds.push(format!(
-            "(text_cut = 1 OR rowid IN (SELECT rowid FROM output WHERE text LIKE {p} ESCAPE '\\'))"
+            "(rowid IN (SELECT rowid FROM output WHERE text LIKE {p} ESCAPE '\\') OR {s})"
         ));
     }
     let limit = arg(Value::Integer((PAGE + 1) as i64));
@@ -109,7 +116,7 @@ pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
     };
     (
         format!(
-            "SELECT meta, recorded, ok, integrity, text_cut FROM sessions {filter}
+            "SELECT meta, recorded, ok, integrity FROM sessions {filter}
              ORDER BY start_us DESC, id DESC LIMIT {limit} OFFSET {offset}"
         ),
         args,

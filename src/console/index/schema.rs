@@ -15,17 +15,14 @@ CREATE TABLE position (
     seq INTEGER NOT NULL,
     note TEXT NOT NULL
 );
--- Verified chain entries that name a session (start, checkpoints, end, pruned): what a
--- recording is verified against, without reading the chain again.
+-- Verified chain entries that name a session (start, checkpoints, end, pruned), as their
+-- signed notes: what a recording is verified against without reading the chain again, and what
+-- the evidence bundle ships. Each note is checked again when read, so this file cannot make a
+-- verdict better than the signed entries allow.
 CREATE TABLE entries (
     seq INTEGER PRIMARY KEY,
     session TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    time TEXT NOT NULL,
-    lines INTEGER,
-    bytes INTEGER,
-    chain BLOB,
-    fields TEXT NOT NULL
+    note TEXT NOT NULL
 );
 CREATE INDEX entries_session ON entries (session, seq);
 -- What verifying the chain found.
@@ -48,8 +45,9 @@ CREATE TABLE sessions (
     -- The chain position (last seq read) the verdict was taken against.
     checked_seq INTEGER,
     fingerprint TEXT NOT NULL,
-    -- The output was longer than the text indexed: a search cannot rule this session out.
-    text_cut INTEGER NOT NULL DEFAULT 0
+    -- `output` holds all of the session's text, and it will not grow: a search may rely on it.
+    -- Otherwise (more than the index keeps, or live) the recording is searched as a stream.
+    searched INTEGER NOT NULL
 );
 CREATE INDEX sessions_start ON sessions (start_us DESC, id DESC);
 CREATE INDEX sessions_admin ON sessions (admin);
@@ -57,4 +55,7 @@ CREATE INDEX sessions_target ON sessions (target);
 -- Terminal output without escape sequences; rowid = sessions.rowid. Trigrams, so that a search
 -- finds any substring (of three characters or more), case-insensitively, as before the index.
 CREATE VIRTUAL TABLE output USING fts5 (text, tokenize = 'trigram');
+-- A recording deleted (retention) takes its postings out of the full-text index at once, not
+-- when segments happen to be merged: no longer kept than needed.
+INSERT INTO output (output, rank) VALUES ('secure-delete', 1);
 ";

@@ -6,13 +6,12 @@ use std::os::unix::fs::MetadataExt;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::audit::{ChainReport, Entry, Kind, Seal};
+use crate::audit::{ChainReport, Entry, NoteVerifier, parse_entry};
 use crate::console::catalog::unrecorded;
 use crate::ids::SessionId;
 use crate::recording::{Meta, RecordingStore, Verdict, verify_recording};
 
-/// Most output text indexed for one session; a search finds text within it, and lists a
-/// session with more among its results (it cannot rule it out).
+/// Most output text indexed for one session; a search finds text within it.
 pub const MAX_TEXT: usize = 8 << 20;
 
 /// Size, inode, modification and change time (ns) of a recording's files. The change time
@@ -45,90 +44,56 @@ pub fn micros(t: jiff::Timestamp) -> i64 {
     t.as_microsecond()
 }
 
-/// Stores a verified chain entry that names a session.
-pub fn store_entry(db: &Connection, e: &Entry) -> rusqlite::Result<()> {
+/// Stores a verified chain entry that names a session, with its signed note.
+pub fn store_entry(db: &Connection, e: &Entry, note: &str) -> rusqlite::Result<()> {
     let Some(session) = &e.session else {
         return Ok(());
     };
-    let fields = serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into());
     db.execute(
-        "INSERT OR REPLACE INTO entries (seq, session, kind, time, lines, bytes, chain, fields)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            e.seq as i64,
-            session.as_str(),
-            e.kind.as_str(),
-            e.time.to_string(),
-            e.seal.map(|s| s.lines as i64),
-            e.seal.map(|s| s.bytes as i64),
-            e.seal.map(|s| s.chain.to_vec()),
-            fields,
-        ],
+        "INSERT OR REPLACE INTO entries (seq, session, note) VALUES (?1, ?2, ?3)",
+        params![e.seq as i64, session.as_str(), note],
     )?;
     Ok(())
 }
 
 /// The chain entries the index holds for a session, as a report to verify its recording with.
-pub fn report_of(db: &Connection, id: &SessionId) -> rusqlite::Result<ChainReport> {
-    let mut stmt = db.prepare_cached(
-        "SELECT seq, kind, time, lines, bytes, chain, fields FROM entries
-         WHERE session = ?1 ORDER BY seq",
-    )?;
+/// Each note is opened with the verifier again and must name this session and its row's seq: a
+/// row changed in the index file is left out, which can only make a verdict worse, never better.
+pub fn report_of(
+    db: &Connection,
+    verifier: &NoteVerifier,
+    id: &SessionId,
+) -> rusqlite::Result<ChainReport> {
+    let mut stmt =
+        db.prepare_cached("SELECT seq, note FROM entries WHERE session = ?1 ORDER BY seq")?;
     let rows = stmt.query_map([id.as_str()], |r| {
-        let seq: i64 = r.get(0)?;
-        let kind: String = r.get(1)?;
-        let time: String = r.get(2)?;
-        let lines: Option<i64> = r.get(3)?;
-        let bytes: Option<i64> = r.get(4)?;
-        let chain: Option<Vec<u8>> = r.get(5)?;
-        let fields: String = r.get(6)?;
-        Ok((seq, kind, time, lines, bytes, chain, fields))
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
     })?;
     let mut entries = Vec::new();
     for row in rows {
-        let (seq, kind, time, lines, bytes, chain, fields) = row?;
-        // Rows this index wrote from verified entries; one that does not read back is left out,
-        // which can only make a verdict worse, never better.
-        let (Some(kind), Ok(time)) = (Kind::parse(&kind), time.parse()) else {
+        let (seq, note) = row?;
+        let Ok(entry) = verifier.open(note.as_bytes()).and_then(|t| parse_entry(&t)) else {
             continue;
         };
-        let seal = match (
-            lines,
-            bytes,
-            chain.and_then(|c| <[u8; 32]>::try_from(c).ok()),
-        ) {
-            (Some(lines), Some(bytes), Some(chain)) => Some(Seal {
-                lines: lines as u64,
-                bytes: bytes as u64,
-                chain,
-            }),
-            _ => None,
-        };
-        let entry = Entry {
-            seq: seq as u64,
-            prev: [0; 32],
-            time,
-            kind,
-            session: Some(id.clone()),
-            seal,
-            fields: serde_json::from_str(&fields).unwrap_or_default(),
-        };
-        entries.push((entry, String::new()));
+        if entry.seq as i64 == seq && entry.session.as_ref() == Some(id) {
+            entries.push((entry, note));
+        }
     }
     Ok(entries.into_iter().collect())
 }
 
-/// Reads the session's files and entries again and writes its row (or removes it: a session
-/// with neither metadata nor a start entry without a recording is not listed, as before the
-/// index).
+/// Reads the session's files and entries again and writes its row (or removes it, and its
+/// text: a session with neither metadata nor a start entry without a recording is not listed,
+/// as before the index). True when a row was removed.
 pub fn refresh(
     db: &Connection,
     store: &RecordingStore,
+    verifier: &NoteVerifier,
     id: &SessionId,
     checked_seq: Option<u64>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     let fp = fingerprint(store, id);
-    let report = report_of(db, id)?;
+    let report = report_of(db, verifier, id)?;
     let (meta, verdict) = match store.read_meta(id) {
         Ok(m) => {
             let v = verify_recording(store, id, &report);
@@ -136,10 +101,7 @@ pub fn refresh(
         }
         Err(_) => match unrecorded(&report).into_iter().next() {
             Some(m) => (m, None),
-            None => {
-                remove(db, id)?;
-                return Ok(());
-            }
+            None => return remove(db, id),
         },
     };
     let (ok, integrity) = match &verdict {
@@ -150,18 +112,18 @@ pub fn refresh(
         ),
     };
     let settled = !matches!(verdict, Some(Verdict::Intact { .. }));
-    let meta_json = serde_json::to_string(&meta).unwrap_or_default();
-    let (text, text_cut) = match verdict {
+    let (text, whole) = match verdict {
         Some(_) => output_text(store, id),
-        None => (String::new(), false),
+        None => (String::new(), true),
     };
+    let meta_json = serde_json::to_string(&meta).unwrap_or_default();
     db.execute(
         "INSERT INTO sessions (id, admin, target, start_us, end_us, exit_status, meta, recorded,
-             ok, integrity, settled, checked_seq, fingerprint, text_cut)
+             ok, integrity, settled, checked_seq, fingerprint, searched)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (id) DO UPDATE SET admin = ?2, target = ?3, start_us = ?4, end_us = ?5,
              exit_status = ?6, meta = ?7, recorded = ?8, ok = ?9, integrity = ?10,
-             settled = ?11, checked_seq = ?12, fingerprint = ?13, text_cut = ?14",
+             settled = ?11, checked_seq = ?12, fingerprint = ?13, searched = ?14",
         params![
             id.as_str(),
             meta.admin,
@@ -176,7 +138,7 @@ pub fn refresh(
             settled,
             checked_seq.map(|s| s as i64),
             fp,
-            text_cut,
+            whole && settled,
         ],
     )?;
     let rowid: i64 = db.query_row(
@@ -191,10 +153,10 @@ pub fn refresh(
             params![rowid, text],
         )?;
     }
-    Ok(())
+    Ok(false)
 }
 
-fn remove(db: &Connection, id: &SessionId) -> rusqlite::Result<()> {
+fn remove(db: &Connection, id: &SessionId) -> rusqlite::Result<bool> {
     let rowid: Option<i64> = db
         .query_row(
             "SELECT rowid FROM sessions WHERE id = ?1",
@@ -206,29 +168,30 @@ fn remove(db: &Connection, id: &SessionId) -> rusqlite::Result<()> {
         db.execute("DELETE FROM output WHERE rowid = ?1", [rowid])?;
         db.execute("DELETE FROM sessions WHERE rowid = ?1", [rowid])?;
     }
-    Ok(())
+    Ok(rowid.is_some())
 }
 
 /// What the terminal showed, without escape sequences (at most [`MAX_TEXT`] bytes of it), and
-/// whether there was more; read line by line, so a long recording is never in memory whole.
+/// whether that is all of it; read line by line, so a long recording is never in memory whole.
 pub fn output_text(store: &RecordingStore, id: &SessionId) -> (String, bool) {
     let mut out = strip_ansi_escapes::Writer::new(Vec::new());
     let Ok(events) = store.events(id) else {
         return (String::new(), false);
     };
-    let (mut written, mut cut) = (0, false);
+    let mut written = 0;
+    let mut whole = true;
     for (_, kind, data) in events {
         if kind != "o" {
             continue;
         }
         written += data.len();
         if written > MAX_TEXT || out.write_all(data.as_bytes()).is_err() {
-            cut = true;
+            whole = false;
             break;
         }
     }
     let bytes = out.into_inner().unwrap_or_default();
-    (String::from_utf8_lossy(&bytes).into_owned(), cut)
+    (String::from_utf8_lossy(&bytes).into_owned(), whole)
 }
 
 /// A row as listed.
@@ -237,6 +200,4 @@ pub struct Listed {
     pub recorded: bool,
     pub ok: bool,
     pub integrity: String,
-    /// Its output is longer than the text indexed (listed by every search).
-    pub text_cut: bool,
 }

@@ -80,7 +80,10 @@ impl Bed {
             .wait()
             .await
             .unwrap();
-        r.output(output.as_bytes()).unwrap();
+        // In pieces, as a terminal's output comes.
+        for piece in output.as_bytes().chunks(64 << 10) {
+            r.output(piece).unwrap();
+        }
         r.seal_with(Draft::new(Kind::End).session(&id))
             .wait()
             .await
@@ -376,4 +379,226 @@ fn an_index_of_another_version_or_no_index_is_rebuilt() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, schema::VERSION);
+}
+
+/// Attack: the evidence bundle ships the session's entries from the index as signed notes. The
+/// index must give back the notes as they were signed (not blanks), and a row of the index file
+/// changed by hand (root editing the index to match a changed recording) must not be taken.
+#[tokio::test]
+async fn entries_come_back_as_signed_notes_and_a_forged_row_is_not_taken() {
+    let bed = Bed::new();
+    let id = bed.recorded("alice", "ls\r\n").await;
+    let index = bed.index("i.sqlite3");
+    while index.update(STEP).unwrap().more {}
+    let report = index.report(&id).unwrap();
+    let notes = report.notes(&id);
+    assert!(notes.len() >= 2, "start and end: {}", notes.len());
+    for (e, note) in &notes {
+        let opened = bed.chain.verifier().open(note.as_bytes()).unwrap();
+        assert_eq!(crate::audit::parse_entry(&opened).unwrap().seq, e.seq);
+    }
+    // Root writes the index: every entry of the session now claims another session's note, or
+    // a note changed by a byte.
+    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
+    let other = bed.recorded("bob", "id\r\n").await;
+    while index.update(STEP).unwrap().more {}
+    let bobs: Vec<String> = db
+        .prepare("SELECT note FROM entries WHERE session = ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([other.as_str()], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let seqs: Vec<i64> = db
+        .prepare("SELECT seq FROM entries WHERE session = ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([id.as_str()], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    db.execute(
+        "UPDATE entries SET note = ?1 WHERE seq = ?2",
+        params![bobs[0], seqs[0]],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE entries SET note = replace(note, 'kind end', 'kind chk') WHERE seq = ?1",
+        params![seqs[seqs.len() - 1]],
+    )
+    .unwrap();
+    assert!(index.report(&id).unwrap().notes(&id).is_empty());
+}
+
+/// Attack: root appends lines that are not entries to the chain (more than a step of them).
+/// The index must not read the same lines again for ever (a core spinning, `more` never false);
+/// it says where it stopped.
+#[tokio::test]
+async fn lines_that_never_verify_do_not_keep_the_index_reading_for_ever() {
+    let bed = Bed::new();
+    bed.recorded("alice", "ls\r\n").await;
+    let index = bed.index("i.sqlite3");
+    while index.update(STEP).unwrap().more {}
+    assert!(
+        all(&index, Query::default()).problems.is_empty(),
+        "positive control"
+    );
+    let mut f = std::fs::File::options()
+        .append(true)
+        .open(bed.chain.path())
+        .unwrap();
+    for _ in 0..50 {
+        std::io::Write::write_all(&mut f, b"{\"note\":\"garbage\"}\n").unwrap();
+    }
+    drop(f);
+    let mut reads = 0;
+    while index.update(10).unwrap().more {
+        reads += 1;
+        assert!(reads < 20, "the index reads the same lines again and again");
+    }
+    let problems = all(&index, Query::default()).problems;
+    assert!(
+        problems.iter().any(|p| p.contains("reads no further")),
+        "{problems:?}"
+    );
+}
+
+/// Attack (privacy): the index holds terminal output. Its files (the database, the WAL and the
+/// shared memory beside it) are for their owner only, also where the directory is open to
+/// others (`stapsteen index rebuild --out /tmp/...`) or the umask is the usual 022.
+#[tokio::test]
+async fn the_index_files_are_for_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let bed = Bed::new();
+    bed.recorded("alice", "Password: hunter2\r\n").await;
+    let open_dir = bed.root.join("shared");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = open_dir.join("i.sqlite3");
+    let index = Index::rebuild(
+        &path,
+        bed.chain.path(),
+        bed.store.clone(),
+        bed.chain.verifier().clone(),
+    )
+    .unwrap();
+    assert_eq!(search(&index, "hunter2"), ["alice"], "positive control");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{p:?} is {mode:o}");
+    }
+}
+
+/// Attack (privacy, AVG): a recording deleted under retention takes its output out of the index
+/// file too, not only out of the search: SQLite keeps a deleted row's bytes in free space (and
+/// FTS5 its postings) until they happen to be reused.
+#[tokio::test]
+async fn a_deleted_recording_leaves_no_text_in_the_index_file() {
+    let bed = Bed::new();
+    let secret = "dossier Jansen-Q7X4-ZZ9";
+    let id = bed.recorded("alice", &format!("{secret}\r\n")).await;
+    bed.recorded("bob", "ls\r\n").await;
+    let index = bed.index("i.sqlite3");
+    while index.update(STEP).unwrap().more {}
+    assert_eq!(search(&index, "Q7X4"), ["alice"], "positive control");
+    for p in [
+        bed.store.cast_path(&id),
+        bed.store.index_path(&id),
+        bed.store.meta_path(&id),
+    ] {
+        std::fs::remove_file(p).unwrap();
+    }
+    assert_eq!(index.sweep().unwrap(), 1);
+    assert!(search(&index, "Q7X4").is_empty());
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut p = bed.root.join("i.sqlite3").into_os_string();
+        p.push(suffix);
+        bytes.extend(std::fs::read(&p).unwrap_or_default());
+    }
+    let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    assert!(
+        !found,
+        "the deleted recording's text is still in the index file"
+    );
+}
+
+/// Attack (hiding activity): an admin prints more than the index keeps of a session's text
+/// (`head -c 9M /dev/zero | tr '\0' x`) and then does what they want unseen; a search must
+/// still find what came after, as it did before the index (streamed from the recording).
+#[tokio::test]
+async fn output_past_what_the_index_keeps_is_still_found() {
+    let bed = Bed::new();
+    let junk = "x".repeat(sessions::MAX_TEXT + 1);
+    bed.recorded("alice", &format!("{junk}\r\nrm -rf /data/BIG-42\r\n"))
+        .await;
+    bed.recorded("bob", "nothing to see\r\n").await;
+    let index = bed.index("i.sqlite3");
+    while index.update(STEP).unwrap().more {}
+    assert_eq!(search(&index, "xxxx"), ["alice"], "positive control");
+    assert_eq!(search(&index, "big-42"), ["alice"]);
+    assert_eq!(search(&index, "BIG-42"), ["alice"]);
+    assert_eq!(search(&index, "42"), ["alice"], "short needle");
+    assert!(search(&index, "BIG-43").is_empty());
+    assert_eq!(search(&index, "nothing"), ["bob"]);
+}
+
+/// Attack (denial of service by a reviewer): a search that takes long (a short needle over all
+/// text, or a large recording streamed) must not hold up every other reviewer's pages. The
+/// search is made to hang on a recording that is a FIFO nobody writes yet.
+#[tokio::test]
+async fn a_slow_search_does_not_hold_up_other_pages() {
+    let bed = Bed::new();
+    let slow = bed.recorded("alice", "ls\r\n").await;
+    let other = bed.recorded("bob", "id\r\n").await;
+    let index = Arc::new(bed.index("i.sqlite3"));
+    while index.update(STEP).unwrap().more {}
+    // Alice's row is searched in her recording, which now never comes.
+    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
+    db.execute(
+        "UPDATE sessions SET searched = 0 WHERE id = ?1",
+        [slow.as_str()],
+    )
+    .unwrap();
+    drop(db);
+    let cast = bed.store.cast_path(&slow);
+    std::fs::remove_file(&cast).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&cast)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let searching = std::thread::spawn({
+        let index = index.clone();
+        move || search(&index, "nothing")
+    });
+    // The search is in the FIFO (its open waits for a writer) before the other page is asked.
+    let in_fifo = || {
+        std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+            std::fs::read_to_string(t.unwrap().path().join("wchan"))
+                .is_ok_and(|w| w.contains("wait_for_partner"))
+        })
+    };
+    let started = std::time::Instant::now();
+    while !in_fifo() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the search never reached the recording"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let (index, other) = (index.clone(), other.clone());
+        move || {
+            let _ = tx.send(index.report(&other).map(|r| r.notes(&other).len()));
+        }
+    });
+    let answered = rx.recv_timeout(Duration::from_secs(5));
+    // Let the search finish either way: a writer opens the FIFO and closes it.
+    drop(std::fs::File::options().write(true).open(&cast).unwrap());
+    assert!(searching.join().unwrap().is_empty());
+    let notes = answered.expect("the session page waited for another reviewer's search");
+    assert!(notes.unwrap() >= 2);
 }
