@@ -26,6 +26,19 @@ pub fn sh(ns: &str, script: &str) -> (f64, Output) {
     (start.elapsed().as_secs_f64(), out)
 }
 
+/// Prints whether every recording the benchmark's sessions left verifies as sealed.
+pub fn print_verified(env: &Env) {
+    let verified = env.cli(&["recordings", "verify", "--all"]);
+    println!(
+        "  recordings verify --all: {}",
+        if verified.status.success() {
+            "all sealed"
+        } else {
+            "FINDINGS"
+        }
+    );
+}
+
 /// The jump host and the client command lines of each route (each ends with the destination, so
 /// a remote command may follow).
 pub struct Routes {

@@ -327,14 +327,5 @@ fn main() {
             s / j
         );
     }
-    // The chain the benchmark's sessions left verifies.
-    let verified = env.cli(&["recordings", "verify", "--all"]);
-    println!(
-        "  recordings verify --all: {}",
-        if verified.status.success() {
-            "all sealed"
-        } else {
-            "FINDINGS"
-        }
-    );
+    routes::print_verified(&env);
 }

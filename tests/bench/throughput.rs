@@ -33,26 +33,13 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod routes;
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::{BASTION, Env, Options, PACS01};
-
-fn sh(ns: &str, script: &str) -> (f64, std::process::Output) {
-    let start = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "bash", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (start.elapsed().as_secs_f64(), out)
-}
+use routes::sh;
 
 /// CPU seconds (user + system, with reaped children) a process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -440,20 +427,7 @@ fn main() {
          at the pty rate above it takes {:.0}% of a core",
         100.0 * terminal[0] / on
     );
-    // The chain the benchmark's sessions left verifies.
-    let verified = Command::new(common::bin())
-        .args(["recordings", "verify", "--all", "--config"])
-        .arg(env.path("stapsteen.toml"))
-        .output()
-        .unwrap();
-    println!(
-        "  recordings verify --all: {}",
-        if verified.status.success() {
-            "all sealed"
-        } else {
-            "FINDINGS"
-        }
-    );
+    routes::print_verified(&env);
 
     let rtt = |ns: &str, cmd: &str| -> serde_json::Value {
         let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/echo_rtt.py");
