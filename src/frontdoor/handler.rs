@@ -1250,15 +1250,24 @@ impl Handler for Connection {
                     .stop(format!("recording failed ({}), session ended", e.cause()));
                 return Ok(());
             }
-            // The admin's input waits for a lagging recording as the target's output does.
+            // The admin's input waits for a lagging recording as the target's output does, unless
+            // the session is stopped (revoked, ended) meanwhile; then nothing more is passed on.
             let backlog = lock(&live.transcript).backlog();
-            if let Some(Err(e)) = match backlog {
-                Some(b) => Some(b.wait().await),
-                None => None,
-            } {
-                live.stop
-                    .stop(format!("recording failed ({}), session ended", e.cause()));
-                return Ok(());
+            if let Some(b) = backlog {
+                match live.stop.unless_stopped(b.wait()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        if let Err(e) = lock(&live.transcript).lagged(e) {
+                            live.stop
+                                .stop(format!("recording failed ({}), session ended", e.cause()));
+                            return Ok(());
+                        }
+                    }
+                    Err(_) => return Ok(()),
+                }
+                if live.stop.stopped().is_some() {
+                    return Ok(());
+                }
             }
             if live
                 .writer

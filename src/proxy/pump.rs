@@ -111,10 +111,10 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
         End::Target => "closed".to_owned(),
         End::Bastion(r) => r.clone(),
     };
+    // The target is cut off first (its connection's loop may wait on this reader, when the pump
+    // stopped reading), so nothing more reaches it while the admin is told why.
+    drop(read);
     if let End::Bastion(msg) = &end {
-        let nl = if ctx.pty { "\r\n" } else { "\n" };
-        let text = format!("{nl}stapsteen: {msg}{nl}");
-        let _ = ctx.front.extended_data(id, 1, text.into_bytes()).await;
         let _ = ctx
             .conn
             .disconnect(
@@ -123,6 +123,9 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                 "",
             )
             .await;
+        let nl = if ctx.pty { "\r\n" } else { "\n" };
+        let text = format!("{nl}stapsteen: {msg}{nl}");
+        let _ = ctx.front.extended_data(id, 1, text.into_bytes()).await;
     }
     let _ = ctx.front.eof(id).await;
     let _ = ctx.front.close(id).await;
@@ -139,7 +142,10 @@ async fn held_back(
 ) -> Option<String> {
     let backlog = lock(transcript).backlog()?;
     tokio::select! {
-        r = backlog.wait() => r.err().map(|e| format!("recording failed ({}), session ended", e.cause())),
+        r = backlog.wait() => r
+            .err()
+            .and_then(|e| lock(transcript).lagged(e).err())
+            .map(|e| format!("recording failed ({}), session ended", e.cause())),
         reason = stop.wait() => Some(reason.unwrap_or_else(|| "admin disconnected".into())),
         _ = tokio::time::sleep_until(deadline) => Some(deadline_reason.to_owned()),
     }

@@ -231,6 +231,12 @@ impl Transcript {
         self.recorder.as_ref().and_then(Recorder::backlog)
     }
 
+    /// A failure seen while waiting on [`Transcript::backlog`]: passed on, or (alert-and-continue)
+    /// the recorder dropped after an alert, as any recording failure.
+    pub fn lagged(&mut self, e: RecordingError) -> Result<(), RecordingError> {
+        self.failed(e)
+    }
+
     /// Target output on stdout, or on a pty.
     pub fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {
         self.bytes_out += data.len() as u64;

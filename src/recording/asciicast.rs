@@ -330,9 +330,10 @@ impl Pipe {
 pub struct Backlog(Arc<Pipe>);
 
 impl Backlog {
-    /// Returns once the writer has taken the queue down to half the high-water mark (or the
-    /// recording has failed: the next call says so); fails the recording when the writer takes
-    /// nothing for [`DRAIN_STALL`].
+    /// Returns once the writer has taken the queue down to half the high-water mark (in effect:
+    /// has taken the queue); `Err` when the recording has failed, or fails it when the writer
+    /// takes nothing for [`DRAIN_STALL`] (a batch of up to the mark written and synced in that
+    /// time: a disk slower than about 270 KiB/s counts as stopped).
     pub async fn wait(self) -> Result<(), RecordingError> {
         self.wait_at_most(DRAIN_STALL).await
     }
@@ -345,13 +346,21 @@ impl Backlog {
             drained.as_mut().enable();
             {
                 let q = lock(&self.0.queue);
-                if q.failed.is_some() || q.lines.len() <= HIGH_WATER / 2 {
+                if let Some(reason) = &q.failed {
+                    return Err(RecordingError::Stored {
+                        path: self.0.path.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                if q.lines.len() <= HIGH_WATER / 2 {
                     return Ok(());
                 }
             }
             if tokio::time::timeout(stall, drained).await.is_err() {
                 let reason = "the disk does not keep up with the recording".to_owned();
                 lock(&self.0.queue).failed = Some(reason.clone());
+                // Another waiter on this recording learns it now, not at its own stall time.
+                self.0.drained.notify_waiters();
                 return Err(RecordingError::Stored {
                     path: self.0.path.clone(),
                     reason,
@@ -507,6 +516,7 @@ impl Recorder {
             if q.lines.len() + line.len() > MAX_QUEUED {
                 let reason = "the disk does not keep up with the recording".to_owned();
                 q.failed = Some(reason.clone());
+                self.pipe.drained.notify_waiters();
                 return Err(RecordingError::Stored {
                     path: self.pipe.path.clone(),
                     reason,
