@@ -1245,6 +1245,11 @@ impl Handler for Connection {
 
     async fn data(&mut self, id: ChannelId, data: &[u8], _session: &mut Session) -> HResult {
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
+            // A stopped session (revoked, past its end) passes nothing on, even while its
+            // connection lingers (an admin who keeps the window shut delays russh's disconnect).
+            if live.stop.stopped().is_some() {
+                return Ok(());
+            }
             if let Err(e) = lock(&live.transcript).input(data) {
                 live.stop
                     .stop(format!("recording failed ({}), session ended", e.cause()));
