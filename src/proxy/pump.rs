@@ -49,12 +49,6 @@ pub fn spawn_pump(ctx: PumpContext, read: ChannelReadHalf) {
 
 async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
     let id = ctx.front_channel;
-    let ends = Ends {
-        transcript: &ctx.transcript,
-        stop: &ctx.stop,
-        deadline: ctx.deadline,
-        deadline_reason: &ctx.deadline_reason,
-    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let end = loop {
         tokio::select! {
@@ -65,13 +59,10 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                         if let Err(e) = lock(&ctx.transcript).output(&data) {
                             break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
-                        // Also ended while the admin's window stays shut (russh then reads no
-                        // disconnect from its handle): a revocation or deadline still cuts it.
-                        let sent = unless_ended(&ends, ctx.front.data(id, data)).await;
-                        if let Some(why) = not_sent(sent) {
-                            break End::Bastion(why);
+                        if ctx.front.data(id, data).await.is_err() {
+                            break End::Bastion("admin channel closed".into());
                         }
-                        if let Some(why) = held_back(&ends).await {
+                        if let Some(why) = held_back(&ctx.transcript, &ctx.stop, ctx.deadline, &ctx.deadline_reason).await {
                             break End::Bastion(why);
                         }
                     }
@@ -79,11 +70,10 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                         if let Err(e) = lock(&ctx.transcript).stderr(&data) {
                             break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
-                        let sent = unless_ended(&ends, ctx.front.extended_data(id, ext, data)).await;
-                        if let Some(why) = not_sent(sent) {
-                            break End::Bastion(why);
+                        if ctx.front.extended_data(id, ext, data).await.is_err() {
+                            break End::Bastion("admin channel closed".into());
                         }
-                        if let Some(why) = held_back(&ends).await {
+                        if let Some(why) = held_back(&ctx.transcript, &ctx.stop, ctx.deadline, &ctx.deadline_reason).await {
                             break End::Bastion(why);
                         }
                     }
@@ -121,10 +111,10 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
         End::Target => "closed".to_owned(),
         End::Bastion(r) => r.clone(),
     };
-    // The target is cut off first (its connection's loop may wait on this reader, when the pump
-    // stopped reading), so nothing more reaches it while the admin is told why.
-    drop(read);
     if let End::Bastion(msg) = &end {
+        let nl = if ctx.pty { "\r\n" } else { "\n" };
+        let text = format!("{nl}stapsteen: {msg}{nl}");
+        let _ = ctx.front.extended_data(id, 1, text.into_bytes()).await;
         let _ = ctx
             .conn
             .disconnect(
@@ -133,53 +123,28 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                 "",
             )
             .await;
-        let nl = if ctx.pty { "\r\n" } else { "\n" };
-        let text = format!("{nl}stapsteen: {msg}{nl}");
-        let _ = ctx.front.extended_data(id, 1, text.into_bytes()).await;
     }
     let _ = ctx.front.eof(id).await;
     let _ = ctx.front.close(id).await;
     finish(ctx, &reason).await;
 }
 
-/// Runs `work` unless the session is stopped or its deadline passes first; then `Err` with why.
-async fn unless_ended<T>(ctx: &Ends<'_>, work: impl Future<Output = T>) -> Result<T, String> {
-    tokio::select! {
-        out = work => Ok(out),
-        reason = ctx.stop.wait() => Err(reason.unwrap_or_else(|| "admin disconnected".into())),
-        _ = tokio::time::sleep_until(ctx.deadline) => Err(ctx.deadline_reason.to_owned()),
-    }
-}
-
-/// Why the session ends after a send to the admin, if it does.
-fn not_sent<E>(sent: Result<Result<(), E>, String>) -> Option<String> {
-    match sent {
-        Ok(Ok(())) => None,
-        Ok(Err(_)) => Some("admin channel closed".into()),
-        Err(why) => Some(why),
-    }
-}
-
-/// What ends a session besides its channel: the parts of the context the pump's waits watch
-/// (the context itself is not `Sync`).
-struct Ends<'a> {
-    transcript: &'a Mutex<Transcript>,
-    stop: &'a SessionStop,
-    deadline: Instant,
-    deadline_reason: &'a str,
-}
-
 /// While the recording's disk lags, reads no more from the target (whose window then waits for
 /// the disk); `Some` with why the session ends instead.
-async fn held_back(ctx: &Ends<'_>) -> Option<String> {
-    let backlog = lock(ctx.transcript).backlog()?;
-    match unless_ended(ctx, backlog.wait()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => lock(ctx.transcript)
-            .lagged(e)
+async fn held_back(
+    transcript: &Mutex<Transcript>,
+    stop: &SessionStop,
+    deadline: Instant,
+    deadline_reason: &str,
+) -> Option<String> {
+    let backlog = lock(transcript).backlog()?;
+    tokio::select! {
+        r = backlog.wait() => r
             .err()
+            .and_then(|e| lock(transcript).lagged(e).err())
             .map(|e| format!("recording failed ({}), session ended", e.cause())),
-        Err(why) => Some(why),
+        reason = stop.wait() => Some(reason.unwrap_or_else(|| "admin disconnected".into())),
+        _ = tokio::time::sleep_until(deadline) => Some(deadline_reason.to_owned()),
     }
 }
 
