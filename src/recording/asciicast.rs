@@ -693,14 +693,7 @@ mod tests {
     #[test]
     fn buffers_are_reused_while_busy_and_freed_when_idle() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RecordingStore::new(dir.path().to_owned());
-        let chain = crate::audit::test_chain(dir.path());
-        let id = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
-        let cadence = Cadence {
-            interval: Duration::from_secs(60),
-            bytes: 1 << 30,
-        };
-        let mut r = Recorder::create(&store, &id, chain, cadence, (80, 24), "xterm", "t").unwrap();
+        let (mut r, store, id) = recorder(dir.path());
         let held = |r: &Recorder| {
             let q = lock(&r.pipe.queue);
             let spare = lock(&r.pipe.spare);
@@ -729,8 +722,8 @@ mod tests {
         assert_eq!(lines[2][2], "after");
     }
 
-    /// A recording whose disk lags: 17 MiB queued while the writer is held at the disk.
-    fn lagging(dir: &std::path::Path) -> (Recorder, RecordingStore, SessionId) {
+    /// A recording in `dir` that checkpoints by time only (never by size during a test).
+    fn recorder(dir: &std::path::Path) -> (Recorder, RecordingStore, SessionId) {
         let store = RecordingStore::new(dir.to_owned());
         let chain = crate::audit::test_chain(dir);
         let id = SessionId::generate(jiff::Timestamp::UNIX_EPOCH);
@@ -750,7 +743,7 @@ mod tests {
     #[allow(clippy::await_holding_lock)]
     async fn a_lagging_disk_holds_the_session_back_instead_of_failing_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut r, store, id) = lagging(dir.path());
+        let (mut r, store, id) = recorder(dir.path());
         let pipe = r.pipe.clone();
         let disk = lock(&pipe.disk);
         let chunk = vec![b'x'; 1 << 20];
@@ -789,7 +782,7 @@ mod tests {
     #[allow(clippy::await_holding_lock)]
     async fn a_stopped_disk_fails_the_recording_after_the_stall_time() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut r, _store, _id) = lagging(dir.path());
+        let (mut r, _store, _id) = recorder(dir.path());
         let pipe = r.pipe.clone();
         let disk = lock(&pipe.disk);
         let chunk = vec![b'x'; 1 << 20];
