@@ -109,12 +109,8 @@ pub async fn bundle(
         let id = id.clone();
         let index = app.index.clone();
         move || {
-            // The session's own entries as the index verified them (what is new in the chain
-            // read first, a budget of it), not the whole chain.
-            if let Err(e) = index.update(super::index::PAGE_BUDGET) {
-                tracing::warn!("console index: {e}");
-            }
-            let report = index.report(&id).map_err(|e| e.to_string())?;
+            // The session's own entries as the index verified them, not the whole chain.
+            let report = index.current_report(&id).map_err(|e| e.to_string())?;
             let problems = index.counts().map_err(|e| e.to_string())?.1.len();
             prepare(&shared, &id, &report, problems, who)
         }

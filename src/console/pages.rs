@@ -223,12 +223,8 @@ pub async fn session(
     let (shared, index) = (app.shared.clone(), app.index.clone());
     let lookup = id.clone();
     let found = tokio::task::spawn_blocking(move || {
-        // The session's own entries, as the index verified them: not the whole chain. What is
-        // new in the chain is read first (a budget of it), so a session just begun is there.
-        if let Err(e) = index.update(super::index::PAGE_BUDGET) {
-            tracing::warn!("console index: {e}");
-        }
-        let report = index.report(&lookup).ok()?;
+        // The session's own entries, as the index verified them: not the whole chain.
+        let report = index.current_report(&lookup).ok()?;
         let row = catalog::row(&shared, &report, &lookup)?;
         let markers = catalog::markers(&shared, &row.meta);
         Some((row, markers))

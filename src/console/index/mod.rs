@@ -398,6 +398,15 @@ impl Index {
         })
     }
 
+    /// [`Index::report`] after reading what is new in the chain (up to [`PAGE_BUDGET`] entries),
+    /// so a session just begun is there; a failed read is logged and what is held serves.
+    pub fn current_report(&self, id: &SessionId) -> Result<ChainReport, IndexError> {
+        if let Err(e) = self.update(PAGE_BUDGET) {
+            tracing::warn!("console index: {e}");
+        }
+        self.report(id)
+    }
+
     /// The chain entries the index holds for one session (their signed notes, checked again),
     /// to verify its recording with and to ship in the evidence bundle.
     pub fn report(&self, id: &SessionId) -> Result<ChainReport, IndexError> {
