@@ -681,6 +681,26 @@ fn reset_peak(env: &Env) {
     std::fs::write(format!("/proc/{}/clear_refs", env.bastion_pid()), "5").unwrap();
 }
 
+/// Asserts that the bastion's peak resident memory grows less than `bound` KiB while `step`
+/// runs. The daemon's own background work (the index catching up every few seconds) can fall
+/// inside one measurement, so a step over the bound is measured once more: a step that itself
+/// needs the memory (reading a recording whole) exceeds the bound both times.
+fn peak_growth_under(env: &Env, what: &str, bound: u64, mut step: impl FnMut()) {
+    let mut grown = Vec::new();
+    for _ in 0..2 {
+        reset_peak(env);
+        let before = peak_rss(env);
+        step();
+        let grew = peak_rss(env).saturating_sub(before);
+        println!("{what}: peak RSS grew {grew} KiB");
+        if grew < bound {
+            return;
+        }
+        grown.push(grew);
+    }
+    panic!("the {what} took {grown:?} KiB more (bound {bound} KiB)");
+}
+
 /// Enrols a key for c.visser and logs in with it in the browser (WebAuthn); the login cookie.
 fn browser_login(env: &Env, spki: &str) -> String {
     let enrol = env.cli(&["console", "enrol", "c.visser"]);
@@ -799,27 +819,25 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
     }
 
     // The live view's first frame: the screen as it is now, which ends with the last line.
-    reset_peak(&env);
-    let before = peak_rss(&env);
     let live = env.path("live.txt");
-    let (rc, status) = curl_logged_in(&env, &cookie, 20, &format!("/sessions/{id}/live"), &live);
-    let grew = peak_rss(&env).saturating_sub(before);
-    let seen = std::fs::read_to_string(&live).unwrap();
-    // Cut off by --max-time while the session runs on (28: timed out).
-    assert_eq!(
-        (rc, status.as_str()),
-        (28, "200"),
-        "{}",
-        &seen[..seen.len().min(500)]
-    );
-    let first = seen.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("data: {") && first.contains("BIG-42") && first.len() < 1 << 20,
-        "{}",
-        &first[..first.len().min(500)]
-    );
-    println!("live view: peak RSS grew {grew} KiB");
-    assert!(grew < BOUND_KIB, "the live view took {grew} KiB more");
+    peak_growth_under(&env, "live view", BOUND_KIB, || {
+        let (rc, status) =
+            curl_logged_in(&env, &cookie, 20, &format!("/sessions/{id}/live"), &live);
+        let seen = std::fs::read_to_string(&live).unwrap();
+        // Cut off by --max-time while the session runs on (28: timed out).
+        assert_eq!(
+            (rc, status.as_str()),
+            (28, "200"),
+            "{}",
+            &seen[..seen.len().min(500)]
+        );
+        let first = seen.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("data: {") && first.contains("BIG-42") && first.len() < 1 << 20,
+            "{}",
+            &first[..first.len().min(500)]
+        );
+    });
 
     std::fs::write(&release, b"").unwrap();
     assert!(big.join().unwrap().status.success());
@@ -828,40 +846,36 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
     assert!(size > MIB << 20, "the recording holds {size} bytes");
 
     // The .cast download: the file as it is.
-    reset_peak(&env);
-    let before = peak_rss(&env);
     let got = env.path("got.cast");
-    let (rc, status) = curl_logged_in(
-        &env,
-        &cookie,
-        300,
-        &format!("/sessions/{id}/cast?download=1"),
-        &got,
-    );
-    let grew = peak_rss(&env).saturating_sub(before);
-    assert_eq!((rc, status.as_str()), (0, "200"));
-    assert_eq!(std::fs::metadata(&got).unwrap().len(), size);
     let sha = |p: &Path| {
         let out = Command::new("sha256sum").arg(p).output().unwrap();
         stdout(&out).split_whitespace().next().unwrap().to_owned()
     };
+    peak_growth_under(&env, "cast download", BOUND_KIB, || {
+        let (rc, status) = curl_logged_in(
+            &env,
+            &cookie,
+            300,
+            &format!("/sessions/{id}/cast?download=1"),
+            &got,
+        );
+        assert_eq!((rc, status.as_str()), (0, "200"));
+    });
+    assert_eq!(std::fs::metadata(&got).unwrap().len(), size);
     assert_eq!(sha(&got), sha(&cast));
-    println!("cast download: peak RSS grew {grew} KiB for {size} bytes");
-    assert!(grew < BOUND_KIB, "the download took {grew} KiB more");
 
     // The evidence bundle: the recording in it is the file, and it checks out.
-    reset_peak(&env);
-    let before = peak_rss(&env);
     let tar = env.path("evidence.tar");
-    let (rc, status) = curl_logged_in(
-        &env,
-        &cookie,
-        300,
-        &format!("/sessions/{id}/evidence"),
-        &tar,
-    );
-    let grew = peak_rss(&env).saturating_sub(before);
-    assert_eq!((rc, status.as_str()), (0, "200"));
+    peak_growth_under(&env, "evidence bundle", BOUND_KIB, || {
+        let (rc, status) = curl_logged_in(
+            &env,
+            &cookie,
+            300,
+            &format!("/sessions/{id}/evidence"),
+            &tar,
+        );
+        assert_eq!((rc, status.as_str()), (0, "200"));
+    });
     let report = Command::new("tar")
         .arg("-xOf")
         .arg(&tar)
@@ -887,12 +901,11 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
         "{}",
         stdout(&inside)
     );
-    let event = env.wait_audit("CONSOLE_DOWNLOAD", |e| {
-        Env::detail(e)["file"] == "evidence bundle"
+    // The entry of the download that wrote this file (a step measured twice downloads twice).
+    let tar_sha = sha(&tar);
+    env.wait_audit("CONSOLE_DOWNLOAD", |e| {
+        Env::detail(e)["file"] == "evidence bundle" && Env::detail(e)["sha256"] == tar_sha.as_str()
     });
-    assert_eq!(Env::detail(&event)["sha256"].as_str().unwrap(), sha(&tar));
-    println!("evidence bundle: peak RSS grew {grew} KiB");
-    assert!(grew < BOUND_KIB, "the bundle took {grew} KiB more");
 
     // A page number the page links could not add one to is refused, not a panic.
     for page in ["18446744073709551615", "-1"] {
@@ -909,19 +922,16 @@ fn a_large_recording_streams_to_the_console_in_bounded_memory() {
         ("search", "/sessions?q=BIG-42".to_owned()),
         ("session page", format!("/sessions/{id}")),
     ] {
-        reset_peak(&env);
-        let before = peak_rss(&env);
         let page = env.path("page.html");
-        let (rc, status) = curl_logged_in(&env, &cookie, 300, &path, &page);
-        let grew = peak_rss(&env).saturating_sub(before);
-        assert_eq!((rc, status.as_str()), (0, "200"), "{what}");
+        peak_growth_under(&env, what, BOUND_KIB, || {
+            let (rc, status) = curl_logged_in(&env, &cookie, 300, &path, &page);
+            assert_eq!((rc, status.as_str()), (0, "200"), "{what}");
+        });
         let html = std::fs::read_to_string(&page).unwrap();
         assert!(
             html.contains(&id),
             "{what}: {}",
             &html[..html.len().min(500)]
         );
-        println!("{what}: peak RSS grew {grew} KiB");
-        assert!(grew < BOUND_KIB, "the {what} took {grew} KiB more");
     }
 }
