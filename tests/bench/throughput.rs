@@ -39,7 +39,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::{BASTION, Env, Options, PACS01};
-use routes::sh;
+use routes::{Routes, sh};
 
 /// CPU seconds (user + system, with reaped children) a process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -165,90 +165,15 @@ fn main() {
     let sink = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_echo.py");
     env.spawn_in_mgmt(&["python3", sink, PACS01, "11112", "--sink"]);
     env.wait_port(&env.ns_mgmt.clone(), PACS01, 11112);
-    let p = |n: &str| env.path(n).display().to_string();
-
-    // A plain key with a certificate from the bastion CA, for the OpenSSH routes.
-    Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f", &p("bench_key")])
-        .status()
-        .unwrap();
-    Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-s",
-            &p("ca_key"),
-            "-I",
-            "bench",
-            "-n",
-            &env.account,
-            "-V",
-            "+1h",
-            &p("bench_key.pub"),
-        ])
-        .status()
-        .unwrap();
-    // The jump host: a stock sshd in the bastion namespace.
-    Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f", &p("jump_host")])
-        .status()
-        .unwrap();
-    std::fs::copy(p("bench_key.pub"), p("jump_authorized")).unwrap();
-    std::fs::write(
-        p("jump_sshd_config"),
-        format!(
-            "ListenAddress {BASTION}:2200\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\nPasswordAuthentication no\n",
-            p("jump_host"), p("jump.pid"), p("jump_authorized")
-        ),
-    )
-    .unwrap();
-    let mut jump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &env.ns_bastion,
-            "/usr/sbin/sshd",
-            "-D",
-            "-e",
-            "-f",
-            &p("jump_sshd_config"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let known = format!(
-        "[{BASTION}]:2200 {}\n{PACS01} {}\n",
-        std::fs::read_to_string(p("jump_host.pub")).unwrap().trim(),
-        env.pacs01_hostkey
-    );
-    std::fs::write(p("known_openssh"), known).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-
-    let plain = |cipher: &str| {
-        format!(
-            "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent=none -o UserKnownHostsFile={} -i {}",
-            p("known_openssh"),
-            p("bench_key")
-        )
-    };
-    // alice's security key, through stapsteen.
-    let to_bastion = |cipher: &str| {
-        format!(
-            "ssh -F none -c {cipher} -o BatchMode=yes -o IdentityAgent={} -o UserKnownHostsFile={}",
-            p("agent.sock"),
-            p("known_hosts")
-        )
-    };
-    let via_stapsteen = |cipher: &str| format!("{} alice@{BASTION} pacs01", to_bastion(cipher));
-    let via_jump = |cipher: &str| {
-        format!(
-            "{} -o ProxyCommand='{} -p 2200 -W %h:%p {}@{BASTION}' {}@{PACS01}",
-            plain(cipher),
-            plain(cipher),
-            env.account,
-            env.account
-        )
-    };
-    let direct = |cipher: &str| format!("{} {}@{PACS01}", plain(cipher), env.account);
+    let bed = Routes::start(&env, None);
+    // Each route's command with `-c cipher` on every ssh in it (the jump hop's too).
+    let with =
+        |cipher: &str, cmd: &str| cmd.replace("ssh -F none", &format!("ssh -F none -c {cipher}"));
+    let via_stapsteen = |cipher: &str| with(cipher, &bed.via_stapsteen);
+    let via_jump = |cipher: &str| with(cipher, &bed.via_jump);
+    let direct = |cipher: &str| with(cipher, &bed.direct);
+    let to_bastion = |cipher: &str| with(cipher, &bed.to_bastion);
+    let plain = |cipher: &str| with(cipher, &bed.plain);
     let push = |cmd: &str| format!("head -c {}M /dev/zero | {cmd} 'cat > /dev/null'", mib);
 
     println!(
@@ -268,7 +193,7 @@ fn main() {
                 "ProxyJump",
                 env.ns_admin.as_str(),
                 via_jump(cipher),
-                Some(jump.id()),
+                Some(bed.jump_pid()),
             ),
             ("direct", env.ns_bastion.as_str(), direct(cipher), None),
         ];
@@ -389,8 +314,18 @@ fn main() {
             "-T",
             Some(env.bastion_pid()),
         ),
-        ("ProxyJump", via_jump.as_str(), "-tt", Some(jump.id())),
-        ("ProxyJump", via_jump.as_str(), "-T", Some(jump.id())),
+        (
+            "ProxyJump",
+            via_jump.as_str(),
+            "-tt",
+            Some(bed.jump_pid()),
+        ),
+        (
+            "ProxyJump",
+            via_jump.as_str(),
+            "-T",
+            Some(bed.jump_pid()),
+        ),
     ] {
         let cpu0 = bastion.map(cpu_seconds);
         let (secs, _) = sh(&env.ns_admin, &output(cmd, flag));
@@ -452,8 +387,6 @@ fn main() {
         "  ratio p50 stapsteen/direct {:.2}",
         a["p50_ms"].as_f64().unwrap() / c["p50_ms"].as_f64().unwrap()
     );
-    let _ = jump.kill();
-    let _ = jump.wait();
 }
 
 /// Total instructions (Ir) in a callgrind dump, all threads.
