@@ -335,7 +335,7 @@ fn main() {
         let what = if flag == "-tt" {
             "pty, recorded+sealed"
         } else {
-            "no pty, not recorded"
+            "no pty, first max_channel_bytes recorded"
         };
         let what = if name == "ProxyJump" {
             what.split(',').next().unwrap_or(what)
