@@ -9,7 +9,8 @@
 //! is shut from outside russh and the admin's connection is cut at the TCP level; that fails the
 //! pump's send, so the pump still ends the session: SESSION_END with the stop's reason and a
 //! sealed recording. A pump that ends by itself within the grace (an admin who reads) is left
-//! alone.
+//! alone. The target learns of the close only while the grant's firewall element still lets the
+//! bastion's packets out (not after the grant was removed or ran out; see the README).
 
 use std::time::Duration;
 
