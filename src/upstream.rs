@@ -75,7 +75,37 @@ impl client::Handler for PinnedHostKey {
     }
 }
 
-pub type Connection = client::Handle<PinnedHostKey>;
+/// A logged-in connection to a target.
+pub struct Connection {
+    pub handle: client::Handle<PinnedHostKey>,
+    socket: TargetSocket,
+}
+
+impl Connection {
+    /// What closes this connection's TCP socket from outside russh.
+    pub fn socket(&self) -> TargetSocket {
+        self.socket.clone()
+    }
+}
+
+/// A second handle on a target connection's TCP socket: it closes the connection even while
+/// russh's loop for it waits (on a pump that reads no more, so on an admin whose window is
+/// shut), which a disconnect sent through the [`client::Handle`] would wait behind.
+#[derive(Clone)]
+pub struct TargetSocket(Arc<std::net::TcpStream>);
+
+impl TargetSocket {
+    /// `socket` shares its connection with the stream russh runs on (a duplicated descriptor).
+    pub fn new(socket: std::net::TcpStream) -> Self {
+        Self(Arc::new(socket))
+    }
+
+    /// Shuts the connection both ways: the target sees it closed and ends the session (its
+    /// processes lose their terminal or pipes); russh's loop fails once it reads again.
+    pub fn close(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
 
 /// Signs a user certificate for `key`, valid now for `account` only.
 pub fn sign_certificate(
@@ -149,6 +179,18 @@ pub struct Dial<'a> {
     pub mark: Option<u32>,
 }
 
+/// The stream, and a [`TargetSocket`] on the same socket (a duplicated descriptor).
+fn with_second_handle(
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, TargetSocket)> {
+    let std = stream.into_std()?;
+    let second = std.try_clone()?;
+    Ok((
+        tokio::net::TcpStream::from_std(std)?,
+        TargetSocket::new(second),
+    ))
+}
+
 /// Connects and logs in to the target as the account, within `timeout`.
 pub async fn connect(
     dial: Dial<'_>,
@@ -169,12 +211,14 @@ pub async fn connect(
             target: name.clone(),
             source,
         };
+        let connect_err = |source: std::io::Error| UpstreamError::Connect {
+            target: name.clone(),
+            source,
+        };
         let stream = crate::net::connect((target.address, target.port).into(), mark)
             .await
-            .map_err(|source| UpstreamError::Connect {
-                target: name.clone(),
-                source,
-            })?;
+            .map_err(connect_err)?;
+        let (stream, socket) = with_second_handle(stream).map_err(connect_err)?;
         let presented = Arc::new(Mutex::new(None));
         let handler = PinnedHostKey {
             pinned: target.host_keys.clone(),
@@ -224,7 +268,7 @@ pub async fn connect(
         }
         .map_err(ssh_err)?;
         match result {
-            AuthResult::Success => Ok(handle),
+            AuthResult::Success => Ok(Connection { handle, socket }),
             AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused {
                 target: name,
                 account: account.to_string(),

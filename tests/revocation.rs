@@ -394,3 +394,219 @@ fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
     let session = session.join().unwrap();
     assert_eq!(stdout(&session), "survived\n", "{}", stderr(&session));
 }
+
+/// Whether process `pid` still runs (a zombie left for a parent that does not reap is gone).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
+}
+
+/// The bastion's established TCP connections to `target`'s sshd.
+fn upstream_connections(env: &Env, target: &str) -> Vec<String> {
+    let addr = if target == "pacs01" {
+        common::PACS01
+    } else {
+        common::IMPORT01
+    };
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.ns_bastion])
+        .args(["ss", "-Htn", "state", "established"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter(|l| l.contains(&format!("{addr}:22")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `done` every 50 ms for up to `secs` seconds; whether it became true.
+fn within(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(secs) {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
+/// A session on `target` whose command prints without end while the admin's `ssh` reads
+/// nothing (stopped once output arrived, so its window and then its TCP buffer stay full), then
+/// `end` (which waits for what it did), after which the target's command and the bastion's
+/// connection to the target must end (within 15 s) all the same; returns SESSION_END.
+fn frozen_session_ends(
+    env: &Env,
+    target: &str,
+    end: impl FnOnce(&serde_json::Value),
+) -> serde_json::Value {
+    let pid_file = env.path("yes.pid");
+    let command = format!(
+        "echo $$ > '{}'; exec yes stapsteen-alive",
+        pid_file.display()
+    );
+    let out_file = env.path("client.out");
+    // `ip netns exec` runs ssh in its own process, so this is ssh's pid.
+    let mut client = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.ns_admin, "ssh"])
+        .args(env.ssh_opts("agent.sock"))
+        .args([&format!("alice@{BASTION}"), target, &command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ssh = client.id().to_string();
+    wait_for_file(&pid_file);
+    assert!(
+        within(15, || std::fs::metadata(&out_file).unwrap().len() > 0),
+        "no output reached the client"
+    );
+    let start = env.wait_audit("SESSION_START", |e| e["admin"] == "alice");
+    let session = start["session"].as_str().unwrap().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{ssh}/comm"))
+            .unwrap()
+            .trim(),
+        "ssh"
+    );
+    let kill = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &ssh])
+            .status()
+            .unwrap()
+    };
+    assert!(kill("-STOP").success());
+    // Wait until the output backs up: the recording of what crossed stops growing.
+    let cast = env.recordings_dir().join(format!("{session}.cast"));
+    let size = || std::fs::metadata(&cast).map(|m| m.len()).unwrap_or(0);
+    let (mut last, mut same) = (size(), 0);
+    assert!(
+        within(30, || {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let now = size();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+            same >= 4
+        }),
+        "the output never backed up"
+    );
+    // Positive control: the target's command and the bastion's connection to it are alive.
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(running(&pid), "the target command is not running");
+    assert_eq!(upstream_connections(env, target).len(), 1);
+
+    end(&start);
+    let target_gone = within(15, || {
+        !running(&pid) && upstream_connections(env, target).is_empty()
+    });
+    let ended =
+        target_gone.then(|| env.wait_audit("SESSION_END", |e| e["session"] == session.as_str()));
+    assert!(kill("-CONT").success());
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(
+        target_gone,
+        "the session lives on: target command running {}, connections {:?}",
+        running(&pid),
+        upstream_connections(env, target)
+    );
+    // The recording was sealed all the same.
+    let verified = env.cli(&["recordings", "verify", &session]);
+    let text = stdout(&verified) + &stderr(&verified);
+    assert!(verified.status.success(), "{text}");
+    assert!(text.contains("sealed ("), "{text}");
+    ended.unwrap()
+}
+
+/// An admin with a stolen key who keeps the SSH window shut (the client stops reading) cannot
+/// keep a revoked session alive on the target: its command and the bastion's connection to the
+/// target end anyway, and SESSION_END says it was revoked.
+#[test]
+fn a_revoked_session_ends_on_the_target_while_the_admin_reads_nothing() {
+    let mut env = testbed!();
+    env.agent("alice2.sock", "alice2_key", &[]);
+    let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
+    let end = frozen_session_ends(&env, "pacs01", |start| {
+        let one = format!("keys = [\"{}\"]", env.alice_key);
+        std::fs::write(
+            env.path("policy.toml"),
+            env.policy_text("")
+                .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
+        )
+        .unwrap();
+        env.reload();
+        env.wait_audit("SESSION_REVOKED", |e| {
+            e["admin"] == "alice" && e["session"] == start["session"]
+        });
+    });
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("access revoked (key"),
+        "{end}"
+    );
+}
+
+/// The same for a grant removed (the connection stays, only the session under it ends)...
+#[test]
+fn a_session_whose_grant_is_removed_ends_on_the_target_while_the_admin_reads_nothing() {
+    let env = testbed!();
+    let end = frozen_session_ends(&env, "pacs01", |start| {
+        let changed = env.policy_text("").replace(
+            "groups = [\"pacs-beheer\"]\ntargets",
+            "admins = [\"bob\"]\ntargets",
+        );
+        std::fs::write(env.path("policy.toml"), changed).unwrap();
+        env.reload();
+        env.wait_audit("SESSION_REVOKED", |e| e["session"] == start["session"]);
+    });
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("access revoked (grant pacs-beheer"),
+        "{end}"
+    );
+}
+
+/// ...and for the maximum session length reached (the session's own deadline).
+#[test]
+fn a_session_at_its_maximum_length_ends_on_the_target_while_the_admin_reads_nothing() {
+    let grant = "[[grant]]\nname = \"alice-import\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nmax_session = \"10s\"\n";
+    let env = testbed!(Options {
+        extra_policy: grant.into(),
+        ..Default::default()
+    });
+    let max = std::time::Duration::from_secs(10);
+    // Before the session starts, so its deadline comes after `max` from here.
+    let before = std::time::Instant::now();
+    let end = frozen_session_ends(&env, "import01", |_| {
+        assert!(
+            before.elapsed() < max,
+            "the output backed up only after the session's end"
+        );
+        // The event here is the deadline itself.
+        while before.elapsed() < max {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("maximum session length reached"),
+        "{end}"
+    );
+}

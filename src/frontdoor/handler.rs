@@ -503,6 +503,7 @@ impl Connection {
             deadline(now, allowed.until, allowed.max_session, &allowed.grant);
         session.channel_success(id)?;
         let registration = running.registration;
+        let login = self.login.clone();
         spawn_pump(
             PumpContext {
                 front: session.handle(),
@@ -522,6 +523,7 @@ impl Connection {
                 on_end: Box::new(move || drop(registration)),
             },
             read,
+            move || login.cut(),
         );
         if let Some(state) = self.channels.get_mut(&id) {
             state.live = Some(Live {
@@ -878,17 +880,20 @@ impl Handler for Connection {
             self.shared.unauthenticated.trust(peer.ip());
         }
         // A revocation ends the whole connection: every channel, every forward and the TCP
-        // connection, with the reason in the SSH disconnect message.
-        let (stop, handle) = (self.stop.clone(), session.handle());
+        // connection, with the reason in the SSH disconnect message. russh sends that only once
+        // the admin's window has room; an admin who keeps it shut is cut off after the grace.
+        let (stop, handle, login) = (self.stop.clone(), session.handle(), self.login.clone());
         tokio::spawn(async move {
             if let Some(reason) = stop.wait().await {
-                let _ = handle
-                    .disconnect(
-                        russh::Disconnect::ByApplication,
-                        format!("stapsteen: {reason}"),
-                        String::new(),
-                    )
-                    .await;
+                let cut_at = tokio::time::Instant::now() + crate::proxy::CUTOFF_GRACE;
+                let told = handle.disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("stapsteen: {reason}"),
+                    String::new(),
+                );
+                let _ = tokio::time::timeout_at(cut_at, told).await;
+                tokio::time::sleep_until(cut_at).await;
+                login.cut();
             }
         });
         Ok(())

@@ -7,6 +7,8 @@
 //! write from then on, whatever the client sends or withholds, so russh's session task ends,
 //! drops the handler (and with it the slot) and closes the TCP connection. A connection is either
 //! authenticated or expired, never both ([`Login`]).
+//! After authentication the same socket is cut ([`Login::cut`]) when a stopped session's end
+//! cannot reach an admin who keeps the window shut (see [`crate::proxy::Cutoff`]).
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const PENDING: u8 = 0;
 const AUTHENTICATED: u8 = 1;
 const EXPIRED: u8 = 2;
+const CUT: u8 = 3;
 
 /// Whether a connection authenticated within its grace or ran out of it.
 #[derive(Default)]
@@ -51,18 +54,39 @@ impl Login {
         expired
     }
 
-    /// Registers the waker first, so an expiry between the check and the wait still wakes it.
-    fn expired(&self, waker: &AtomicWaker, cx: &Context<'_>) -> bool {
+    /// Cuts an authenticated connection: from then on its [`Cut`] socket fails, so russh's loop
+    /// ends even while it waits on an admin who reads nothing.
+    pub fn cut(&self) {
+        let cut = self
+            .state
+            .compare_exchange(AUTHENTICATED, CUT, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if cut {
+            self.read.wake();
+            self.write.wake();
+        }
+    }
+
+    /// Registers the waker first, so an expiry or cut between the check and the wait still
+    /// wakes it.
+    fn failed(&self, waker: &AtomicWaker, cx: &Context<'_>) -> Option<io::Error> {
         waker.register(cx.waker());
-        self.state.load(Ordering::SeqCst) == EXPIRED
+        match self.state.load(Ordering::SeqCst) {
+            EXPIRED => Some(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "login grace expired",
+            )),
+            CUT => Some(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection cut by the bastion",
+            )),
+            _ => None,
+        }
     }
 }
 
-fn grace_expired() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "login grace expired")
-}
-
-/// A connection's socket that fails every read and write once its [`Login`] expired.
+/// A connection's socket that fails every read and write once its [`Login`] expired or the
+/// connection was cut.
 pub struct Cut<S> {
     inner: S,
     login: Arc<Login>,
@@ -81,8 +105,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Cut<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.login.expired(&this.login.read, cx) {
-            return Poll::Ready(Err(grace_expired()));
+        if let Some(e) = this.login.failed(&this.login.read, cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }
@@ -95,16 +119,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Cut<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.login.expired(&this.login.write, cx) {
-            return Poll::Ready(Err(grace_expired()));
+        if let Some(e) = this.login.failed(&this.login.write, cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.login.expired(&this.login.write, cx) {
-            return Poll::Ready(Err(grace_expired()));
+        if let Some(e) = this.login.failed(&this.login.write, cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
@@ -151,5 +175,29 @@ mod tests {
             cut.write_all(b"x").await.map_err(|e| e.kind()),
             Err(io::ErrorKind::TimedOut)
         );
+    }
+
+    #[tokio::test]
+    async fn a_cut_wakes_a_pending_read_of_an_authenticated_connection() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let login = Arc::new(Login::default());
+        login.cut();
+        let mut cut = Cut::new(ours, login.clone());
+        // Not before authentication: the grace decides then.
+        assert!(login.authenticate());
+        let pending = tokio::spawn(async move {
+            let mut b = [0u8; 1];
+            let r = cut.read(&mut b).await;
+            (r.map_err(|e| e.kind()), cut)
+        });
+        tokio::task::yield_now().await;
+        login.cut();
+        let (r, mut cut) = pending.await.unwrap();
+        assert_eq!(r, Err(io::ErrorKind::ConnectionAborted));
+        assert_eq!(
+            cut.write_all(b"x").await.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+        assert!(!login.expire());
     }
 }

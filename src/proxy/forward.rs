@@ -1,7 +1,8 @@
 //! A port forward (`ssh -L`, `-W`): bytes both ways between the admin's channel and a TCP
 //! connection to a granted port, counted for the audit trail. It ends when both sides have
 //! closed, at the grant's end or the maximum session length, or on revocation; exactly one
-//! FORWARD_END event says how.
+//! FORWARD_END event says how. A stop or deadline drops the target connection at once, whatever
+//! the admin's client does.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,7 +70,9 @@ async fn run(ctx: ForwardContext) {
         _ = tokio::time::sleep_until(ctx.deadline) => ctx.deadline_reason,
         reason = ctx.stop.wait() => reason.unwrap_or_else(|| "admin disconnected".into()),
     };
-    let _ = ctx.front.close(id).await;
+    // Bounded: the admin's connection may hold russh's queue full (another channel's window
+    // shut); the target side is closed already and FORWARD_END must not wait on the admin.
+    let _ = tokio::time::timeout(super::CUTOFF_GRACE, ctx.front.close(id)).await;
     (ctx.on_end)();
     ctx.event
         .reason(how)

@@ -3,14 +3,17 @@
 //!
 //! Invariants: the target channel is only opened after the recording exists; a recording write
 //! error, the idle timeout, the maximum session length or the grant's end closes both sides; every
-//! session ends with exactly one SESSION_END audit event.
+//! session ends with exactly one SESSION_END audit event. A stopped session's target side is
+//! closed within [`CUTOFF_GRACE`] whatever the admin's client does (see [`Cutoff`]).
 
+mod cutoff;
 mod forward;
 mod pump;
 pub(crate) mod sftp;
 mod stop;
 mod transcript;
 
+pub use cutoff::{Cutoff, GRACE as CUTOFF_GRACE};
 pub use forward::{ForwardContext, spawn_forward};
 pub use pump::{PumpContext, spawn_pump};
 pub use stop::SessionStop;
@@ -108,6 +111,7 @@ pub async fn open_target_channel(
     run: &Run,
 ) -> Result<Channel<client::Msg>, String> {
     let mut ch = conn
+        .handle
         .channel_open_session()
         .await
         .map_err(|e| format!("cannot open a session on the target: {e}"))?;

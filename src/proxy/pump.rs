@@ -1,4 +1,7 @@
 //! The task that carries target output to the admin and ends the session.
+//!
+//! Every end the bastion decides goes through the session's [`SessionStop`], so [`Cutoff`]
+//! closes both sides should this task stay held in a send to an admin who reads nothing.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,8 +11,9 @@ use russh::keys::ssh_key::Fingerprint;
 use russh::server;
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, Disconnect};
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{SessionStop, Transcript};
+use super::{Cutoff, SessionStop, Transcript};
 use crate::audit::{Code, Event};
 use crate::recording::{Meta, RecordingStore};
 use crate::sync::lock;
@@ -43,11 +47,34 @@ enum End {
     Bastion(String),
 }
 
-pub fn spawn_pump(ctx: PumpContext, read: ChannelReadHalf) {
-    tokio::spawn(run(ctx, read));
+/// Starts the pump and its [`Cutoff`]; `cut_admin` cuts the admin's connection at the TCP level.
+pub fn spawn_pump(
+    ctx: PumpContext,
+    read: ChannelReadHalf,
+    cut_admin: impl FnOnce() + Send + 'static,
+) {
+    let told = CancellationToken::new();
+    Cutoff {
+        stop: ctx.stop.clone(),
+        deadline: ctx.deadline,
+        deadline_reason: ctx.deadline_reason.clone(),
+        target: ctx.conn.socket(),
+        cut_admin: Box::new(cut_admin),
+    }
+    .spawn(told.clone());
+    tokio::spawn(run(ctx, read, told.drop_guard()));
 }
 
-async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
+/// Why a send to the admin failed: the session's stop when there is one (the admin's
+/// connection was cut for it), else the admin's channel.
+fn not_sent(stop: &SessionStop) -> String {
+    stop.stopped()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "admin channel closed".into())
+}
+
+/// `told` is dropped once the admin has been told the session ended.
+async fn run(ctx: PumpContext, mut read: ChannelReadHalf, told: DropGuard) {
     let id = ctx.front_channel;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let end = loop {
@@ -60,7 +87,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                             break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
                         if ctx.front.data(id, data).await.is_err() {
-                            break End::Bastion("admin channel closed".into());
+                            break End::Bastion(not_sent(&ctx.stop));
                         }
                         if let Some(why) = held_back(&ctx.transcript, &ctx.stop, ctx.deadline, &ctx.deadline_reason).await {
                             break End::Bastion(why);
@@ -71,7 +98,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
                             break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
                         }
                         if ctx.front.extended_data(id, ext, data).await.is_err() {
-                            break End::Bastion("admin channel closed".into());
+                            break End::Bastion(not_sent(&ctx.stop));
                         }
                         if let Some(why) = held_back(&ctx.transcript, &ctx.stop, ctx.deadline, &ctx.deadline_reason).await {
                             break End::Bastion(why);
@@ -112,11 +139,17 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
         End::Bastion(r) => r.clone(),
     };
     if let End::Bastion(msg) = &end {
+        // The cutoff acts on ends found here too (a failed recording), should the admin's
+        // window stay shut below.
+        if ctx.stop.stopped().is_none() {
+            ctx.stop.stop(msg.clone());
+        }
         let nl = if ctx.pty { "\r\n" } else { "\n" };
         let text = format!("{nl}stapsteen: {msg}{nl}");
         let _ = ctx.front.extended_data(id, 1, text.into_bytes()).await;
         let _ = ctx
             .conn
+            .handle
             .disconnect(
                 Disconnect::ByApplication,
                 "session ended by the bastion",
@@ -126,6 +159,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf) {
     }
     let _ = ctx.front.eof(id).await;
     let _ = ctx.front.close(id).await;
+    drop(told);
     finish(ctx, &reason).await;
 }
 
