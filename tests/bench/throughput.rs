@@ -314,18 +314,8 @@ fn main() {
             "-T",
             Some(env.bastion_pid()),
         ),
-        (
-            "ProxyJump",
-            via_jump.as_str(),
-            "-tt",
-            Some(bed.jump_pid()),
-        ),
-        (
-            "ProxyJump",
-            via_jump.as_str(),
-            "-T",
-            Some(bed.jump_pid()),
-        ),
+        ("ProxyJump", via_jump.as_str(), "-tt", Some(bed.jump_pid())),
+        ("ProxyJump", via_jump.as_str(), "-T", Some(bed.jump_pid())),
     ] {
         let cpu0 = bastion.map(cpu_seconds);
         let (secs, _) = sh(&env.ns_admin, &output(cmd, flag));
