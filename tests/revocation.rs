@@ -438,13 +438,24 @@ fn within(secs: u64, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// A session on `target` whose command prints without end while the admin's `ssh` reads
-/// nothing (stopped once output arrived, so its window and then its TCP buffer stay full), then
-/// `end` (which waits for what it did), after which the target's command and the bastion's
-/// connection to the target must end (within 15 s) all the same; returns SESSION_END.
+/// How the admin's side holds a session up.
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    /// `ssh` is stopped once output arrived: its window and then its TCP buffer stay full.
+    Stopped,
+    /// `ssh` reads everything but sends its input without end to a command that reads none, so
+    /// the target's window for that input stays shut while its output backs up behind it.
+    Feeding,
+}
+
+/// A session on `target` whose command prints without end while the admin's side holds it up
+/// (`hold`), then `end` (which waits for what it did), after which the target's command and the
+/// bastion's connection to the target must end (within 15 s) all the same, as must the admin's
+/// `ssh` where it still runs; returns SESSION_END.
 fn frozen_session_ends(
     env: &Env,
     target: &str,
+    hold: Hold,
     end: impl FnOnce(&serde_json::Value),
 ) -> serde_json::Value {
     let pid_file = env.path("yes.pid");
@@ -458,7 +469,10 @@ fn frozen_session_ends(
         .args(["netns", "exec", &env.ns_admin, "ssh"])
         .args(env.ssh_opts("agent.sock"))
         .args([&format!("alice@{BASTION}"), target, &command])
-        .stdin(std::process::Stdio::null())
+        .stdin(match hold {
+            Hold::Stopped => std::process::Stdio::null(),
+            Hold::Feeding => std::fs::File::open("/dev/zero").unwrap().into(),
+        })
         .stdout(std::fs::File::create(&out_file).unwrap())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -483,7 +497,9 @@ fn frozen_session_ends(
             .status()
             .unwrap()
     };
-    assert!(kill("-STOP").success());
+    if hold == Hold::Stopped {
+        assert!(kill("-STOP").success());
+    }
     // Wait until the output backs up: the recording of what crossed stops growing.
     let cast = env.recordings_dir().join(format!("{session}.cast"));
     let size = || std::fs::metadata(&cast).map(|m| m.len()).unwrap_or(0);
@@ -492,6 +508,8 @@ fn frozen_session_ends(
         within(30, || {
             std::thread::sleep(std::time::Duration::from_millis(250));
             let now = size();
+            // Bounds the disk a session that never backs up fills.
+            assert!(now < 256 << 20, "the output never backed up");
             same = if now == last { same + 1 } else { 0 };
             last = now;
             same >= 4
@@ -512,7 +530,11 @@ fn frozen_session_ends(
     });
     let ended =
         target_gone.then(|| env.wait_audit("SESSION_END", |e| e["session"] == session.as_str()));
-    assert!(kill("-CONT").success());
+    // The admin's connection is cut too: a running `ssh` exits.
+    let admin_cut = hold == Hold::Stopped || within(15, || client.try_wait().unwrap().is_some());
+    if hold == Hold::Stopped {
+        assert!(kill("-CONT").success());
+    }
     let _ = client.kill();
     let _ = client.wait();
     assert!(
@@ -521,6 +543,7 @@ fn frozen_session_ends(
         running(&pid),
         upstream_connections(env, target)
     );
+    assert!(admin_cut, "the admin's connection lives on");
     // The recording was sealed all the same.
     let verified = env.cli(&["recordings", "verify", &session]);
     let text = stdout(&verified) + &stderr(&verified);
@@ -537,7 +560,7 @@ fn a_revoked_session_ends_on_the_target_while_the_admin_reads_nothing() {
     let mut env = testbed!();
     env.agent("alice2.sock", "alice2_key", &[]);
     let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
-    let end = frozen_session_ends(&env, "pacs01", |start| {
+    let end = frozen_session_ends(&env, "pacs01", Hold::Stopped, |start| {
         let one = format!("keys = [\"{}\"]", env.alice_key);
         std::fs::write(
             env.path("policy.toml"),
@@ -563,7 +586,7 @@ fn a_revoked_session_ends_on_the_target_while_the_admin_reads_nothing() {
 #[test]
 fn a_session_whose_grant_is_removed_ends_on_the_target_while_the_admin_reads_nothing() {
     let env = testbed!();
-    let end = frozen_session_ends(&env, "pacs01", |start| {
+    let end = frozen_session_ends(&env, "pacs01", Hold::Stopped, |start| {
         let changed = env.policy_text("").replace(
             "groups = [\"pacs-beheer\"]\ntargets",
             "admins = [\"bob\"]\ntargets",
@@ -592,7 +615,7 @@ fn a_session_at_its_maximum_length_ends_on_the_target_while_the_admin_reads_noth
     let max = std::time::Duration::from_secs(10);
     // Before the session starts, so its deadline comes after `max` from here.
     let before = std::time::Instant::now();
-    let end = frozen_session_ends(&env, "import01", |_| {
+    let end = frozen_session_ends(&env, "import01", Hold::Stopped, |_| {
         assert!(
             before.elapsed() < max,
             "the output backed up only after the session's end"
@@ -607,6 +630,37 @@ fn a_session_at_its_maximum_length_ends_on_the_target_while_the_admin_reads_noth
             .as_str()
             .unwrap()
             .contains("maximum session length reached"),
+        "{end}"
+    );
+}
+
+/// An admin whose own input holds the session up (sent without end to a command that reads
+/// none, so the bastion waits on the target's window while the target's output backs up behind
+/// it) cannot keep a revoked session or connection alive either, and the session still ends
+/// with SESSION_END and a sealed recording.
+#[test]
+fn a_revoked_session_ends_while_the_admin_floods_input_the_target_does_not_read() {
+    let mut env = testbed!();
+    env.agent("alice2.sock", "alice2_key", &[]);
+    let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
+    let end = frozen_session_ends(&env, "pacs01", Hold::Feeding, |start| {
+        let one = format!("keys = [\"{}\"]", env.alice_key);
+        std::fs::write(
+            env.path("policy.toml"),
+            env.policy_text("")
+                .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
+        )
+        .unwrap();
+        env.reload();
+        env.wait_audit("SESSION_REVOKED", |e| {
+            e["admin"] == "alice" && e["session"] == start["session"]
+        });
+    });
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("access revoked (key"),
         "{end}"
     );
 }

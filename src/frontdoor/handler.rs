@@ -49,6 +49,16 @@ struct Live {
     stop: SessionStop,
 }
 
+impl Live {
+    /// Passes something on to the target unless the session is stopped first. russh waits here
+    /// on the target's window (a command that reads no input) or on a target loop held by a
+    /// pump that waits on the admin; this handler's wait holds the admin's whole connection (its
+    /// disconnect, its cut, every other channel), so a stop must end it.
+    async fn to_target<T>(&self, send: impl Future<Output = T>) -> Option<T> {
+        self.stop.unless_stopped(send).await.ok()
+    }
+}
+
 #[derive(Default)]
 struct ChannelState {
     pty: Option<PtyRequest>,
@@ -1233,8 +1243,7 @@ impl Handler for Connection {
                     .stop(format!("recording failed ({}), session ended", e.cause()));
             }
             let _ = live
-                .writer
-                .window_change(cols, rows, pix_width, pix_height)
+                .to_target(live.writer.window_change(cols, rows, pix_width, pix_height))
                 .await;
         }
         Ok(())
@@ -1243,7 +1252,7 @@ impl Handler for Connection {
     async fn signal(&mut self, id: ChannelId, signal: Sig, _session: &mut Session) -> HResult {
         self.spend("signal")?;
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
-            let _ = live.writer.signal(signal).await;
+            let _ = live.to_target(live.writer.signal(signal)).await;
         }
         Ok(())
     }
@@ -1279,12 +1288,13 @@ impl Handler for Connection {
                     return Ok(());
                 }
             }
-            if live
-                .writer
-                .data_bytes(tokio_util::bytes::Bytes::copy_from_slice(data))
-                .await
-                .is_err()
-            {
+            let sent = live
+                .to_target(
+                    live.writer
+                        .data_bytes(tokio_util::bytes::Bytes::copy_from_slice(data)),
+                )
+                .await;
+            if let Some(Err(_)) = sent {
                 live.stop.stop("target channel closed".to_owned());
             }
         }
@@ -1303,7 +1313,7 @@ impl Handler for Connection {
 
     async fn channel_eof(&mut self, id: ChannelId, _session: &mut Session) -> HResult {
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
-            let _ = live.writer.eof().await;
+            let _ = live.to_target(live.writer.eof()).await;
         }
         Ok(())
     }
@@ -1312,7 +1322,7 @@ impl Handler for Connection {
         if let Some(state) = self.channels.remove(&id)
             && let Some(live) = state.live
         {
-            let _ = live.writer.close().await;
+            let _ = live.to_target(live.writer.close()).await;
         }
         Ok(())
     }
