@@ -446,6 +446,9 @@ enum Hold {
     /// `ssh` reads everything but sends its input without end to a command that reads none, so
     /// the target's window for that input stays shut while its output backs up behind it.
     Feeding,
+    /// `ssh` sends its input without end to a command that reads it all, and nobody reads its
+    /// output.
+    Unread,
 }
 
 /// A session on `target` whose command prints without end while the admin's side holds it up
@@ -459,9 +462,15 @@ fn frozen_session_ends(
     end: impl FnOnce(&serde_json::Value),
 ) -> serde_json::Value {
     let pid_file = env.path("yes.pid");
+    // With `Unread` the target takes all the input, so it queues up in the bastion instead.
     let command = format!(
-        "echo $$ > '{}'; exec yes stapsteen-alive",
-        pid_file.display()
+        "echo $$ > '{}'; {}exec yes stapsteen-alive",
+        pid_file.display(),
+        if hold == Hold::Unread {
+            "cat > /dev/null & "
+        } else {
+            ""
+        }
     );
     let out_file = env.path("client.out");
     // `ip netns exec` runs ssh in its own process, so this is ssh's pid.
@@ -471,16 +480,20 @@ fn frozen_session_ends(
         .args([&format!("alice@{BASTION}"), target, &command])
         .stdin(match hold {
             Hold::Stopped => std::process::Stdio::null(),
-            Hold::Feeding => std::fs::File::open("/dev/zero").unwrap().into(),
+            Hold::Feeding | Hold::Unread => std::fs::File::open("/dev/zero").unwrap().into(),
         })
-        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stdout(match hold {
+            // A pipe this test never reads.
+            Hold::Unread => std::process::Stdio::piped(),
+            _ => std::fs::File::create(&out_file).unwrap().into(),
+        })
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let ssh = client.id().to_string();
     wait_for_file(&pid_file);
     assert!(
-        within(15, || std::fs::metadata(&out_file).unwrap().len() > 0),
+        hold == Hold::Unread || within(15, || std::fs::metadata(&out_file).unwrap().len() > 0),
         "no output reached the client"
     );
     let start = env.wait_audit("SESSION_START", |e| e["admin"] == "alice");
@@ -516,6 +529,7 @@ fn frozen_session_ends(
         }),
         "the output never backed up"
     );
+    assert!(last > 64 << 10, "the output never flowed: {last} bytes");
     // Positive control: the target's command and the bastion's connection to it are alive.
     let pid = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -644,6 +658,35 @@ fn a_revoked_session_ends_while_the_admin_floods_input_the_target_does_not_read(
     env.agent("alice2.sock", "alice2_key", &[]);
     let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
     let end = frozen_session_ends(&env, "pacs01", Hold::Feeding, |start| {
+        let one = format!("keys = [\"{}\"]", env.alice_key);
+        std::fs::write(
+            env.path("policy.toml"),
+            env.policy_text("")
+                .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
+        )
+        .unwrap();
+        env.reload();
+        env.wait_audit("SESSION_REVOKED", |e| {
+            e["admin"] == "alice" && e["session"] == start["session"]
+        });
+    });
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("access revoked (key"),
+        "{end}"
+    );
+}
+
+/// ...also when it reads none of the output meanwhile, so the target's connection waits on the
+/// bastion's pump while the admin's input queues up for the target's connection.
+#[test]
+fn a_revoked_session_ends_while_the_admin_floods_input_and_reads_nothing() {
+    let mut env = testbed!();
+    env.agent("alice2.sock", "alice2_key", &[]);
+    let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
+    let end = frozen_session_ends(&env, "pacs01", Hold::Unread, |start| {
         let one = format!("keys = [\"{}\"]", env.alice_key);
         std::fs::write(
             env.path("policy.toml"),
