@@ -134,6 +134,10 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf, told: DropGuard) {
             }
         }
     };
+    // russh's loop for the target may wait to hand this channel more output; reading no more,
+    // the pump lets it go, or the disconnect below would queue behind it for ever (when the
+    // admin's input filled that loop's queue meanwhile).
+    drop(read);
     let reason = match &end {
         End::Target => "closed".to_owned(),
         End::Bastion(r) => r.clone(),
