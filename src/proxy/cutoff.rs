@@ -6,7 +6,8 @@
 //! Invariant: a stopped session's target side is closed within [`GRACE`] of the stop (a
 //! revocation, the grant's end or the maximum session length, a failed recording), whatever the
 //! admin's client does. If the pump has not told the admin by then, the target's TCP connection
-//! is shut from outside russh and the admin's connection is cut at the TCP level; that fails the
+//! is shut from outside russh and the admin's connection is cut at the TCP level (audited as
+//! SESSION_CUT, as it ends any other channel on that connection too); that fails the
 //! pump's send, so the pump still ends the session: SESSION_END with the stop's reason and a
 //! sealed recording. A pump that ends by itself within the grace (an admin who reads) is left
 //! alone. The target learns of the close only while the grant's firewall element still lets the
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::SessionStop;
+use crate::audit::{Code, Event};
 use crate::upstream::TargetSocket;
 
 /// How long a stopped session's pump has to tell the admin before both sides are cut.
@@ -32,6 +34,9 @@ pub struct Cutoff {
     pub target: TargetSocket,
     /// Cuts the admin's whole connection at the TCP level.
     pub cut_admin: Box<dyn FnOnce() + Send>,
+    /// The session's SESSION_START event: a cut is audited as SESSION_CUT with its fields, as it
+    /// ends any other channels of the admin's connection too.
+    pub event: Event,
 }
 
 impl Cutoff {
@@ -47,6 +52,7 @@ impl Cutoff {
             deadline_reason,
             target,
             cut_admin,
+            event,
         } = self;
         tokio::select! {
             _ = told.cancelled() => return,
@@ -57,9 +63,12 @@ impl Cutoff {
         if tokio::time::timeout(GRACE, told.cancelled()).await.is_ok() {
             return;
         }
-        tracing::info!("a stopped session's pump did not end within the grace: both sides cut");
         target.close();
         cut_admin();
+        event
+            .reason(stop.stopped().unwrap_or_default())
+            .detail("grace_s", GRACE.as_secs())
+            .emit_as(Code::SessionCut);
     }
 }
 
@@ -94,6 +103,7 @@ mod tests {
             deadline_reason: "grant g ended, session closed".into(),
             target: target.clone(),
             cut_admin: Box::new(move || flag.store(true, Ordering::SeqCst)),
+            event: Event::new(Code::SessionStart),
         };
         (
             c,

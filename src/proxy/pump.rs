@@ -60,6 +60,7 @@ pub fn spawn_pump(
         deadline_reason: ctx.deadline_reason.clone(),
         target: ctx.conn.socket(),
         cut_admin: Box::new(cut_admin),
+        event: ctx.event.clone(),
     }
     .spawn(told.clone());
     tokio::spawn(run(ctx, read, told.drop_guard()));
