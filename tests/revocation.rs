@@ -610,3 +610,146 @@ fn a_session_at_its_maximum_length_ends_on_the_target_while_the_admin_reads_noth
         "{end}"
     );
 }
+
+/// A session on `target` whose command prints a line every 200 ms to an admin who reads it,
+/// then `end` (which waits for what it did), after which the target's command (it dies writing
+/// to the ended session) and the bastion's connection to the target must end within 15 s;
+/// returns SESSION_END.
+fn reading_session_ends(
+    env: &Env,
+    target: &str,
+    end: impl FnOnce(&serde_json::Value),
+) -> serde_json::Value {
+    let pid_file = env.path("loop.pid");
+    let command = format!(
+        "echo $$ > '{}'; exec sh -c 'while echo stapsteen-alive; do sleep 0.2; done'",
+        pid_file.display()
+    );
+    let client = env.spawn_ssh(
+        "agent.sock",
+        &[&format!("alice@{BASTION}"), target, &command],
+    );
+    wait_for_file(&pid_file);
+    let start = env.wait_audit("SESSION_START", |e| e["admin"] == "alice");
+    let session = start["session"].as_str().unwrap().to_owned();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    // Positive control: the target's command and the bastion's connection to it are alive.
+    assert!(running(&pid), "the target command is not running");
+    assert_eq!(upstream_connections(env, target).len(), 1);
+
+    end(&start);
+    let target_gone = within(15, || {
+        !running(&pid) && upstream_connections(env, target).is_empty()
+    });
+    assert!(
+        target_gone,
+        "the session lives on: target command running {}, connections {:?}",
+        running(&pid),
+        upstream_connections(env, target)
+    );
+    assert!(ended(&client), "the admin's client went on");
+    let client = client.join().unwrap();
+    assert!(stdout(&client).contains("stapsteen-alive"));
+    env.wait_audit("SESSION_END", |e| e["session"] == session.as_str())
+}
+
+/// alice's grant on import01, removed from the policy by a reload: the kernel drops the grant's
+/// packets at once, the session's end must reach the target all the same.
+const IMPORT_GRANT: &str = "[[grant]]\nname = \"alice-import\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\n";
+
+fn remove_import_grant(env: &Env, start: &serde_json::Value) {
+    std::fs::write(env.path("policy.toml"), env.policy_text("")).unwrap();
+    env.reload();
+    env.wait_audit("SESSION_REVOKED", |e| e["session"] == start["session"]);
+}
+
+fn assert_revoked(end: &serde_json::Value) {
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("access revoked (grant alice-import"),
+        "{end}"
+    );
+}
+
+#[test]
+fn a_session_whose_grant_is_deleted_ends_on_the_target() {
+    let env = testbed!(Options {
+        extra_policy: IMPORT_GRANT.into(),
+        ..Default::default()
+    });
+    let end = reading_session_ends(&env, "import01", |start| remove_import_grant(&env, start));
+    assert_revoked(&end);
+}
+
+#[test]
+fn a_session_whose_grant_is_deleted_ends_on_the_target_while_the_admin_reads_nothing() {
+    let env = testbed!(Options {
+        extra_policy: IMPORT_GRANT.into(),
+        ..Default::default()
+    });
+    let end = frozen_session_ends(&env, "import01", |start| remove_import_grant(&env, start));
+    assert_revoked(&end);
+}
+
+/// The import grant, valid until `secs` from now (to the second).
+fn import_grant_until(secs: i64) -> (String, std::time::Instant) {
+    let end = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap();
+    let local = end.to_zoned(jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap());
+    let grant = format!(
+        "{IMPORT_GRANT}valid_until = \"{}\"\n",
+        local.strftime("%Y-%m-%d %H:%M:%S")
+    );
+    let left = end.duration_since(jiff::Timestamp::now()).unsigned_abs();
+    (grant, std::time::Instant::now() + left)
+}
+
+/// Waits for the grant's end itself (the event), having checked the session started before it.
+fn until_grant_end(at: std::time::Instant) {
+    assert!(
+        std::time::Instant::now() < at,
+        "the session was set up only after its grant's end"
+    );
+    while std::time::Instant::now() < at {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn assert_grant_ended(end: &serde_json::Value) {
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("grant alice-import ended"),
+        "{end}"
+    );
+}
+
+/// At a grant's end (valid_until) the kernel removes its element as the session stops.
+#[test]
+fn a_session_at_its_grants_end_ends_on_the_target() {
+    let (grant, at) = import_grant_until(15);
+    let env = testbed!(Options {
+        extra_policy: grant,
+        ..Default::default()
+    });
+    let end = reading_session_ends(&env, "import01", |_| until_grant_end(at));
+    assert_grant_ended(&end);
+}
+
+#[test]
+fn a_session_at_its_grants_end_ends_on_the_target_while_the_admin_reads_nothing() {
+    let (grant, at) = import_grant_until(25);
+    let env = testbed!(Options {
+        extra_policy: grant,
+        ..Default::default()
+    });
+    let end = frozen_session_ends(&env, "import01", |_| until_grant_end(at));
+    assert_grant_ended(&end);
+}

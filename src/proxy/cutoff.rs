@@ -9,8 +9,15 @@
 //! is shut from outside russh and the admin's connection is cut at the TCP level; that fails the
 //! pump's send, so the pump still ends the session: SESSION_END with the stop's reason and a
 //! sealed recording. A pump that ends by itself within the grace (an admin who reads) is left
-//! alone. The target learns of the close only while the grant's firewall element still lets the
-//! bastion's packets out (not after the grant was removed or ran out; see the README).
+//! alone until it has told the admin.
+//!
+//! Every stopped session's target connection is then reset ([`crate::upstream::abort`]), also
+//! when the pump ended in time: a revocation by reload or the grant's end removes the grant's
+//! firewall element at about the moment the session stops, after which the kernel drops the
+//! SSH disconnect and the FIN (the target's session would live on until its own timeouts). The
+//! output chain lets the bastion's TCP resets out to management networks whatever the grants
+//! (see `firewall::plan`), so the target's sshd sees ECONNRESET and ends the session. A session
+//! that ends by itself (the target closed it, the admin left) is not reset.
 
 use std::time::Duration;
 
@@ -49,16 +56,23 @@ impl Cutoff {
             cut_admin,
         } = self;
         tokio::select! {
-            _ = told.cancelled() => return,
+            _ = told.cancelled() => {
+                // The pump may have seen the stop or the deadline first.
+                if stop.stopped().is_some() || Instant::now() >= deadline {
+                    target.abort();
+                }
+                return;
+            }
             _ = stop.wait() => {}
             // The pump sees the deadline only between sends; the stop also ends its send.
             _ = tokio::time::sleep_until(deadline) => stop.stop(deadline_reason),
         }
         if tokio::time::timeout(GRACE, told.cancelled()).await.is_ok() {
+            target.abort();
             return;
         }
         tracing::info!("a stopped session's pump did not end within the grace: both sides cut");
-        target.close();
+        target.abort();
         cut_admin();
     }
 }
@@ -110,13 +124,17 @@ mod tests {
         theirs: std::net::TcpStream,
     }
 
-    /// Whether the target sees its connection closed (within a second).
+    /// Whether the target sees its connection reset (within a second); false also if it sees
+    /// nothing or an orderly close.
     fn closed(held: &mut Held) -> bool {
-        matches!(held.theirs.read(&mut [0u8; 1]), Ok(0))
+        matches!(
+            held.theirs.read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset
+        )
     }
 
     #[tokio::test]
-    async fn a_pump_that_ends_within_the_grace_is_left_alone() {
+    async fn a_pump_that_ends_within_the_grace_keeps_the_admin_but_resets_the_target() {
         let stop = SessionStop::default();
         let (c, cut, mut held) = cutoff(&stop, Instant::now() + Duration::from_secs(3600));
         let told = CancellationToken::new();
@@ -126,7 +144,22 @@ mod tests {
         told.cancel();
         watching.await.unwrap();
         assert!(!cut.load(Ordering::SeqCst));
-        assert!(!closed(&mut held));
+        assert!(closed(&mut held));
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_by_itself_is_not_reset() {
+        let stop = SessionStop::default();
+        let (c, cut, mut held) = cutoff(&stop, Instant::now() + Duration::from_secs(3600));
+        let told = CancellationToken::new();
+        told.cancel();
+        c.run(told).await;
+        assert!(!cut.load(Ordering::SeqCst));
+        // Nothing arrives: the read times out.
+        assert!(matches!(
+            held.theirs.read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ));
     }
 
     #[tokio::test]
