@@ -360,6 +360,13 @@ fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
 
     let mut fwd = held_forward(&env, "pacs01:11112");
     env.wait_audit("FORWARD_START", |e| e["admin"] == "alice");
+    // Positive control for the target's side of the forward, which must end with it.
+    assert!(
+        within(15, || target_connections(&env, common::PACS01, 11112).len()
+            == 1),
+        "{:?}",
+        target_connections(&env, common::PACS01, 11112)
+    );
     // A second forward is over alice's limit of one.
     let mut second = held_forward(&env, "pacs01:11112");
     assert!(exited(&mut second), "the second forward was let through");
@@ -383,6 +390,13 @@ fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
         "{revoked}"
     );
     assert!(exited(&mut fwd), "the forward went on");
+    // The element for port 11112 is gone: only the bastion's reset reaches the target.
+    assert!(
+        within(15, || target_connections(&env, common::PACS01, 11112)
+            .is_empty()),
+        "the forward lives on at the target: {:?}",
+        target_connections(&env, common::PACS01, 11112)
+    );
     env.wait_audit("FORWARD_END", |e| {
         e["reason"]
             .as_str()
@@ -422,6 +436,25 @@ fn upstream_connections(env: &Env, target: &str) -> Vec<String> {
     stdout(&out)
         .lines()
         .filter(|l| l.contains(&format!("{addr}:22")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The target's established TCP connections on `addr`:`port`, seen from the management network.
+fn target_connections(env: &Env, addr: &str, port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.ns_mgmt])
+        .args(["ss", "-Htn", "state", "established"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|local| local == format!("{addr}:{port}"))
+        })
         .map(str::to_owned)
         .collect()
 }
