@@ -17,7 +17,8 @@
 //! SSH disconnect and the FIN (the target's session would live on until its own timeouts). The
 //! output chain lets the bastion's TCP resets out to management networks whatever the grants
 //! (see `firewall::plan`), so the target's sshd sees ECONNRESET and ends the session. A session
-//! that ends by itself (the target closed it, the admin left) is not reset.
+//! that ends by itself (the target closed it, the admin left and the pump ended in time) is not
+//! reset: what the admin sent last still reaches the target in order.
 
 use std::time::Duration;
 
@@ -55,10 +56,14 @@ impl Cutoff {
             target,
             cut_admin,
         } = self;
+        // Stopped with a reason (not only because the admin left), or past the deadline.
+        let ended_by_bastion = |stop: &SessionStop| {
+            stop.stopped().is_some_and(|r| !r.is_empty()) || Instant::now() >= deadline
+        };
         tokio::select! {
             _ = told.cancelled() => {
                 // The pump may have seen the stop or the deadline first.
-                if stop.stopped().is_some() || Instant::now() >= deadline {
+                if ended_by_bastion(&stop) {
                     target.abort();
                 }
                 return;
@@ -68,7 +73,9 @@ impl Cutoff {
             _ = tokio::time::sleep_until(deadline) => stop.stop(deadline_reason),
         }
         if tokio::time::timeout(GRACE, told.cancelled()).await.is_ok() {
-            target.abort();
+            if ended_by_bastion(&stop) {
+                target.abort();
+            }
             return;
         }
         tracing::info!("a stopped session's pump did not end within the grace: both sides cut");
@@ -145,6 +152,23 @@ mod tests {
         watching.await.unwrap();
         assert!(!cut.load(Ordering::SeqCst));
         assert!(closed(&mut held));
+    }
+
+    #[tokio::test]
+    async fn an_admin_who_left_is_not_a_reason_to_reset() {
+        let stop = SessionStop::default();
+        let (c, cut, mut held) = cutoff(&stop, Instant::now() + Duration::from_secs(3600));
+        let told = CancellationToken::new();
+        let watching = tokio::spawn(c.run(told.clone()));
+        stop.cancel();
+        tokio::time::sleep(GRACE / 2).await;
+        told.cancel();
+        watching.await.unwrap();
+        assert!(!cut.load(Ordering::SeqCst));
+        assert!(matches!(
+            held.theirs.read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ));
     }
 
     #[tokio::test]

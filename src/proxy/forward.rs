@@ -69,7 +69,11 @@ async fn run(ctx: ForwardContext) {
             Err(e) => format!("connection error: {e}"),
         }, false),
         _ = tokio::time::sleep_until(ctx.deadline) => (ctx.deadline_reason, true),
-        reason = ctx.stop.wait() => (reason.unwrap_or_else(|| "admin disconnected".into()), true),
+        // Without a reason the admin left: what they sent last still goes out, in order.
+        reason = ctx.stop.wait() => match reason {
+            Some(r) => (r, true),
+            None => ("admin disconnected".into(), false),
+        },
     };
     if stopped {
         // The grant's firewall element may be gone already: only a reset reaches the target.
