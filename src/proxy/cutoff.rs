@@ -6,7 +6,7 @@
 //! Invariant: a stopped session's target side is closed within [`GRACE`] of the stop (a
 //! revocation, the grant's end or the maximum session length, a failed recording), whatever the
 //! admin's client does. If the pump has not told the admin by then, the target's TCP connection
-//! is shut from outside russh and the admin's connection is cut at the TCP level; that fails the
+//! is reset from outside russh and the admin's connection is cut at the TCP level; that fails the
 //! pump's send, so the pump still ends the session: SESSION_END with the stop's reason and a
 //! sealed recording. A pump that ends by itself within the grace (an admin who reads) is left
 //! alone until it has told the admin.
