@@ -100,10 +100,21 @@ impl TargetSocket {
         Self(Arc::new(socket))
     }
 
-    /// Shuts the connection both ways: the target sees it closed and ends the session (its
-    /// processes lose their terminal or pipes); russh's loop fails once it reads again.
-    pub fn close(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    /// Resets the connection (see [`abort`]): the target ends the session (its processes lose
+    /// their terminal or pipes); russh's loop fails once it reads again.
+    pub fn abort(&self) {
+        abort(&*self.0);
+    }
+}
+
+/// Resets a TCP connection to a target at once, whoever else holds its socket: a RST, which the
+/// firewall's output chain lets out also after the grant's element is gone (a FIN and the SSH
+/// disconnect before it would be dropped, and the target's session would live on). The target's
+/// sshd reads ECONNRESET and ends the session. Disconnecting the socket (connect to AF_UNSPEC)
+/// is what sends the reset on Linux; an abortive close would wait for every descriptor to close.
+pub fn abort(socket: impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::net::connect_unspec(socket) {
+        tracing::warn!("cannot reset a target connection: {e}");
     }
 }
 

@@ -331,6 +331,104 @@ fn reload_that_cannot_be_enforced_keeps_the_old_policy_and_ruleset() {
     assert_eq!(stdout(&out), "still\n", "{}", stderr(&out));
 }
 
+/// Records what the target sees of one connection on `addr`:11112: its data, then how it ended;
+/// creates its third argument once it listens.
+const TARGET_LOG: &str = "import socket, sys\n\
+                          l = socket.create_server((sys.argv[1], 11112))\n\
+                          open(sys.argv[3], 'w').close()\n\
+                          c, _ = l.accept()\n\
+                          log = open(sys.argv[2], 'a', buffering=1)\n\
+                          while True:\n    \
+                              try:\n        d = c.recv(100)\n    \
+                              except ConnectionResetError:\n        log.write('reset\\n'); break\n    \
+                              if not d:\n        log.write('eof\\n'); break\n    \
+                              log.write('data:' + d.decode() + '\\n')\n";
+
+/// From the bastion's namespace, a connection to `addr`:11112 whose socket carries `mark`: sends
+/// "before"; once `go` exists, "after" and a FIN; once `reset` exists, an abortive close (RST).
+const MARKED_CLIENT: &str = "import os, socket, struct, sys, time\n\
+                             def wait(f):\n    \
+                                 for _ in range(600):\n        \
+                                     if os.path.exists(f): return\n        \
+                                     time.sleep(0.05)\n    \
+                                 sys.exit('gave up waiting for ' + f)\n\
+                             s = socket.socket()\n\
+                             s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, int(sys.argv[1], 0))\n\
+                             s.connect((sys.argv[2], 11112))\n\
+                             s.sendall(b'before')\n\
+                             wait(sys.argv[3])\n\
+                             s.sendall(b'after')\n\
+                             s.shutdown(socket.SHUT_WR)\n\
+                             wait(sys.argv[4])\n\
+                             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+                             s.close()\n";
+
+/// Once a grant's element is gone, the output chain still lets the bastion's TCP reset of the
+/// grant's connection out (so the target ends what ran under the grant), and nothing else: no
+/// data, no FIN, no new connection.
+#[test]
+fn only_a_reset_gets_out_after_the_grant_is_gone() {
+    let grant = "[[grant]]\nname = \"import-fwd\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nforward_ports = [11112]\n";
+    let mut env = testbed!(Options {
+        extra_policy: grant.into(),
+        ..Options::default()
+    });
+    let seen = env.path("seen");
+    let listening = env.path("listening");
+    env.spawn_in_mgmt(&[
+        "python3",
+        "-c",
+        TARGET_LOG,
+        IMPORT01,
+        seen.to_str().unwrap(),
+        listening.to_str().unwrap(),
+    ]);
+    // Not `wait_port`: the target takes one connection only.
+    wait_until("the target to listen", Duration::from_secs(15), || {
+        listening.exists()
+    });
+    let mark = mark_of(&env, IMPORT01);
+    let (go, reset) = (env.path("go"), env.path("reset"));
+    let mut client = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.ns_bastion,
+            "python3",
+            "-c",
+            MARKED_CLIENT,
+        ])
+        .args([&mark, IMPORT01])
+        .args([&go, &reset])
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&seen).unwrap_or_default();
+    // Positive control: while the grant runs, the marked socket's data gets through.
+    wait_until("the data before", Duration::from_secs(15), || {
+        log().contains("data:before")
+    });
+
+    std::fs::write(env.path("policy.toml"), env.policy_text("")).unwrap();
+    env.reload();
+    wait_until("the element to go", Duration::from_secs(15), || {
+        !grant_elements(&env).contains(" . 11112")
+    });
+    std::fs::write(&go, b"").unwrap();
+    // A new connection with the grant's mark is dropped (it waits out its 3 s)...
+    assert_eq!(marked_connect(&env, &mark, IMPORT01), "timed out");
+    // ...and so were the data and the FIN sent meanwhile.
+    assert_eq!(log(), "data:before\n");
+
+    std::fs::write(&reset, b"").unwrap();
+    wait_until(
+        "the target to see the reset",
+        Duration::from_secs(10),
+        || log().contains("reset"),
+    );
+    assert_eq!(log(), "data:before\nreset\n");
+    assert!(client.wait().unwrap().success());
+}
+
 #[test]
 fn golden_plan_is_valid_nft() {
     if !common::prerequisites() {

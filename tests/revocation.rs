@@ -360,6 +360,13 @@ fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
 
     let mut fwd = held_forward(&env, "pacs01:11112");
     env.wait_audit("FORWARD_START", |e| e["admin"] == "alice");
+    // Positive control for the target's side of the forward, which must end with it.
+    assert!(
+        within(15, || target_connections(&env, common::PACS01, 11112).len()
+            == 1),
+        "{:?}",
+        target_connections(&env, common::PACS01, 11112)
+    );
     // A second forward is over alice's limit of one.
     let mut second = held_forward(&env, "pacs01:11112");
     assert!(exited(&mut second), "the second forward was let through");
@@ -383,6 +390,13 @@ fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
         "{revoked}"
     );
     assert!(exited(&mut fwd), "the forward went on");
+    // The element for port 11112 is gone: only the bastion's reset reaches the target.
+    assert!(
+        within(15, || target_connections(&env, common::PACS01, 11112)
+            .is_empty()),
+        "the forward lives on at the target: {:?}",
+        target_connections(&env, common::PACS01, 11112)
+    );
     env.wait_audit("FORWARD_END", |e| {
         e["reason"]
             .as_str()
@@ -422,6 +436,25 @@ fn upstream_connections(env: &Env, target: &str) -> Vec<String> {
     stdout(&out)
         .lines()
         .filter(|l| l.contains(&format!("{addr}:22")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The target's established TCP connections on `addr`:`port`, seen from the management network.
+fn target_connections(env: &Env, addr: &str, port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.ns_mgmt])
+        .args(["ss", "-Htn", "state", "established"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|local| local == format!("{addr}:{port}"))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -573,15 +606,13 @@ fn frozen_session_ends(
     ended
 }
 
-/// An admin with a stolen key who keeps the SSH window shut (the client stops reading) cannot
-/// keep a revoked session alive on the target: its command and the bastion's connection to the
-/// target end anyway, and SESSION_END says it was revoked.
-#[test]
-fn a_revoked_session_ends_on_the_target_while_the_admin_reads_nothing() {
+/// alice's key replaced in the policy by another of hers (a reload) while `hold` holds her
+/// session up: the session must end on the target, revoked.
+fn key_revoked_while(hold: Hold) {
     let mut env = testbed!();
     env.agent("alice2.sock", "alice2_key", &[]);
     let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
-    let end = frozen_session_ends(&env, "pacs01", Hold::Stopped, |start| {
+    let end = frozen_session_ends(&env, "pacs01", hold, |start| {
         let one = format!("keys = [\"{}\"]", env.alice_key);
         std::fs::write(
             env.path("policy.toml"),
@@ -601,6 +632,14 @@ fn a_revoked_session_ends_on_the_target_while_the_admin_reads_nothing() {
             .contains("access revoked (key"),
         "{end}"
     );
+}
+
+/// An admin with a stolen key who keeps the SSH window shut (the client stops reading) cannot
+/// keep a revoked session alive on the target: its command and the bastion's connection to the
+/// target end anyway, and SESSION_END says it was revoked.
+#[test]
+fn a_revoked_session_ends_on_the_target_while_the_admin_reads_nothing() {
+    key_revoked_while(Hold::Stopped);
 }
 
 /// The same for a grant removed (the connection stays, only the session under it ends)...
@@ -661,27 +700,70 @@ fn a_session_at_its_maximum_length_ends_on_the_target_while_the_admin_reads_noth
 /// with SESSION_END and a sealed recording.
 #[test]
 fn a_revoked_session_ends_while_the_admin_floods_input_the_target_does_not_read() {
-    let mut env = testbed!();
-    env.agent("alice2.sock", "alice2_key", &[]);
-    let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
-    let end = frozen_session_ends(&env, "pacs01", Hold::Feeding, |start| {
-        let one = format!("keys = [\"{}\"]", env.alice_key);
-        std::fs::write(
-            env.path("policy.toml"),
-            env.policy_text("")
-                .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
-        )
-        .unwrap();
-        env.reload();
-        env.wait_audit("SESSION_REVOKED", |e| {
-            e["admin"] == "alice" && e["session"] == start["session"]
-        });
+    key_revoked_while(Hold::Feeding);
+}
+
+/// A session on `target` whose command prints a line every 200 ms to an admin who reads it,
+/// then `end` (which waits for what it did), after which the target's command (it dies writing
+/// to the ended session) and the bastion's connection to the target must end within 15 s;
+/// returns SESSION_END.
+fn reading_session_ends(
+    env: &Env,
+    target: &str,
+    end: impl FnOnce(&serde_json::Value),
+) -> serde_json::Value {
+    let pid_file = env.path("loop.pid");
+    let command = format!(
+        "echo $$ > '{}'; exec sh -c 'while echo stapsteen-alive; do sleep 0.2; done'",
+        pid_file.display()
+    );
+    let client = env.spawn_ssh(
+        "agent.sock",
+        &[&format!("alice@{BASTION}"), target, &command],
+    );
+    wait_for_file(&pid_file);
+    let start = env.wait_audit("SESSION_START", |e| e["admin"] == "alice");
+    let session = start["session"].as_str().unwrap().to_owned();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    // Positive control: the target's command and the bastion's connection to it are alive.
+    assert!(running(&pid), "the target command is not running");
+    assert_eq!(upstream_connections(env, target).len(), 1);
+
+    end(&start);
+    let target_gone = within(15, || {
+        !running(&pid) && upstream_connections(env, target).is_empty()
     });
+    assert!(
+        target_gone,
+        "the session lives on: target command running {}, connections {:?}",
+        running(&pid),
+        upstream_connections(env, target)
+    );
+    assert!(ended(&client), "the admin's client went on");
+    let client = client.join().unwrap();
+    assert!(stdout(&client).contains("stapsteen-alive"));
+    env.wait_audit("SESSION_END", |e| e["session"] == session.as_str())
+}
+
+/// alice's grant on import01, removed from the policy by a reload: the kernel drops the grant's
+/// packets at once, the session's end must reach the target all the same.
+const IMPORT_GRANT: &str = "[[grant]]\nname = \"alice-import\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\n";
+
+fn remove_import_grant(env: &Env, start: &serde_json::Value) {
+    std::fs::write(env.path("policy.toml"), env.policy_text("")).unwrap();
+    env.reload();
+    env.wait_audit("SESSION_REVOKED", |e| e["session"] == start["session"]);
+}
+
+fn assert_revoked(end: &serde_json::Value) {
     assert!(
         end["reason"]
             .as_str()
             .unwrap()
-            .contains("access revoked (key"),
+            .contains("access revoked (grant alice-import"),
         "{end}"
     );
 }
@@ -690,27 +772,85 @@ fn a_revoked_session_ends_while_the_admin_floods_input_the_target_does_not_read(
 /// bastion's pump while the admin's input queues up for the target's connection.
 #[test]
 fn a_revoked_session_ends_while_the_admin_floods_input_and_reads_nothing() {
-    let mut env = testbed!();
-    env.agent("alice2.sock", "alice2_key", &[]);
-    let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
-    let end = frozen_session_ends(&env, "pacs01", Hold::Unread, |start| {
-        let one = format!("keys = [\"{}\"]", env.alice_key);
-        std::fs::write(
-            env.path("policy.toml"),
-            env.policy_text("")
-                .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
-        )
-        .unwrap();
-        env.reload();
-        env.wait_audit("SESSION_REVOKED", |e| {
-            e["admin"] == "alice" && e["session"] == start["session"]
-        });
+    key_revoked_while(Hold::Unread);
+}
+
+#[test]
+fn a_session_whose_grant_is_deleted_ends_on_the_target() {
+    let env = testbed!(Options {
+        extra_policy: IMPORT_GRANT.into(),
+        ..Default::default()
     });
+    let end = reading_session_ends(&env, "import01", |start| remove_import_grant(&env, start));
+    assert_revoked(&end);
+}
+
+#[test]
+fn a_session_whose_grant_is_deleted_ends_on_the_target_while_the_admin_reads_nothing() {
+    let env = testbed!(Options {
+        extra_policy: IMPORT_GRANT.into(),
+        ..Default::default()
+    });
+    let end = frozen_session_ends(&env, "import01", Hold::Stopped, |start| {
+        remove_import_grant(&env, start)
+    });
+    assert_revoked(&end);
+}
+
+/// The import grant, valid until `secs` from now (to the second).
+fn import_grant_until(secs: i64) -> (String, std::time::Instant) {
+    let end = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap();
+    let local = end.to_zoned(jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap());
+    let grant = format!(
+        "{IMPORT_GRANT}valid_until = \"{}\"\n",
+        local.strftime("%Y-%m-%d %H:%M:%S")
+    );
+    let left = end.duration_since(jiff::Timestamp::now()).unsigned_abs();
+    (grant, std::time::Instant::now() + left)
+}
+
+/// Waits for the grant's end itself (the event), having checked the session started before it.
+fn until_grant_end(at: std::time::Instant) {
+    assert!(
+        std::time::Instant::now() < at,
+        "the session was set up only after its grant's end"
+    );
+    while std::time::Instant::now() < at {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn assert_grant_ended(end: &serde_json::Value) {
     assert!(
         end["reason"]
             .as_str()
             .unwrap()
-            .contains("access revoked (key"),
+            .contains("grant alice-import ended"),
         "{end}"
     );
+}
+
+/// At a grant's end (valid_until) the kernel removes its element as the session stops.
+#[test]
+fn a_session_at_its_grants_end_ends_on_the_target() {
+    let (grant, at) = import_grant_until(15);
+    let env = testbed!(Options {
+        extra_policy: grant,
+        ..Default::default()
+    });
+    let end = reading_session_ends(&env, "import01", |_| until_grant_end(at));
+    assert_grant_ended(&end);
+}
+
+#[test]
+fn a_session_at_its_grants_end_ends_on_the_target_while_the_admin_reads_nothing() {
+    let (grant, at) = import_grant_until(25);
+    let env = testbed!(Options {
+        extra_policy: grant,
+        ..Default::default()
+    });
+    let end = frozen_session_ends(&env, "import01", Hold::Stopped, |_| until_grant_end(at));
+    assert_grant_ended(&end);
 }

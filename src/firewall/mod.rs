@@ -10,6 +10,13 @@
 //!   Elements carry the grant's remaining time as a kernel timeout, so a grant that ends is
 //!   closed by the kernel even if the daemon misses it. Refused packets are dropped (a TCP
 //!   connect then times out) and counted in the named counter `refused_output`.
+//! - The one exception: TCP resets (RST, no SYN, FIN, PSH or URG) pass whatever their mark. The
+//!   bastion resets a stopped session's target connection ([`crate::upstream::abort`]); its
+//!   SSH disconnect and FIN are dropped once the grant's element is gone, and without the reset
+//!   the target's session would live on. A reset opens no connection and hands no application
+//!   data (the receiver tears the connection down), so it widens no access. The rule does not
+//!   look at marks: a reset the kernel sends for a socket already closed (in answer to the
+//!   target's next segment) carries no socket's mark.
 //! - The table is replaced in one nft transaction; nft applies it whole or not at all.
 //! - A table changed or deleted behind the daemon's back is noticed within [`CHECK_EVERY`] and
 //!   put back (`FIREWALL_DRIFT`); while it cannot be put back, no session starts.

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use jiff::Timestamp;
 use nftables::batch::Batch;
-use nftables::expr::{CT, Prefix, SetItem};
+use nftables::expr::{BinaryOperation, CT, Prefix, SetItem};
 use nftables::expr::{Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField};
 use nftables::schema::Table;
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue};
@@ -199,6 +199,15 @@ impl Plan {
                 Term::MarkDaddrDport(fam, grants),
                 Term::Accept,
             ]);
+            // The bastion's own reset of a connection whose grant is gone (see
+            // `upstream::abort`): without it a withdrawn grant's session would live on at the
+            // target. Only reset segments (no SYN, FIN, PSH or URG: nothing opens a connection
+            // or hands data to an application); locally sent, as every packet in this chain is.
+            output.push(vec![
+                Term::Daddr(fam, mgmt),
+                Term::TcpResetOnly,
+                Term::Accept,
+            ]);
             output.push(vec![
                 Term::Daddr(fam, mgmt),
                 Term::Limit,
@@ -345,6 +354,8 @@ enum Term {
     Daddr(Fam, &'static str),
     TcpDport(Vec<u16>),
     MarkDaddrDport(Fam, &'static str),
+    /// TCP segments whose only flag of [`RESET_MASK`] is RST (ACK may be set).
+    TcpResetOnly,
     Limit,
     Log(&'static str),
     Count(&'static str),
@@ -354,6 +365,9 @@ enum Term {
 
 /// The named counter of packets the output chain refused: what a session's kernel check stopped.
 pub const REFUSED: &str = "refused_output";
+
+/// The TCP flags a reset the output chain lets through is checked for: of these, RST alone.
+const RESET_MASK: &[&str] = &["fin", "syn", "rst", "psh", "urg"];
 
 const ND_TYPES: &[&str] = &["nd-neighbor-solicit", "nd-neighbor-advert"];
 const ICMP_REROUTE: &[&str] = &["redirect"];
@@ -403,6 +417,7 @@ impl Term {
             Term::MarkDaddrDport(f, set) => {
                 format!("meta mark . {} daddr . tcp dport @{set}", f.proto())
             }
+            Term::TcpResetOnly => format!("tcp flags & ({}) == rst", RESET_MASK.join(" | ")),
             Term::Limit => "limit rate 10/minute burst 5 packets".into(),
             Term::Log(prefix) => format!("log prefix \"{prefix}\""),
             Term::Accept => "accept".into(),
@@ -467,6 +482,20 @@ impl Term {
                     payload("tcp", "dport"),
                 ])),
                 set_ref(set),
+                Operator::EQ,
+            ),
+            Term::TcpResetOnly => matches(
+                Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                    payload("tcp", "flags"),
+                    // A list of flag names is their bitmask, as nft itself lists it.
+                    Expression::List(
+                        RESET_MASK
+                            .iter()
+                            .map(|f| Expression::String((*f).into()))
+                            .collect(),
+                    ),
+                ))),
+                Expression::String("rst".into()),
                 Operator::EQ,
             ),
             Term::Limit => Statement::Limit(Limit {
@@ -602,5 +631,71 @@ impl SetDef<'_> {
             size: None,
             comment: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            ssh_ports: vec![22],
+            console_ports: vec![],
+            admin_networks: vec!["10.10.0.0/24".parse().unwrap()],
+            reviewer_networks: vec![],
+            management_networks: vec![
+                "10.20.0.0/24".parse().unwrap(),
+                "fd20::/64".parse().unwrap(),
+            ],
+            elements: vec![],
+        }
+    }
+
+    /// The output chain's rules, as text.
+    fn output(text: &str) -> Vec<&str> {
+        let chain = text.split("chain output {").nth(1).unwrap();
+        chain.lines().map(str::trim).skip(2).take(6).collect()
+    }
+
+    #[test]
+    fn resets_alone_pass_between_the_grants_and_the_drop() {
+        let text = plan().to_text();
+        assert_eq!(
+            output(&text),
+            [
+                "ip daddr @mgmt4 meta mark . ip daddr . tcp dport @grants4 accept",
+                "ip daddr @mgmt4 tcp flags & (fin | syn | rst | psh | urg) == rst accept",
+                "ip daddr @mgmt4 limit rate 10/minute burst 5 packets log prefix \"stapsteen output drop: \"",
+                "ip daddr @mgmt4 counter name \"refused_output\" drop",
+                "ip6 daddr @mgmt6 meta mark . ip6 daddr . tcp dport @grants6 accept",
+                "ip6 daddr @mgmt6 tcp flags & (fin | syn | rst | psh | urg) == rst accept",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_reset_rule_in_json_is_what_nft_lists() {
+        let json = serde_json::to_value(plan().to_nftables()).unwrap();
+        let rules: Vec<&serde_json::Value> = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .filter(|r| r["chain"] == "output")
+            .collect();
+        // As `nft -j list` shows `tcp flags & (fin | syn | rst | psh | urg) == rst`.
+        assert_eq!(
+            rules[1]["expr"][1],
+            serde_json::json!({"match": {
+                "op": "==",
+                "left": {"&": [
+                    {"payload": {"protocol": "tcp", "field": "flags"}},
+                    ["fin", "syn", "rst", "psh", "urg"]
+                ]},
+                "right": "rst"
+            }})
+        );
+        assert_eq!(rules[1]["expr"][2], serde_json::json!({"accept": null}));
     }
 }

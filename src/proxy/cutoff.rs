@@ -6,12 +6,20 @@
 //! Invariant: a stopped session's target side is closed within [`GRACE`] of the stop (a
 //! revocation, the grant's end or the maximum session length, a failed recording), whatever the
 //! admin's client does. If the pump has not told the admin by then, the target's TCP connection
-//! is shut from outside russh and the admin's connection is cut at the TCP level (audited as
+//! is reset from outside russh and the admin's connection is cut at the TCP level (audited as
 //! SESSION_CUT, as it ends any other channel on that connection too); that fails the
 //! pump's send, so the pump still ends the session: SESSION_END with the stop's reason and a
 //! sealed recording. A pump that ends by itself within the grace (an admin who reads) is left
-//! alone. The target learns of the close only while the grant's firewall element still lets the
-//! bastion's packets out (not after the grant was removed or ran out; see the README).
+//! alone until it has told the admin.
+//!
+//! Every stopped session's target connection is then reset ([`crate::upstream::abort`]), also
+//! when the pump ended in time: a revocation by reload or the grant's end removes the grant's
+//! firewall element at about the moment the session stops, after which the kernel drops the
+//! SSH disconnect and the FIN (the target's session would live on until its own timeouts). The
+//! output chain lets the bastion's TCP resets out to management networks whatever the grants
+//! (see `firewall::plan`), so the target's sshd sees ECONNRESET and ends the session. A session
+//! that ends by itself (the target closed it, the admin left and the pump ended in time) is not
+//! reset: what the admin sent last still reaches the target in order.
 
 use std::time::Duration;
 
@@ -54,16 +62,29 @@ impl Cutoff {
             cut_admin,
             event,
         } = self;
+        // Stopped with a reason (not only because the admin left), or past the deadline.
+        let ended_by_bastion = |stop: &SessionStop| {
+            stop.stopped().is_some_and(|r| !r.is_empty()) || Instant::now() >= deadline
+        };
         tokio::select! {
-            _ = told.cancelled() => return,
+            _ = told.cancelled() => {
+                // The pump may have seen the stop or the deadline first.
+                if ended_by_bastion(&stop) {
+                    target.abort();
+                }
+                return;
+            }
             _ = stop.wait() => {}
             // The pump sees the deadline only between sends; the stop also ends its send.
             _ = tokio::time::sleep_until(deadline) => stop.stop(deadline_reason),
         }
         if tokio::time::timeout(GRACE, told.cancelled()).await.is_ok() {
+            if ended_by_bastion(&stop) {
+                target.abort();
+            }
             return;
         }
-        target.close();
+        target.abort();
         cut_admin();
         event
             .reason(stop.stopped().unwrap_or_default())
@@ -120,13 +141,17 @@ mod tests {
         theirs: std::net::TcpStream,
     }
 
-    /// Whether the target sees its connection closed (within a second).
+    /// Whether the target sees its connection reset (within a second); false also if it sees
+    /// nothing or an orderly close.
     fn closed(held: &mut Held) -> bool {
-        matches!(held.theirs.read(&mut [0u8; 1]), Ok(0))
+        matches!(
+            held.theirs.read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset
+        )
     }
 
     #[tokio::test]
-    async fn a_pump_that_ends_within_the_grace_is_left_alone() {
+    async fn a_pump_that_ends_within_the_grace_keeps_the_admin_but_resets_the_target() {
         let stop = SessionStop::default();
         let (c, cut, mut held) = cutoff(&stop, Instant::now() + Duration::from_secs(3600));
         let told = CancellationToken::new();
@@ -136,7 +161,39 @@ mod tests {
         told.cancel();
         watching.await.unwrap();
         assert!(!cut.load(Ordering::SeqCst));
-        assert!(!closed(&mut held));
+        assert!(closed(&mut held));
+    }
+
+    #[tokio::test]
+    async fn an_admin_who_left_is_not_a_reason_to_reset() {
+        let stop = SessionStop::default();
+        let (c, cut, mut held) = cutoff(&stop, Instant::now() + Duration::from_secs(3600));
+        let told = CancellationToken::new();
+        let watching = tokio::spawn(c.run(told.clone()));
+        stop.cancel();
+        tokio::time::sleep(GRACE / 2).await;
+        told.cancel();
+        watching.await.unwrap();
+        assert!(!cut.load(Ordering::SeqCst));
+        assert!(matches!(
+            held.theirs.read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_by_itself_is_not_reset() {
+        let stop = SessionStop::default();
+        let (c, cut, mut held) = cutoff(&stop, Instant::now() + Duration::from_secs(3600));
+        let told = CancellationToken::new();
+        told.cancel();
+        c.run(told).await;
+        assert!(!cut.load(Ordering::SeqCst));
+        // Nothing arrives: the read times out.
+        assert!(matches!(
+            held.theirs.read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ));
     }
 
     #[tokio::test]

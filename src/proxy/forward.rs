@@ -1,8 +1,8 @@
 //! A port forward (`ssh -L`, `-W`): bytes both ways between the admin's channel and a TCP
 //! connection to a granted port, counted for the audit trail. It ends when both sides have
 //! closed, at the grant's end or the maximum session length, or on revocation; exactly one
-//! FORWARD_END event says how. A stop or deadline drops the target connection at once, whatever
-//! the admin's client does.
+//! FORWARD_END event says how. A stop or deadline resets the target connection at once, whatever
+//! the admin's client does (a reset gets out also after the grant's firewall element is gone).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,7 +54,8 @@ async fn run(ctx: ForwardContext) {
     let id: ChannelId = ctx.channel.id();
     let (to_target, to_admin) = (AtomicU64::new(0), AtomicU64::new(0));
     let (admin_read, admin_write) = tokio::io::split(ctx.channel.into_stream());
-    let (target_read, target_write) = ctx.stream.into_split();
+    let mut stream = ctx.stream;
+    let (target_read, target_write) = stream.split();
     let both = async {
         let (up, down) = tokio::join!(
             pipe(admin_read, target_write, &to_target),
@@ -62,14 +63,23 @@ async fn run(ctx: ForwardContext) {
         );
         up.and(down)
     };
-    let how = tokio::select! {
-        r = both => match r {
+    let (how, stopped) = tokio::select! {
+        r = both => (match r {
             Ok(()) => "closed".to_owned(),
             Err(e) => format!("connection error: {e}"),
+        }, false),
+        _ = tokio::time::sleep_until(ctx.deadline) => (ctx.deadline_reason, true),
+        // Without a reason the admin left: what they sent last still goes out, in order.
+        reason = ctx.stop.wait() => match reason {
+            Some(r) => (r, true),
+            None => ("admin disconnected".into(), false),
         },
-        _ = tokio::time::sleep_until(ctx.deadline) => ctx.deadline_reason,
-        reason = ctx.stop.wait() => reason.unwrap_or_else(|| "admin disconnected".into()),
     };
+    if stopped {
+        // The grant's firewall element may be gone already: only a reset reaches the target.
+        crate::upstream::abort(&stream);
+    }
+    drop(stream);
     // Bounded: the admin's connection may hold russh's queue full (another channel's window
     // shut); the target side is closed already and FORWARD_END must not wait on the admin.
     let _ = tokio::time::timeout(super::CUTOFF_GRACE, ctx.front.close(id)).await;
