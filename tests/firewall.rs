@@ -148,18 +148,7 @@ fn kernel_refuses_a_target_the_daemon_wrongly_allows() {
         bastion_env: vec![("STAPSTEEN_TEST_SKIP_GRANT_CHECK", "1")],
         ..Options::default()
     });
-    let refused = || {
-        let out = sh(
-            &env.ns_bastion,
-            "nft list counter inet stapsteen refused_output",
-        );
-        let text = stdout(&out);
-        let packets = text
-            .split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1);
-        packets.unwrap().parse::<u64>().unwrap()
-    };
+    let refused = || refused_output(&env);
     let before = refused();
     let out = env.ssh("alice", &["import01", "echo", "reached"], None);
     assert!(!stdout(&out).contains("reached"));
@@ -346,6 +335,41 @@ const TARGET_LOG: &str = "import socket, sys\n\
 
 /// From the bastion's namespace, a connection to `addr`:11112 whose socket carries `mark`: sends
 /// "before"; once `go` exists, "after" and a FIN; once `reset` exists, an abortive close (RST).
+/// Packets the output chain dropped so far (its `refused_output` counter).
+fn refused_output(env: &Env) -> u64 {
+    let out = sh(
+        &env.ns_bastion,
+        "nft list counter inet stapsteen refused_output",
+    );
+    let text = stdout(&out);
+    let packets = text
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1);
+    packets.unwrap().parse::<u64>().unwrap()
+}
+
+/// Sends from a raw socket a TCP reset with the payload in argv[3] to argv[1]:argv[2], outside
+/// any connection; prints `sent`, or `refused` when the output chain drops it (EPERM).
+const RAW_RESET: &str = "import socket, struct, sys\n\
+                         dst, port, data = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()\n\
+                         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                         u.connect((dst, port))\n\
+                         src = u.getsockname()[0]\n\
+                         tcp = struct.pack('!HHIIBBHHH', 40000, port, 1, 0, 5 << 4, 0x04, 0, 0, 0) + data\n\
+                         b = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, len(tcp)) + tcp\n\
+                         b += bytes(len(b) % 2)\n\
+                         c = sum(struct.unpack('!%dH' % (len(b) // 2), b))\n\
+                         c = (c >> 16) + (c & 0xffff)\n\
+                         c = ~(c + (c >> 16)) & 0xffff\n\
+                         tcp = tcp[:16] + struct.pack('!H', c) + tcp[18:]\n\
+                         r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)\n\
+                         try:\n    \
+                             r.sendto(tcp, (dst, 0))\n    \
+                             print('sent')\n\
+                         except PermissionError:\n    \
+                             print('refused')\n";
+
 const MARKED_CLIENT: &str = "import os, socket, struct, sys, time\n\
                              def wait(f):\n    \
                                  for _ in range(600):\n        \
@@ -427,6 +451,26 @@ fn only_a_reset_gets_out_after_the_grant_is_gone() {
     );
     assert_eq!(log(), "data:before\nreset\n");
     assert!(client.wait().unwrap().success());
+
+    // A reset the kernel did not send for a connection it tracks is dropped: one crafted on a
+    // raw socket, bare or carrying bytes for an observer on the management network.
+    for data in ["", "bytes-for-a-sniffer"] {
+        let before = refused_output(&env);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &env.ns_bastion, "python3", "-c", RAW_RESET])
+            .args([IMPORT01, "11112", data])
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&out),
+            "refused\n",
+            "a crafted reset ({data:?}) got out"
+        );
+        assert!(
+            refused_output(&env) > before,
+            "the output chain counted nothing"
+        );
+    }
 }
 
 #[test]

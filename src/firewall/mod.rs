@@ -26,8 +26,8 @@
 //! because SO_MARK needs the same capability, and passing marked sockets between processes adds
 //! a protocol that can itself go wrong. What the kernel check protects against is a bug in the
 //! session logic (choosing the wrong target or port for a grant): the rules come from the policy
-//! alone. A process fully taken over could rewrite them; drift detection makes that loud, not
-//! impossible.
+//! alone. A process fully taken over could rewrite them, and drift detection, which runs in the
+//! same process, would not say so: it catches changes made by other processes and by mistake.
 
 mod backend;
 mod enforcer;

@@ -201,10 +201,17 @@ impl Plan {
             ]);
             // The bastion's own reset of a connection whose grant is gone (see
             // `upstream::abort`): without it a withdrawn grant's session would live on at the
-            // target. Only reset segments (no SYN, FIN, PSH or URG: nothing opens a connection
-            // or hands data to an application); locally sent, as every packet in this chain is.
+            // target. Only what the kernel sends when it resets a connection it tracks: a reset
+            // segment (no SYN, FIN, PSH or URG: nothing opens a connection or hands data to an
+            // application) of a connection the grants once let through, without IP options or
+            // IPv6 extension headers, no longer than a TCP header with every option. So a
+            // process with raw sockets cannot use the rule to reach a host or port no grant
+            // allowed, nor carry more than a header's worth of bytes.
             output.push(vec![
                 Term::Daddr(fam, mgmt),
+                Term::CtState(&["established"]),
+                Term::BareHeader(fam),
+                Term::HeaderLengthAtMost(fam),
                 Term::TcpResetOnly,
                 Term::Accept,
             ]);
@@ -356,6 +363,10 @@ enum Term {
     MarkDaddrDport(Fam, &'static str),
     /// TCP segments whose only flag of [`RESET_MASK`] is RST (ACK may be set).
     TcpResetOnly,
+    /// IPv4 without options, IPv6 with TCP right after its header (no extension headers).
+    BareHeader(Fam),
+    /// No longer than the IP header and the longest TCP header ([`MAX_TCP_HEADER`]).
+    HeaderLengthAtMost(Fam),
     Limit,
     Log(&'static str),
     Count(&'static str),
@@ -368,6 +379,12 @@ pub const REFUSED: &str = "refused_output";
 
 /// The TCP flags a reset the output chain lets through is checked for: of these, RST alone.
 const RESET_MASK: &[&str] = &["fin", "syn", "rst", "psh", "urg"];
+
+/// The longest TCP header (data offset 15 words, all options): a reset the kernel sends carries
+/// no data, only options (timestamps, SACK blocks).
+const MAX_TCP_HEADER: u32 = 60;
+/// An IPv4 header without options.
+const IPV4_HEADER: u32 = 20;
 
 const ND_TYPES: &[&str] = &["nd-neighbor-solicit", "nd-neighbor-advert"];
 const ICMP_REROUTE: &[&str] = &["redirect"];
@@ -418,6 +435,12 @@ impl Term {
                 format!("meta mark . {} daddr . tcp dport @{set}", f.proto())
             }
             Term::TcpResetOnly => format!("tcp flags & ({}) == rst", RESET_MASK.join(" | ")),
+            Term::BareHeader(Fam::V4) => "ip hdrlength 5".into(),
+            Term::BareHeader(Fam::V6) => "ip6 nexthdr tcp".into(),
+            Term::HeaderLengthAtMost(Fam::V4) => {
+                format!("ip length <= {}", IPV4_HEADER + MAX_TCP_HEADER)
+            }
+            Term::HeaderLengthAtMost(Fam::V6) => format!("ip6 length <= {MAX_TCP_HEADER}"),
             Term::Limit => "limit rate 10/minute burst 5 packets".into(),
             Term::Log(prefix) => format!("log prefix \"{prefix}\""),
             Term::Accept => "accept".into(),
@@ -497,6 +520,27 @@ impl Term {
                 ))),
                 Expression::String("rst".into()),
                 Operator::EQ,
+            ),
+            Term::BareHeader(Fam::V4) => matches(
+                payload("ip", "hdrlength"),
+                Expression::Number(IPV4_HEADER / 4),
+                Operator::EQ,
+            ),
+            Term::BareHeader(Fam::V6) => matches(
+                payload("ip6", "nexthdr"),
+                Expression::String("tcp".into()),
+                Operator::EQ,
+            ),
+            // The IPv4 length is the whole packet's, the IPv6 one its payload's.
+            Term::HeaderLengthAtMost(Fam::V4) => matches(
+                payload("ip", "length"),
+                Expression::Number(IPV4_HEADER + MAX_TCP_HEADER),
+                Operator::LEQ,
+            ),
+            Term::HeaderLengthAtMost(Fam::V6) => matches(
+                payload("ip6", "length"),
+                Expression::Number(MAX_TCP_HEADER),
+                Operator::LEQ,
             ),
             Term::Limit => Statement::Limit(Limit {
                 rate: 10,
@@ -665,11 +709,11 @@ mod tests {
             output(&text),
             [
                 "ip daddr @mgmt4 meta mark . ip daddr . tcp dport @grants4 accept",
-                "ip daddr @mgmt4 tcp flags & (fin | syn | rst | psh | urg) == rst accept",
+                "ip daddr @mgmt4 ct state established ip hdrlength 5 ip length <= 80 tcp flags & (fin | syn | rst | psh | urg) == rst accept",
                 "ip daddr @mgmt4 limit rate 10/minute burst 5 packets log prefix \"stapsteen output drop: \"",
                 "ip daddr @mgmt4 counter name \"refused_output\" drop",
                 "ip6 daddr @mgmt6 meta mark . ip6 daddr . tcp dport @grants6 accept",
-                "ip6 daddr @mgmt6 tcp flags & (fin | syn | rst | psh | urg) == rst accept",
+                "ip6 daddr @mgmt6 ct state established ip6 nexthdr tcp ip6 length <= 60 tcp flags & (fin | syn | rst | psh | urg) == rst accept",
             ]
         );
     }
@@ -684,18 +728,30 @@ mod tests {
             .filter_map(|c| c["add"].get("rule"))
             .filter(|r| r["chain"] == "output")
             .collect();
-        // As `nft -j list` shows `tcp flags & (fin | syn | rst | psh | urg) == rst`.
+        // As `nft -j list` (nft 1.0.6) shows the rule after loading its text, but for `ct state`
+        // with one state, which it lists as a string rather than a list of one.
         assert_eq!(
-            rules[1]["expr"][1],
-            serde_json::json!({"match": {
-                "op": "==",
-                "left": {"&": [
+            rules[1]["expr"],
+            serde_json::json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "@mgmt4"}},
+                {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established"]}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "hdrlength"}}, "right": 5}},
+                {"match": {"op": "<=", "left": {"payload": {"protocol": "ip", "field": "length"}}, "right": 80}},
+                {"match": {"op": "==", "left": {"&": [
                     {"payload": {"protocol": "tcp", "field": "flags"}},
                     ["fin", "syn", "rst", "psh", "urg"]
-                ]},
-                "right": "rst"
-            }})
+                ]}, "right": "rst"}},
+                {"accept": null}
+            ])
         );
-        assert_eq!(rules[1]["expr"][2], serde_json::json!({"accept": null}));
+        assert_eq!(
+            rules[5]["expr"].as_array().unwrap()[2..4],
+            serde_json::json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "nexthdr"}}, "right": "tcp"}},
+                {"match": {"op": "<=", "left": {"payload": {"protocol": "ip6", "field": "length"}}, "right": 60}}
+            ])
+            .as_array()
+            .unwrap()[..]
+        );
     }
 }
