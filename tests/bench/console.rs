@@ -1,17 +1,27 @@
-//! Benchmark, not a test: `cargo bench --bench console`. A generated history of
-//! STAPSTEEN_BENCH_SESSIONS sessions (default 100 000: real recordings with metadata and a few
-//! lines of output each, sealed through the real recorder) and STAPSTEEN_BENCH_ENTRIES audit
-//! chain entries (default 10 000 000: each session's start, checkpoints and end, written
-//! through the real `AuditChain` writer, so `audit verify` accepts them). Then, each in a child
-//! process of its own so that its peak RSS (VmHWM) is its own:
-//! - build: the console's index from nothing (`Index::rebuild`, what `stapsteen index rebuild`
-//!   does), its time and peak RSS;
-//! - browse: 200 sessions-page requests as the console's handler makes them (read what is new,
-//!   then one page), with filters, deep pages and output searches; p50/p95/max and peak RSS.
-//!
-//! The HTML rendering and HTTPS of the real console are not in these figures (both are per
-//! page, not per session in history). STAPSTEEN_BENCH_DIR says where the history is written
-//! (default: the target directory, a real disk).
+//! Benchmark, not a test: `cargo bench --bench console` (as root, for the daemon phase). A
+//! generated history of STAPSTEEN_BENCH_SESSIONS sessions (default 100 000: real recordings with
+//! metadata and a few lines of output each, sealed through the real recorder) and
+//! STAPSTEEN_BENCH_ENTRIES audit chain entries (default 10 000 000: each session's start,
+//! checkpoints and end, written through the real `AuditChain` writer with a signing key kept
+//! next to it, so `audit verify` accepts them), laid out as the daemon's `state_dir`
+//! (`audit/`, `recordings/`, `index/`). The history goes to a temporary directory under
+//! STAPSTEEN_BENCH_DIR (default: the target directory, a real disk), or to
+//! STAPSTEEN_BENCH_HISTORY, where it is kept and reused by later runs once complete (its
+//! `generated` file). Then the phases of STAPSTEEN_BENCH_PHASES (default `daemon,browse`), each
+//! in a child process of its own:
+//! - daemon: the real `stapsteen serve` in the test bed (tests/common), its `state_dir` the
+//!   history, under `nice -n 19` while it builds its index from nothing in the background; a
+//!   reviewer logs in through the browser (WebAuthn); the build is done when the sessions
+//!   page's last page has rows and no longer says the index is behind. Then, at normal
+//!   priority, 200 HTTPS requests with curl from the reviewer network (each a new TLS
+//!   connection; curl's `time_total`): first pages, deep pages, admin and target filters,
+//!   status with integrity, output searches, search with admin and time, session pages;
+//!   p50/p95/max per kind, and the daemon's VmHWM since its start (with the build) and since
+//!   a reset (`clear_refs`) just before browsing;
+//! - browse: the same sessions-page requests on the index in this process, as the handler
+//!   makes them (read what is new, then one page): no HTTPS, no HTML; its own VmHWM;
+//! - build: the index from nothing in this process (`Index::rebuild`, what `stapsteen index
+//!   rebuild` does), its time and VmHWM (not run by default: the daemon phase builds it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mod.rs"]
