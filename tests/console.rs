@@ -9,61 +9,15 @@
 #[macro_use]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{Env, Options, stdout};
+use common::console::{
+    CONSOLE_IP, HOST, IDLE_SECONDS, artifacts, browser_login, console_options, curl,
+    curl_logged_in, peak_rss, reset_peak, url,
+};
+use common::{Env, stdout};
 use serde_json::json;
-
-const HOST: &str = "console.stapsteen.test";
-const CONSOLE_IP: &str = "10.77.3.1";
-const IDLE_SECONDS: u64 = 20;
-
-fn console_options(extra_policy: &str) -> Options {
-    let soon = jiff::Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_hours(3))
-        .unwrap()
-        .to_zoned(jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap())
-        .strftime("%Y-%m-%d %H:%M");
-    Options {
-        reviewer_network: true,
-        extra_config: format!(
-            "reviewer_networks = [\"10.77.3.0/24\"]\n[console]\nlisten = [\"0.0.0.0:8443\"]\nhost = \"{HOST}\"\nidle_timeout = \"{IDLE_SECONDS}s\"\n"
-        ),
-        extra_policy: format!(
-            "[[grant]]\nname = \"short-notice\"\nadmins = [\"alice\"]\ntargets = [\"import01\"]\naccounts = [\"root\"]\nvalid_until = \"{soon}\"\n\n\
-             [[reviewer]]\nname = \"c.visser\"\nfull_name = \"Claire Visser, CISO office\"\n\n{extra_policy}"
-        ),
-        ..Options::default()
-    }
-}
-
-/// curl against the console from a namespace; returns (exit code, HTTP status or 000, body).
-fn curl(env: &Env, ns: &str, args: &[&str]) -> (i32, String, String) {
-    let body = env.path("curl-body");
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-sk", "--max-time", "5"])
-        .args(["--resolve", &format!("{HOST}:8443:{CONSOLE_IP}")])
-        .args(["-o", body.to_str().unwrap(), "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        stdout(&out),
-        std::fs::read_to_string(&body).unwrap_or_default(),
-    )
-}
-
-fn url(path: &str) -> String {
-    format!("https://{HOST}:8443{path}")
-}
-
-fn artifacts() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn reviewers_enrol_log_in_replay_watch_and_end_sessions_in_a_real_browser() {
@@ -666,21 +620,6 @@ fn a_client_that_stops_reading_is_cut_off() {
     let _ = stall.wait();
 }
 
-/// The bastion's peak resident memory (KiB) since the last [`reset_peak`].
-fn peak_rss(env: &Env) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", env.bastion_pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// Sets the bastion's peak resident memory back to what it holds now.
-fn reset_peak(env: &Env) {
-    std::fs::write(format!("/proc/{}/clear_refs", env.bastion_pid()), "5").unwrap();
-}
-
 /// Asserts that the bastion's peak resident memory grows less than `bound` KiB while `step`
 /// runs. The daemon's own background work (the index catching up every few seconds) can fall
 /// inside one measurement, so a step over the bound is measured once more: a step that itself
@@ -701,41 +640,6 @@ fn peak_growth_under(env: &Env, what: &str, bound: u64, mut step: impl FnMut()) 
     panic!("the {what} took {grown:?} KiB more (bound {bound} KiB)");
 }
 
-/// Enrols a key for c.visser and logs in with it in the browser (WebAuthn); the login cookie.
-fn browser_login(env: &Env, spki: &str) -> String {
-    let enrol = env.cli(&["console", "enrol", "c.visser"]);
-    assert!(enrol.status.success(), "{}", common::stderr(&enrol));
-    let cookie_file = env.path("cookie");
-    let login = Command::new("ip")
-        .args(["netns", "exec", env.ns_reviewer.as_ref().unwrap(), "node"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/console.mjs"
-        ))
-        .env("CONSOLE_URL", url(""))
-        .env("CONSOLE_IP", CONSOLE_IP)
-        .env("SPKI", spki)
-        .env("REVIEWER", "c.visser")
-        .env("CODE", stdout(&enrol).trim())
-        .env("ARTIFACTS", artifacts())
-        .env("COOKIE_OUT", &cookie_file)
-        .output()
-        .unwrap();
-    let failed: Vec<String> = env
-        .audit()
-        .iter()
-        .filter(|e| e["code"] == "CONSOLE_LOGIN_FAILED" || e["code"] == "CONSOLE_REFUSED")
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        login.status.success(),
-        "{}{}\n{failed:?}",
-        stdout(&login),
-        common::stderr(&login)
-    );
-    std::fs::read_to_string(&cookie_file).unwrap()
-}
-
 /// The last 4 KiB of a file.
 fn recorded_tail(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
@@ -744,26 +648,6 @@ fn recorded_tail(path: &Path) -> String {
     let mut tail = Vec::new();
     f.read_to_end(&mut tail).unwrap();
     String::from_utf8_lossy(&tail).into_owned()
-}
-
-/// curl from the reviewer network with a login cookie, to a file; (exit code, HTTP status).
-fn curl_logged_in(env: &Env, cookie: &str, max_time: u32, path: &str, out: &Path) -> (i32, String) {
-    let ns = env.ns_reviewer.clone().unwrap();
-    let done = Command::new("ip")
-        .args(["netns", "exec", &ns, "curl", "-skN", "--max-time"])
-        .arg(max_time.to_string())
-        .args(["--resolve", &format!("{HOST}:8443:{CONSOLE_IP}")])
-        .args(["-H", &format!("Cookie: __Host-stapsteen={cookie}")])
-        .args([
-            "-o",
-            out.to_str().unwrap(),
-            "-w",
-            "%{http_code}",
-            &url(path),
-        ])
-        .output()
-        .unwrap();
-    (done.status.code().unwrap_or(-1), stdout(&done))
 }
 
 /// Live view, `.cast` download, evidence bundle, full-text search and session page (markers) of
