@@ -484,6 +484,35 @@ enum Hold {
     Unread,
 }
 
+/// Checks that the target's command (its pid in `pid_file`) and the bastion's connection to
+/// `target` are alive (the positive control), runs `end`, then waits up to 15 s for both to be
+/// gone; the command's pid, and whether they went.
+fn alive_then_gone(
+    env: &Env,
+    target: &str,
+    pid_file: &std::path::Path,
+    start: &serde_json::Value,
+    end: impl FnOnce(&serde_json::Value),
+) -> (String, bool) {
+    let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
+    assert!(running(&pid), "the target command is not running");
+    assert_eq!(upstream_connections(env, target).len(), 1);
+    end(start);
+    let gone = within(15, || {
+        !running(&pid) && upstream_connections(env, target).is_empty()
+    });
+    (pid, gone)
+}
+
+/// What is left of a session that should have ended on the target.
+fn lives_on(env: &Env, target: &str, pid: &str) -> String {
+    format!(
+        "the session lives on: target command running {}, connections {:?}",
+        running(pid),
+        upstream_connections(env, target)
+    )
+}
+
 /// A session on `target` whose command prints without end while the admin's side holds it up
 /// (`hold`), then `end` (which waits for what it did), after which the target's command and the
 /// bastion's connection to the target must end (within 15 s) all the same, as must the admin's
@@ -563,18 +592,7 @@ fn frozen_session_ends(
         "the output never backed up"
     );
     assert!(last > 64 << 10, "the output never flowed: {last} bytes");
-    // Positive control: the target's command and the bastion's connection to it are alive.
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_owned();
-    assert!(running(&pid), "the target command is not running");
-    assert_eq!(upstream_connections(env, target).len(), 1);
-
-    end(&start);
-    let target_gone = within(15, || {
-        !running(&pid) && upstream_connections(env, target).is_empty()
-    });
+    let (pid, target_gone) = alive_then_gone(env, target, &pid_file, &start, end);
     let ended =
         target_gone.then(|| env.wait_audit("SESSION_END", |e| e["session"] == session.as_str()));
     // The admin's connection is cut too: a running `ssh` exits.
@@ -584,12 +602,7 @@ fn frozen_session_ends(
     }
     let _ = client.kill();
     let _ = client.wait();
-    assert!(
-        target_gone,
-        "the session lives on: target command running {}, connections {:?}",
-        running(&pid),
-        upstream_connections(env, target)
-    );
+    assert!(target_gone, "{}", lives_on(env, target, &pid));
     assert!(admin_cut, "the admin's connection lives on");
     // The recording was sealed all the same.
     let verified = env.cli(&["recordings", "verify", &session]);
@@ -724,24 +737,8 @@ fn reading_session_ends(
     wait_for_file(&pid_file);
     let start = env.wait_audit("SESSION_START", |e| e["admin"] == "alice");
     let session = start["session"].as_str().unwrap().to_owned();
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_owned();
-    // Positive control: the target's command and the bastion's connection to it are alive.
-    assert!(running(&pid), "the target command is not running");
-    assert_eq!(upstream_connections(env, target).len(), 1);
-
-    end(&start);
-    let target_gone = within(15, || {
-        !running(&pid) && upstream_connections(env, target).is_empty()
-    });
-    assert!(
-        target_gone,
-        "the session lives on: target command running {}, connections {:?}",
-        running(&pid),
-        upstream_connections(env, target)
-    );
+    let (pid, target_gone) = alive_then_gone(env, target, &pid_file, &start, end);
+    assert!(target_gone, "{}", lives_on(env, target, &pid));
     assert!(ended(&client), "the admin's client went on");
     let client = client.join().unwrap();
     assert!(stdout(&client).contains("stapsteen-alive"));
