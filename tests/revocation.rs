@@ -17,6 +17,18 @@ fn fingerprint(env: &Env, pub_file: &str) -> String {
     stdout(&out).split_whitespace().nth(1).unwrap().to_owned()
 }
 
+/// Reloads a policy that lists `second` as alice's only key, in place of her first.
+fn only_second_key(env: &Env, second: &str) {
+    let one = format!("keys = [\"{}\"]", env.alice_key);
+    std::fs::write(
+        env.path("policy.toml"),
+        env.policy_text("")
+            .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
+    )
+    .unwrap();
+    env.reload();
+}
+
 #[test]
 fn removing_one_key_ends_the_connections_it_logged_in() {
     let mut env = testbed!();
@@ -47,13 +59,7 @@ fn removing_one_key_ends_the_connections_it_logged_in() {
     env.wait_audit("AUTH_OK", |e| e["fingerprint"] == fp.as_str());
     assert!(!bare.is_finished(), "the bare connection ended early");
 
-    std::fs::write(
-        env.path("policy.toml"),
-        env.policy_text("")
-            .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
-    )
-    .unwrap();
-    env.reload();
+    only_second_key(&env, &second);
     let revoked = env.wait_audit("SESSION_REVOKED", |e| {
         e["admin"] == "alice" && Env::detail(e)["ended"] == "connections"
     });
@@ -420,6 +426,21 @@ fn running(pid: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The established TCP connections in namespace `ns`, as `ss` lists them, that `keep` keeps.
+fn established(ns: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(["ss", "-Htn", "state", "established"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter(|l| keep(l))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The bastion's established TCP connections to `target`'s sshd.
 fn upstream_connections(env: &Env, target: &str) -> Vec<String> {
     let addr = if target == "pacs01" {
@@ -427,36 +448,16 @@ fn upstream_connections(env: &Env, target: &str) -> Vec<String> {
     } else {
         common::IMPORT01
     };
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &env.ns_bastion])
-        .args(["ss", "-Htn", "state", "established"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .filter(|l| l.contains(&format!("{addr}:22")))
-        .map(str::to_owned)
-        .collect()
+    established(&env.ns_bastion, |l| l.contains(&format!("{addr}:22")))
 }
 
 /// The target's established TCP connections on `addr`:`port`, seen from the management network.
 fn target_connections(env: &Env, addr: &str, port: u16) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &env.ns_mgmt])
-        .args(["ss", "-Htn", "state", "established"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(2)
-                .is_some_and(|local| local == format!("{addr}:{port}"))
-        })
-        .map(str::to_owned)
-        .collect()
+    established(&env.ns_mgmt, |l| {
+        l.split_whitespace()
+            .nth(2)
+            .is_some_and(|local| local == format!("{addr}:{port}"))
+    })
 }
 
 /// Polls `done` every 50 ms for up to `secs` seconds; whether it became true.
@@ -626,14 +627,7 @@ fn key_revoked_while(hold: Hold) {
     env.agent("alice2.sock", "alice2_key", &[]);
     let second = std::fs::read_to_string(env.path("alice2_key.sk.pub")).unwrap();
     let end = frozen_session_ends(&env, "pacs01", hold, |start| {
-        let one = format!("keys = [\"{}\"]", env.alice_key);
-        std::fs::write(
-            env.path("policy.toml"),
-            env.policy_text("")
-                .replace(&one, &format!("keys = [\"{}\"]", second.trim())),
-        )
-        .unwrap();
-        env.reload();
+        only_second_key(&env, &second);
         env.wait_audit("SESSION_REVOKED", |e| {
             e["admin"] == "alice" && e["session"] == start["session"]
         });
