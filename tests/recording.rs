@@ -375,7 +375,11 @@ fn full_disk_ends_the_writing_session_refuses_new_ones_and_recovers() {
         !quiet.is_finished(),
         "the quiet session ended with the other"
     );
-    // New recorded sessions are refused while the disk is full.
+    // New recorded sessions are refused while the disk is full. The failed write cut its torn
+    // line off, which can free a page of the small file system: fill what is left first.
+    let fill = format!("cat /dev/zero > {d}/filler; true");
+    let out = env.in_bastion_mounts(&["sh", "-c", &fill]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = env.ssh_pty(
         "alice",
         &["pacs01", "echo should-not-run"],
@@ -389,7 +393,7 @@ fn full_disk_ends_the_writing_session_refuses_new_ones_and_recovers() {
     );
     // Space again (the filled recording is emptied): sessions work, the quiet one too.
     let script = format!(
-        "for f in {d}/*.cast; do [ $(stat -c %s \"$f\") -gt 50000 ] && : > \"$f\"; done; true"
+        "rm {d}/filler; for f in {d}/*.cast; do [ $(stat -c %s \"$f\") -gt 50000 ] && : > \"$f\"; done; true"
     );
     let out = env.in_bastion_mounts(&["sh", "-c", &script]);
     assert!(out.status.success());
