@@ -1239,8 +1239,7 @@ impl Handler for Connection {
         let (cols, rows) = super::budget::clamp_pty(cols, rows);
         if let Some(live) = self.channels.get(&id).and_then(|s| s.live.as_ref()) {
             if let Err(e) = lock(&live.transcript).resize(cols, rows) {
-                live.stop
-                    .stop(format!("recording failed ({}), session ended", e.cause()));
+                live.stop.stop(e.session_ended());
             }
             let _ = live
                 .to_target(live.writer.window_change(cols, rows, pix_width, pix_height))
@@ -1265,8 +1264,7 @@ impl Handler for Connection {
                 return Ok(());
             }
             if let Err(e) = lock(&live.transcript).input(data) {
-                live.stop
-                    .stop(format!("recording failed ({}), session ended", e.cause()));
+                live.stop.stop(e.session_ended());
                 return Ok(());
             }
             // The admin's input waits for a lagging recording as the target's output does, unless
@@ -1277,8 +1275,7 @@ impl Handler for Connection {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         if let Err(e) = lock(&live.transcript).lagged(e) {
-                            live.stop
-                                .stop(format!("recording failed ({}), session ended", e.cause()));
+                            live.stop.stop(e.session_ended());
                             return Ok(());
                         }
                     }

@@ -66,19 +66,17 @@ impl Cutoff {
         let ended_by_bastion = |stop: &SessionStop| {
             stop.stopped().is_some_and(|r| !r.is_empty()) || Instant::now() >= deadline
         };
-        tokio::select! {
-            _ = told.cancelled() => {
-                // The pump may have seen the stop or the deadline first.
-                if ended_by_bastion(&stop) {
-                    target.abort();
-                }
-                return;
-            }
-            _ = stop.wait() => {}
+        let ended = tokio::select! {
+            _ = told.cancelled() => true,
+            _ = stop.wait() => false,
             // The pump sees the deadline only between sends; the stop also ends its send.
-            _ = tokio::time::sleep_until(deadline) => stop.stop(deadline_reason),
-        }
-        if tokio::time::timeout(GRACE, told.cancelled()).await.is_ok() {
+            _ = tokio::time::sleep_until(deadline) => {
+                stop.stop(deadline_reason);
+                false
+            }
+        };
+        if ended || tokio::time::timeout(GRACE, told.cancelled()).await.is_ok() {
+            // The pump told the admin in time; it may have seen the stop or the deadline first.
             if ended_by_bastion(&stop) {
                 target.abort();
             }

@@ -85,7 +85,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf, told: DropGuard) {
                 match msg {
                     ChannelMsg::Data { data } => {
                         if let Err(e) = lock(&ctx.transcript).output(&data) {
-                            break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
+                            break End::Bastion(e.session_ended());
                         }
                         if ctx.front.data(id, data).await.is_err() {
                             break End::Bastion(not_sent(&ctx.stop));
@@ -96,7 +96,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf, told: DropGuard) {
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
                         if let Err(e) = lock(&ctx.transcript).stderr(&data) {
-                            break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
+                            break End::Bastion(e.session_ended());
                         }
                         if ctx.front.extended_data(id, ext, data).await.is_err() {
                             break End::Bastion(not_sent(&ctx.stop));
@@ -122,7 +122,7 @@ async fn run(ctx: PumpContext, mut read: ChannelReadHalf, told: DropGuard) {
             _ = tick.tick() => {
                 let mut t = lock(&ctx.transcript);
                 if let Err(e) = t.tick() {
-                    break End::Bastion(format!("recording failed ({}), session ended", e.cause()));
+                    break End::Bastion(e.session_ended());
                 }
                 let idle = t.last_activity.elapsed();
                 drop(t);
@@ -181,7 +181,7 @@ async fn held_back(
         r = backlog.wait() => r
             .err()
             .and_then(|e| lock(transcript).lagged(e).err())
-            .map(|e| format!("recording failed ({}), session ended", e.cause())),
+            .map(|e| e.session_ended()),
         reason = stop.wait() => Some(reason.unwrap_or_else(|| "admin disconnected".into())),
         _ = tokio::time::sleep_until(deadline) => Some(deadline_reason.to_owned()),
     }

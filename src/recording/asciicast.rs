@@ -59,6 +59,11 @@ impl RecordingError {
             RecordingError::Quota(why) => why.clone(),
         }
     }
+
+    /// Why the session it ended has ended, for the admin and SESSION_END.
+    pub fn session_ended(&self) -> String {
+        format!("recording failed ({}), session ended", self.cause())
+    }
 }
 
 /// When checkpoints are due.
