@@ -34,6 +34,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -65,6 +66,8 @@ pub enum ConsoleError {
 
 /// Largest request body: WebAuthn answers and forms are a few KiB.
 const MAX_BODY: usize = 64 * 1024;
+/// Most of a too large body read (and dropped) so that its 413 reaches the client.
+const MAX_DRAIN: usize = 1024 * 1024;
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once, and from one source (IPv4 address or IPv6 /64); more are closed
@@ -338,22 +341,46 @@ async fn accept_loop(
 
 /// A request's whole body, read before any handler runs: at most [`MAX_BODY`] bytes within
 /// [`BODY_TIMEOUT`], so a slow or endless body cannot hold a connection (and its place among
-/// [`MAX_CONNECTIONS`]).
+/// [`MAX_CONNECTIONS`]). Of a larger body up to [`MAX_DRAIN`] bytes are read and thrown away
+/// before the 413: closing a connection with unread data makes the kernel reset it, and the
+/// reset can overtake the answer, so the client would never see why it was refused.
 async fn read_body(body: hyper::body::Incoming) -> Result<axum::body::Bytes, Response> {
-    let read = axum::body::to_bytes(axum::body::Body::new(body), MAX_BODY);
-    match tokio::time::timeout(BODY_TIMEOUT, read).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(with_headers(
+    let too_large = || {
+        with_headers(
             (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large or broken",
             )
                 .into_response(),
-        )),
-        Err(_) => Err(with_headers(
-            (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
-        )),
-    }
+        )
+    };
+    let read = async {
+        let mut body = body;
+        let mut kept = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| too_large())?.into_data() else {
+                continue; // trailers
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&data);
+            } else if seen > MAX_DRAIN {
+                break;
+            }
+        }
+        if seen > MAX_BODY {
+            return Err(too_large());
+        }
+        Ok(axum::body::Bytes::from(kept))
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(with_headers(
+                (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
+            ))
+        })
 }
 
 const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
