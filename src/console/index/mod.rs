@@ -332,7 +332,13 @@ impl Index {
     /// One page of sessions; `live`: the sessions running now. A row shown whose recording's
     /// files changed since it was verified (or that was live) is verified again first.
     pub fn page(&self, q: &Query, live: &[String]) -> Result<Page, IndexError> {
-        let mut page = self.query(q, live).map_err(|e| self.db_err(e))?;
+        self.page_planned(q, live, query::FEW)
+    }
+
+    /// [`Index::page`], with the number of matches up to which a search's page is built from
+    /// its matches (tests try both plans on the same rows).
+    fn page_planned(&self, q: &Query, live: &[String], few: usize) -> Result<Page, IndexError> {
+        let mut page = self.query(q, live, few).map_err(|e| self.db_err(e))?;
         let shown: Vec<SessionId> = page
             .rows
             .iter()
@@ -352,14 +358,22 @@ impl Index {
             .collect();
         if !stale.is_empty() {
             self.refresh(&stale)?;
-            page = self.query(q, live).map_err(|e| self.db_err(e))?;
+            page = self.query(q, live, few).map_err(|e| self.db_err(e))?;
         }
         Ok(page)
     }
 
-    fn query(&self, q: &Query, live: &[String]) -> rusqlite::Result<Page> {
+    fn query(&self, q: &Query, live: &[String], few: usize) -> rusqlite::Result<Page> {
         let db = self.reader()?;
-        let (sql, args) = query::sql(q, live);
+        let matches_few = match query::count_matches(q, few) {
+            Some((sql, args)) => {
+                db.query_row(sql, rusqlite::params_from_iter(args), |r| {
+                    r.get::<_, i64>(0)
+                })? < i64::try_from(few).unwrap_or(i64::MAX)
+            }
+            None => false,
+        };
+        let (sql, args) = query::sql(q, live, matches_few);
         let mut stmt = db.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((
@@ -392,8 +406,8 @@ impl Index {
         Ok(Page {
             rows: out,
             more,
-            admins: column("SELECT DISTINCT admin FROM sessions ORDER BY admin")?,
-            targets: column("SELECT DISTINCT target FROM sessions ORDER BY target")?,
+            admins: column(&distinct("admin"))?,
+            targets: column(&distinct("target"))?,
             problems: column("SELECT what FROM problems ORDER BY what LIMIT 20")?,
         })
     }
@@ -484,6 +498,16 @@ fn forget_chain(db: &Connection, why: &str) -> rusqlite::Result<()> {
     db.execute("INSERT OR IGNORE INTO problems (what) VALUES (?1)", [why])?;
     db.execute_batch(
         "DELETE FROM position; DELETE FROM entries; DELETE FROM output; DELETE FROM sessions;",
+    )
+}
+
+/// The distinct values of an indexed column, in order: a step down its index per value, not
+/// a read of every row (the filters' lists are shown on every page).
+fn distinct(column: &str) -> String {
+    format!(
+        "WITH RECURSIVE v(x) AS (SELECT min({column}) FROM sessions UNION ALL \
+         SELECT (SELECT min({column}) FROM sessions WHERE {column} > x) FROM v WHERE x IS NOT NULL) \
+         SELECT x FROM v WHERE x IS NOT NULL"
     )
 }
 

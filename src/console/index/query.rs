@@ -2,6 +2,12 @@
 //!
 //! The search text goes to FTS5 only as one quoted phrase ([`phrase`]), so nothing a reviewer
 //! types (quotes, `NEAR(`, `OR`, `*`, column names) is FTS5 syntax.
+//!
+//! A search is planned by how many sessions match ([`count_matches`]): up to [`FEW`], the page
+//! is built from the matches (looked up by rowid and sorted); with more, the sessions are walked
+//! newest first until a page is full, which stops early because matches are many. Either way
+//! the rows are the same; only the work differs (walking 100 000 sessions for one match, or
+//! sorting 100 000 matches for one page, each cost more than the page's budget).
 
 use rusqlite::types::Value;
 
@@ -26,6 +32,9 @@ pub struct Query {
     pub page: usize,
 }
 
+/// Matches up to which a search's page is built from its matches.
+pub const FEW: usize = 2000;
+
 /// `text` as one FTS5 phrase: in double quotes, a double quote doubled.
 pub fn phrase(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
@@ -44,9 +53,29 @@ fn like(text: &str) -> String {
     out
 }
 
+/// The search text, when it is long enough for the full-text index (trigrams).
+fn indexed_needle(q: &Query) -> Option<&str> {
+    let needle = q.q.trim();
+    (needle.chars().count() >= 3).then_some(needle)
+}
+
+/// The SQL and its parameters that count the sessions whose indexed text matches the search,
+/// up to `limit`; `None` without a search the full-text index answers.
+pub fn count_matches(q: &Query, limit: usize) -> Option<(&'static str, [Value; 2])> {
+    let needle = indexed_needle(q)?;
+    Some((
+        "SELECT count(*) FROM (SELECT rowid FROM output WHERE output MATCH ?1 LIMIT ?2)",
+        [
+            Value::Text(phrase(needle)),
+            Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ],
+    ))
+}
+
 /// The SQL and its parameters for one page of rows (one row more than a page, to know whether
-/// there is a next one). `live`: the sessions running now.
-pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
+/// there is a next one). `live`: the sessions running now. `few`: the search matches few
+/// sessions (see [`count_matches`]), so the page is built from its matches.
+pub fn sql(q: &Query, live: &[String], few: bool) -> (String, Vec<Value>) {
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     let mut arg = |v: Value| {
@@ -93,12 +122,26 @@ pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
         let n = args(Value::Text(needle.to_lowercase()));
         format!("(searched = 0 AND output_contains(id, {n}))")
     };
-    if needle.chars().count() >= 3 {
+    // The plan is named, not left to the planner, which cannot tell few matches from many.
+    let mut plan = "";
+    if let Some(needle) = indexed_needle(q) {
         let p = arg(Value::Text(phrase(needle)));
-        let s = streamed(&mut arg);
-        conds.push(format!(
-            "(rowid IN (SELECT rowid FROM output WHERE output MATCH {p}) OR {s})"
-        ));
+        let n = arg(Value::Text(needle.to_lowercase()));
+        conds.push(if few {
+            // The matches looked up by rowid (no index) and sorted; `sessions_streamed` keeps
+            // the second part from reading every row.
+            plan = "NOT INDEXED";
+            format!(
+                "rowid IN (SELECT rowid FROM output WHERE output MATCH {p} UNION ALL \
+                 SELECT rowid FROM sessions WHERE searched = 0 AND output_contains(id, {n}))"
+            )
+        } else {
+            plan = "INDEXED BY sessions_start";
+            format!(
+                "(rowid IN (SELECT rowid FROM output WHERE output MATCH {p}) OR \
+                 (searched = 0 AND output_contains(id, {n})))"
+            )
+        });
     } else if !needle.is_empty() {
         // Too short for trigrams: a scan of the stored text (LIKE folds ASCII case only).
         let p = arg(Value::Text(like(needle)));
@@ -116,7 +159,7 @@ pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
     };
     (
         format!(
-            "SELECT meta, recorded, ok, integrity FROM sessions {filter}
+            "SELECT meta, recorded, ok, integrity FROM sessions {plan} {filter}
              ORDER BY start_us DESC, id DESC LIMIT {limit} OFFSET {offset}"
         ),
         args,
@@ -146,7 +189,7 @@ mod tests {
             page: 2,
             ..Query::default()
         };
-        let (sql, args) = sql(&q, &["a".into(), "b".into()]);
+        let (sql, args) = sql(&q, &["a".into(), "b".into()], false);
         assert!(sql.contains("id IN (?1, ?2)"), "{sql}");
         assert!(sql.contains("LIMIT ?3 OFFSET ?4"), "{sql}");
         assert_eq!(args[3], Value::Integer(2 * PAGE as i64));

@@ -3,7 +3,7 @@
 //! holds nothing that is not in the recordings and the audit chain.
 
 /// Raise on any change to [`TABLES`].
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 pub const TABLES: &str = "
 -- The last chain entry read and verified: where the next read starts, and what must still be
@@ -52,6 +52,8 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_start ON sessions (start_us DESC, id DESC);
 CREATE INDEX sessions_admin ON sessions (admin);
 CREATE INDEX sessions_target ON sessions (target);
+-- The rows a search reads in their recordings, found without reading every row.
+CREATE INDEX sessions_streamed ON sessions (searched) WHERE searched = 0;
 -- Terminal output without escape sequences; rowid = sessions.rowid. Trigrams, so that a search
 -- finds any substring (of three characters or more), case-insensitively, as before the index.
 CREATE VIRTUAL TABLE output USING fts5 (text, tokenize = 'trigram');

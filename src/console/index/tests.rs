@@ -602,3 +602,58 @@ async fn a_slow_search_does_not_hold_up_other_pages() {
     let notes = answered.expect("the session page waited for another reviewer's search");
     assert!(notes.unwrap() >= 2);
 }
+
+/// A search's page is the same whichever plan builds it: from its matches (few) or by walking
+/// the sessions newest first (many); for text in the index and text read from a recording.
+#[tokio::test]
+async fn both_search_plans_give_the_same_rows() {
+    let bed = Bed::new();
+    for i in 0..(PAGE + 3) {
+        bed.recorded(&format!("admin{i:03}"), &format!("pacs restart {i}\r\n"))
+            .await;
+    }
+    let streamed = bed.recorded("zed", "pacs restart by hand\r\n").await;
+    let index = bed.index("i.sqlite3");
+    while index.update(STEP).unwrap().more {}
+    // Zed's text is only in the recording, as when it is more than the index keeps.
+    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
+    db.execute_batch(&format!(
+        "UPDATE sessions SET searched = 0 WHERE id = '{0}';
+         DELETE FROM output WHERE rowid = (SELECT rowid FROM sessions WHERE id = '{0}');",
+        streamed.as_str()
+    ))
+    .unwrap();
+    drop(db);
+    let rows = |text: &str, page: usize, few: usize| {
+        let q = Query {
+            q: text.into(),
+            page,
+            ..Query::default()
+        };
+        let got = index.page_planned(&q, &[], few).unwrap();
+        let admins: Vec<String> = got.rows.into_iter().map(|r| r.meta.admin).collect();
+        (admins, got.more)
+    };
+    let walk = 0;
+    let matches = usize::MAX;
+    for (text, page, first, len, more) in [
+        ("pacs restart", 0, "zed", PAGE, true),
+        ("pacs restart", 1, "admin003", 4, false),
+        ("restart 7", 0, "admin007", 1, false),
+        ("BY HAND", 0, "zed", 1, false),
+    ] {
+        let (admins, next) = rows(text, page, matches);
+        assert_eq!(
+            (admins.first().map(String::as_str), admins.len(), next),
+            (Some(first), len, more),
+            "{text:?} page {page}: {admins:?}"
+        );
+        assert_eq!(
+            rows(text, page, walk),
+            (admins, next),
+            "{text:?} page {page}"
+        );
+    }
+    assert_eq!(rows("restart 99", 0, matches), (vec![], false));
+    assert_eq!(rows("restart 99", 0, walk), (vec![], false));
+}
