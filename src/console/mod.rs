@@ -374,13 +374,12 @@ async fn read_body(body: hyper::body::Incoming) -> Result<axum::body::Bytes, Res
         }
         Ok(axum::body::Bytes::from(kept))
     };
-    tokio::time::timeout(BODY_TIMEOUT, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(with_headers(
-                (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
-            ))
-        })
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(read) => read,
+        Err(_) => Err(with_headers(
+            (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
+        )),
+    }
 }
 
 const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
