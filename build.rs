@@ -10,8 +10,12 @@ fn main() -> Result<(), String> {
     println!("cargo:rerun-if-env-changed=STAPSTEEN_PLAYER_DIR");
     let dir = match std::env::var_os("STAPSTEEN_PLAYER_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("src/console/web/node_modules/asciinema-player/dist/bundle"),
+        // Read when the script runs, not when it is compiled: a target directory shared by
+        // two checkouts reuses the compiled script.
+        None => {
+            PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?)
+                .join("src/console/web/node_modules/asciinema-player/dist/bundle")
+        }
     };
     for f in FILES {
         let path = dir.join(f);

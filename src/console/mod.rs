@@ -354,6 +354,11 @@ async fn read_body(body: hyper::body::Incoming) -> Result<axum::body::Bytes, Res
                 .into_response(),
         )
     };
+    // A declared length past what is drained gets its answer at once: reading cannot save it.
+    if usize::try_from(hyper::body::Body::size_hint(&body).lower()).map_or(true, |n| n > MAX_DRAIN)
+    {
+        return Err(too_large());
+    }
     let read = async {
         let mut body = body;
         let mut kept = Vec::new();
@@ -367,6 +372,8 @@ async fn read_body(body: hyper::body::Incoming) -> Result<axum::body::Bytes, Res
                 kept.extend_from_slice(&data);
             } else if seen > MAX_DRAIN {
                 break;
+            } else {
+                kept = Vec::new();
             }
         }
         if seen > MAX_BODY {

@@ -34,6 +34,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use query::{PAGE, Query};
@@ -363,6 +364,35 @@ impl Index {
         Ok(page)
     }
 
+    /// The rowids of one page (and one row more) of a search with few matches: the candidates
+    /// ([`query::candidates`]) in the list's order, a recording read only for a candidate
+    /// reached before the page is full, as a walk of the whole list would.
+    fn pick(
+        &self,
+        db: &Connection,
+        q: &Query,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> rusqlite::Result<Vec<i64>> {
+        let needle = query::streamed_needle(q);
+        let skip = q.page.saturating_mul(PAGE);
+        let want = skip.saturating_add(PAGE + 1);
+        let mut stmt = db.prepare(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut found = Vec::new();
+        while found.len() < want {
+            let Some(row) = rows.next()? else { break };
+            let (rowid, id, read): (i64, String, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            if !read
+                || SessionId::parse(&id)
+                    .is_some_and(|id| streamed::output_contains(&self.store, &id, &needle))
+            {
+                found.push(rowid);
+            }
+        }
+        Ok(found.split_off(skip.min(found.len())))
+    }
+
     fn query(&self, q: &Query, live: &[String], few: usize) -> rusqlite::Result<Page> {
         let db = self.reader()?;
         let matches_few = match query::count_matches(q, few) {
@@ -373,7 +403,21 @@ impl Index {
             }
             None => false,
         };
-        let (sql, args) = query::sql(q, live, matches_few);
+        let (sql, args) = match matches_few.then(|| query::candidates(q, live)).flatten() {
+            Some((sql, args)) => {
+                let picked = self.pick(&db, q, &sql, args)?;
+                let json = format!(
+                    "[{}]",
+                    picked
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                (query::PICKED.to_owned(), vec![Value::Text(json)])
+            }
+            None => query::sql(q, live),
+        };
         let mut stmt = db.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((
@@ -503,11 +547,11 @@ fn forget_chain(db: &Connection, why: &str) -> rusqlite::Result<()> {
 
 /// The distinct values of an indexed column, in order: a step down its index per value, not
 /// a read of every row (the filters' lists are shown on every page).
-fn distinct(column: &str) -> String {
+fn distinct(column: &'static str) -> String {
     format!(
         "WITH RECURSIVE v(x) AS (SELECT min({column}) FROM sessions UNION ALL \
          SELECT (SELECT min({column}) FROM sessions WHERE {column} > x) FROM v WHERE x IS NOT NULL) \
-         SELECT x FROM v WHERE x IS NOT NULL"
+         SELECT x FROM v WHERE x IS NOT NULL ORDER BY x"
     )
 }
 

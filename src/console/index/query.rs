@@ -32,7 +32,7 @@ pub struct Query {
     pub page: usize,
 }
 
-/// Matches up to which a search's page is built from its matches.
+/// Matches below which a search's page is built from its matches.
 pub const FEW: usize = 2000;
 
 /// `text` as one FTS5 phrase: in double quotes, a double quote doubled.
@@ -72,16 +72,15 @@ pub fn count_matches(q: &Query, limit: usize) -> Option<(&'static str, [Value; 2
     ))
 }
 
-/// The SQL and its parameters for one page of rows (one row more than a page, to know whether
-/// there is a next one). `live`: the sessions running now. `few`: the search matches few
-/// sessions (see [`count_matches`]), so the page is built from its matches.
-pub fn sql(q: &Query, live: &[String], few: bool) -> (String, Vec<Value>) {
+/// The search text as the recordings are searched for it (see [`super::streamed`]).
+pub fn streamed_needle(q: &Query) -> String {
+    q.q.trim().to_lowercase()
+}
+
+/// The conditions of every filter but the search, their parameters added with `arg`.
+/// `live`: the sessions running now.
+fn filters(q: &Query, live: &[String], arg: &mut dyn FnMut(Value) -> String) -> Vec<String> {
     let mut conds: Vec<String> = Vec::new();
-    let mut args: Vec<Value> = Vec::new();
-    let mut arg = |v: Value| {
-        args.push(v);
-        format!("?{}", args.len())
-    };
     if !q.admin.trim().is_empty() {
         let a = arg(Value::Text(q.admin.trim().to_owned()));
         conds.push(format!("instr(admin, {a}) > 0"));
@@ -116,32 +115,40 @@ pub fn sql(q: &Query, live: &[String], few: bool) -> (String, Vec<Value>) {
         "problem" => conds.push("ok = 0".into()),
         _ => {}
     }
+    conds
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// The SQL and its parameters for one page of rows (one row more than a page, to know whether
+/// there is a next one), the sessions walked newest first: every search but one with few
+/// matches ([`candidates`]). `live`: the sessions running now.
+pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
+    let mut args: Vec<Value> = Vec::new();
+    let mut arg = |v: Value| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    let mut conds = filters(q, live, &mut arg);
     let needle = q.q.trim();
-    // Rows whose text the index does not hold whole are searched in their recordings.
+    // Rows whose text the index does not hold whole are searched in their recordings, each
+    // only when the walk reaches it.
     let streamed = |args: &mut dyn FnMut(Value) -> String| {
-        let n = args(Value::Text(needle.to_lowercase()));
+        let n = args(Value::Text(streamed_needle(q)));
         format!("(searched = 0 AND output_contains(id, {n}))")
     };
-    // The plan is named, not left to the planner, which cannot tell few matches from many.
-    let mut plan = "";
     if let Some(needle) = indexed_needle(q) {
         let p = arg(Value::Text(phrase(needle)));
-        let n = arg(Value::Text(needle.to_lowercase()));
-        conds.push(if few {
-            // The matches looked up by rowid (no index) and sorted; `sessions_streamed` keeps
-            // the second part from reading every row.
-            plan = "NOT INDEXED";
-            format!(
-                "rowid IN (SELECT rowid FROM output WHERE output MATCH {p} UNION ALL \
-                 SELECT rowid FROM sessions WHERE searched = 0 AND output_contains(id, {n}))"
-            )
-        } else {
-            plan = "INDEXED BY sessions_start";
-            format!(
-                "(rowid IN (SELECT rowid FROM output WHERE output MATCH {p}) OR \
-                 (searched = 0 AND output_contains(id, {n})))"
-            )
-        });
+        let s = streamed(&mut arg);
+        conds.push(format!(
+            "(rowid IN (SELECT rowid FROM output WHERE output MATCH {p}) OR {s})"
+        ));
     } else if !needle.is_empty() {
         // Too short for trigrams: a scan of the stored text (LIKE folds ASCII case only).
         let p = arg(Value::Text(like(needle)));
@@ -150,21 +157,59 @@ pub fn sql(q: &Query, live: &[String], few: bool) -> (String, Vec<Value>) {
             "(rowid IN (SELECT rowid FROM output WHERE text LIKE {p} ESCAPE '\\') OR {s})"
         ));
     }
+    // A search walks the list's order by name: the planner would rather look every candidate
+    // up (`sessions_streamed`) and sort, reading every recording a search streams.
+    let plan = if needle.is_empty() {
+        ""
+    } else {
+        "INDEXED BY sessions_start"
+    };
     let limit = arg(Value::Integer((PAGE + 1) as i64));
     let offset = arg(Value::Integer((q.page.saturating_mul(PAGE)) as i64));
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
     (
         format!(
-            "SELECT meta, recorded, ok, integrity FROM sessions {plan} {filter}
-             ORDER BY start_us DESC, id DESC LIMIT {limit} OFFSET {offset}"
+            "SELECT meta, recorded, ok, integrity FROM sessions {plan} {}
+             ORDER BY start_us DESC, id DESC LIMIT {limit} OFFSET {offset}",
+            where_clause(&conds)
         ),
         args,
     )
 }
+
+/// For a search with few matches (see [`count_matches`]): the SQL and its parameters for the
+/// candidates in the list's order, without reading any recording: the matches and the rows
+/// whose text the index does not hold whole, that pass the other filters. Each row is its
+/// rowid, id, and whether its recording must be read to know (no match in the text held).
+/// The caller reads recordings in order only until it has its page; then [`PICKED`].
+pub fn candidates(q: &Query, live: &[String]) -> Option<(String, Vec<Value>)> {
+    let needle = indexed_needle(q)?;
+    let mut args: Vec<Value> = Vec::new();
+    let mut arg = |v: Value| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    let p = arg(Value::Text(phrase(needle)));
+    let mut conds = filters(q, live, &mut arg);
+    // The matches and the streamed rows looked up (`sessions_streamed`, rowid) and sorted,
+    // named: the planner cannot tell few matches from many.
+    conds.push(format!(
+        "rowid IN (SELECT rowid FROM output WHERE output MATCH {p} UNION ALL \
+         SELECT rowid FROM sessions WHERE searched = 0)"
+    ));
+    Some((
+        format!(
+            "SELECT rowid, id, searched = 0 AND rowid NOT IN \
+             (SELECT rowid FROM output WHERE output MATCH {p}) \
+             FROM sessions NOT INDEXED {} ORDER BY start_us DESC, id DESC",
+            where_clause(&conds)
+        ),
+        args,
+    ))
+}
+
+/// The rows of a page picked from [`candidates`]: ?1 their rowids as a JSON array.
+pub const PICKED: &str = "SELECT meta, recorded, ok, integrity FROM sessions \
+     WHERE rowid IN (SELECT value FROM json_each(?1)) ORDER BY start_us DESC, id DESC";
 
 #[cfg(test)]
 mod tests {
@@ -189,7 +234,7 @@ mod tests {
             page: 2,
             ..Query::default()
         };
-        let (sql, args) = sql(&q, &["a".into(), "b".into()], false);
+        let (sql, args) = sql(&q, &["a".into(), "b".into()]);
         assert!(sql.contains("id IN (?1, ?2)"), "{sql}");
         assert!(sql.contains("LIMIT ?3 OFFSET ?4"), "{sql}");
         assert_eq!(args[3], Value::Integer(2 * PAGE as i64));

@@ -657,3 +657,84 @@ async fn both_search_plans_give_the_same_rows() {
     assert_eq!(rows("restart 99", 0, matches), (vec![], false));
     assert_eq!(rows("restart 99", 0, walk), (vec![], false));
 }
+
+/// Attack (denial of service by a reviewer): a search reads a recording only for a row it
+/// reaches before its page is full, whichever plan builds the page; before, with few matches,
+/// every recording searched as a stream was read for every page. The oldest session's
+/// recording is a FIFO: reading it waits for a writer.
+#[tokio::test]
+async fn a_search_reads_no_recording_past_its_page() {
+    let bed = Bed::new();
+    let old = bed.recorded("old", "pacs restart old\r\n").await;
+    for i in 0..=PAGE {
+        bed.recorded(&format!("admin{i:03}"), &format!("pacs restart {i}\r\n"))
+            .await;
+    }
+    let index = Arc::new(bed.index("i.sqlite3"));
+    while index.update(STEP).unwrap().more {}
+    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
+    db.execute_batch(&format!(
+        "UPDATE sessions SET searched = 0 WHERE id = '{0}';
+         DELETE FROM output WHERE rowid = (SELECT rowid FROM sessions WHERE id = '{0}');",
+        old.as_str()
+    ))
+    .unwrap();
+    drop(db);
+    let cast = bed.store.cast_path(&old);
+    std::fs::remove_file(&cast).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&cast)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let search = |text: &str, page: usize, few: usize| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let index = index.clone();
+        let text = text.to_owned();
+        std::thread::spawn(move || {
+            let q = Query {
+                q: text,
+                page,
+                ..Query::default()
+            };
+            let _ = tx.send(index.page_planned(&q, &[], few).map(|p| p.rows.len()));
+        });
+        rx
+    };
+    // Opening the FIFO to write waits until the search opens it to read.
+    let writer = || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cast = cast.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::File::options().write(true).open(cast).map(drop));
+        });
+        rx
+    };
+    for (text, few, plan) in [
+        ("pacs restart", usize::MAX, "from the matches"),
+        ("pacs restart", 0, "walked"),
+        ("pa", usize::MAX, "too short for the full-text index"),
+    ] {
+        let answer = search(text, 0, few).recv_timeout(Duration::from_secs(10));
+        if answer.is_err() {
+            writer().recv().unwrap().unwrap();
+            panic!("page 1, {plan}: read the recording of a row past the page");
+        }
+        assert_eq!(answer.unwrap().unwrap(), PAGE, "{plan}");
+        // Positive control: the next page reaches the row and reads its recording.
+        let answer = search(text, 1, few);
+        let opened = writer().recv_timeout(Duration::from_secs(10));
+        assert!(
+            matches!(opened, Ok(Ok(()))),
+            "page 2, {plan}: never read the recording"
+        );
+        assert_eq!(
+            answer
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .unwrap(),
+            1,
+            "{plan}"
+        );
+    }
+}
