@@ -1,13 +1,15 @@
-//! The sessions page's filters as one SQL query over the index, newest first, a page at a time.
+//! The sessions page's filters as SQL over the index, newest first, a page at a time.
 //!
 //! The search text goes to FTS5 only as one quoted phrase ([`phrase`]), so nothing a reviewer
 //! types (quotes, `NEAR(`, `OR`, `*`, column names) is FTS5 syntax.
 //!
-//! A search is planned by how many sessions match ([`count_matches`]): up to [`FEW`], the page
-//! is built from the matches (looked up by rowid and sorted); with more, the sessions are walked
-//! newest first until a page is full, which stops early because matches are many. Either way
-//! the rows are the same; only the work differs (walking 100 000 sessions for one match, or
-//! sorting 100 000 matches for one page, each cost more than the page's budget).
+//! A search is planned by how many sessions match ([`count_matches`]): below [`FEW`], the page
+//! is picked from the candidates, the matches and the rows searched in their recordings, looked
+//! up and sorted ([`candidates`]); otherwise the sessions are walked newest first until a page
+//! is full ([`sql`]), which stops early because matches are many. Either way the rows are the
+//! same, and a recording is read only for a row reached before the page is full; only the work
+//! differs (walking 100 000 sessions for one match, or sorting 100 000 matches for one page,
+//! each costs more than a page's budget).
 
 use rusqlite::types::Value;
 
@@ -97,17 +99,22 @@ fn filters(q: &Query, live: &[String], arg: &mut dyn FnMut(Value) -> String) -> 
         let t = arg(Value::Integer(to));
         conds.push(format!("start_us <= {t}"));
     }
-    let live_list = live
-        .iter()
-        .map(|id| arg(Value::Text(id.clone())))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let not_live = format!("id NOT IN ({live_list})");
+    // The live ids are parameters only where a condition names them: SQLite counts a
+    // statement's parameters up to the highest it uses.
+    let mut live_list = || {
+        live.iter()
+            .map(|id| arg(Value::Text(id.clone())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match q.status.as_str() {
-        "live" => conds.push(format!("id IN ({live_list})")),
-        "success" => conds.push(format!("{not_live} AND exit_status = 0")),
-        "failure" => conds.push(format!("{not_live} AND exit_status <> 0")),
-        "ended" => conds.push(format!("{not_live} AND exit_status IS NULL")),
+        "live" => conds.push(format!("id IN ({})", live_list())),
+        "success" => conds.push(format!("id NOT IN ({}) AND exit_status = 0", live_list())),
+        "failure" => conds.push(format!("id NOT IN ({}) AND exit_status <> 0", live_list())),
+        "ended" => conds.push(format!(
+            "id NOT IN ({}) AND exit_status IS NULL",
+            live_list()
+        )),
         _ => {}
     }
     match q.integrity.as_str() {

@@ -738,3 +738,39 @@ async fn a_search_reads_no_recording_past_its_page() {
         );
     }
 }
+
+/// With sessions running (the live list), a search with or without a status filter gives the
+/// same rows under both plans (the live ids were parameters the few-matches SQL did not name).
+#[tokio::test]
+async fn a_search_beside_live_sessions_gives_the_same_rows_in_both_plans() {
+    let bed = Bed::new();
+    bed.recorded("alice", "$ echo FINDME-$((6*7))\r\nFINDME-42\r\n")
+        .await;
+    let live = bed.recorded("bob", "FINDME-42 too\r\n").await;
+    bed.recorded("carol", "nothing\r\n").await;
+    let index = bed.index("i.sqlite3");
+    while index.update(STEP).unwrap().more {}
+    let live = [live.as_str().to_owned()];
+    for (status, want) in [
+        ("", &["bob", "alice"][..]),
+        ("live", &["bob"]),
+        ("success", &["alice"]),
+        ("failure", &[]),
+    ] {
+        for few in [0, usize::MAX] {
+            let q = Query {
+                q: "FINDME-42".into(),
+                status: status.into(),
+                ..Query::default()
+            };
+            let got: Vec<String> = index
+                .page_planned(&q, &live, few)
+                .unwrap()
+                .rows
+                .into_iter()
+                .map(|r| r.meta.admin)
+                .collect();
+            assert_eq!(got, want, "status {status:?}, few {few}");
+        }
+    }
+}
