@@ -152,6 +152,30 @@ fn search(index: &Index, text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The session's text made searchable only in its recording (in the index file `i.sqlite3`),
+/// as when it is more than the index keeps.
+fn only_in_recording(bed: &Bed, id: &SessionId) {
+    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
+    db.execute_batch(&format!(
+        "UPDATE sessions SET searched = 0 WHERE id = '{0}';
+         DELETE FROM output WHERE rowid = (SELECT rowid FROM sessions WHERE id = '{0}');",
+        id.as_str()
+    ))
+    .unwrap();
+}
+
+/// The session's recording replaced by a FIFO: reading it waits until a writer opens it.
+fn fifo_for_recording(bed: &Bed, id: &SessionId) -> PathBuf {
+    let cast = bed.store.cast_path(id);
+    std::fs::remove_file(&cast).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&cast)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    cast
+}
+
 #[tokio::test]
 async fn incremental_index_equals_rebuild() {
     let bed = Bed::new();
@@ -562,13 +586,7 @@ async fn a_slow_search_does_not_hold_up_other_pages() {
     )
     .unwrap();
     drop(db);
-    let cast = bed.store.cast_path(&slow);
-    std::fs::remove_file(&cast).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(&cast)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let cast = fifo_for_recording(&bed, &slow);
     let searching = std::thread::spawn({
         let index = index.clone();
         move || search(&index, "nothing")
@@ -615,15 +633,7 @@ async fn both_search_plans_give_the_same_rows() {
     let streamed = bed.recorded("zed", "pacs restart by hand\r\n").await;
     let index = bed.index("i.sqlite3");
     while index.update(STEP).unwrap().more {}
-    // Zed's text is only in the recording, as when it is more than the index keeps.
-    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
-    db.execute_batch(&format!(
-        "UPDATE sessions SET searched = 0 WHERE id = '{0}';
-         DELETE FROM output WHERE rowid = (SELECT rowid FROM sessions WHERE id = '{0}');",
-        streamed.as_str()
-    ))
-    .unwrap();
-    drop(db);
+    only_in_recording(&bed, &streamed);
     let rows = |text: &str, page: usize, few: usize| {
         let q = Query {
             q: text.into(),
@@ -672,21 +682,8 @@ async fn a_search_reads_no_recording_past_its_page() {
     }
     let index = Arc::new(bed.index("i.sqlite3"));
     while index.update(STEP).unwrap().more {}
-    let db = Connection::open(bed.root.join("i.sqlite3")).unwrap();
-    db.execute_batch(&format!(
-        "UPDATE sessions SET searched = 0 WHERE id = '{0}';
-         DELETE FROM output WHERE rowid = (SELECT rowid FROM sessions WHERE id = '{0}');",
-        old.as_str()
-    ))
-    .unwrap();
-    drop(db);
-    let cast = bed.store.cast_path(&old);
-    std::fs::remove_file(&cast).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(&cast)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    only_in_recording(&bed, &old);
+    let cast = fifo_for_recording(&bed, &old);
     let search = |text: &str, page: usize, few: usize| {
         let (tx, rx) = std::sync::mpsc::channel();
         let index = index.clone();
