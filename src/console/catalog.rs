@@ -129,6 +129,24 @@ pub struct Listing {
 /// Highest page number asked for (50 rows a page: millions of sessions).
 const MAX_PAGE: usize = 1_000_000;
 
+/// Longest search text, in characters: a line pasted from a terminal fits, and a search's
+/// cost grows with its length.
+const MAX_SEARCH: usize = 1000;
+
+/// The search text, refused when the full-text index cannot take it (a NUL ends FTS5's reading
+/// of its query) or it is longer than [`MAX_SEARCH`].
+fn search_text(q: &str) -> Result<String, FilterError> {
+    if q.contains('\0') {
+        return Err(FilterError("search: no NUL characters".into()));
+    }
+    if q.chars().count() > MAX_SEARCH {
+        return Err(FilterError(format!(
+            "search: at most {MAX_SEARCH} characters"
+        )));
+    }
+    Ok(q.to_owned())
+}
+
 /// The filter as an index query.
 pub fn query(shared: &Bastion, filter: &Filter) -> Result<index::Query, FilterError> {
     let (from, to) = (
@@ -154,7 +172,7 @@ pub fn query(shared: &Bastion, filter: &Filter) -> Result<index::Query, FilterEr
         now: shared.clock.now().as_microsecond(),
         status: filter.status.clone(),
         integrity: filter.integrity.clone(),
-        q: filter.q.clone(),
+        q: search_text(&filter.q)?,
         page: filter.page,
     })
 }
@@ -285,6 +303,14 @@ pub(crate) fn markers_of(meta: &Meta, events: &[(f64, String, String)]) -> Vec<(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn search_text_without_nul_and_not_too_long() {
+        assert_eq!(search_text("rm -rf /data").unwrap(), "rm -rf /data");
+        assert!(search_text("ab\0cd").is_err());
+        assert!(search_text(&"é".repeat(MAX_SEARCH)).is_ok());
+        assert!(search_text(&"x".repeat(MAX_SEARCH + 1)).is_err());
+    }
 
     #[test]
     fn markers_show_start_target_typed_lines_and_end() {

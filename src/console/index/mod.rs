@@ -394,7 +394,10 @@ impl Index {
     }
 
     fn query(&self, q: &Query, live: &[String], few: usize) -> rusqlite::Result<Page> {
-        let db = self.reader()?;
+        let mut reader = self.reader()?;
+        // One snapshot for every read of the page: rowids picked in one statement are read in
+        // another, and an update may free and reuse them in between.
+        let db = reader.transaction()?;
         let matches_few = match query::count_matches(q, few) {
             Some((sql, args)) => {
                 db.query_row(sql, rusqlite::params_from_iter(args), |r| {

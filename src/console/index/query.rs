@@ -172,7 +172,9 @@ pub fn sql(q: &Query, live: &[String]) -> (String, Vec<Value>) {
         "INDEXED BY sessions_start"
     };
     let limit = arg(Value::Integer((PAGE + 1) as i64));
-    let offset = arg(Value::Integer((q.page.saturating_mul(PAGE)) as i64));
+    let offset = arg(Value::Integer(
+        i64::try_from(q.page.saturating_mul(PAGE)).unwrap_or(i64::MAX),
+    ));
     (
         format!(
             "SELECT meta, recorded, ok, integrity FROM sessions {plan} {}
