@@ -495,13 +495,7 @@ fn full_audit_chain_refuses_sessions_until_it_has_room() {
     let out = refused.expect("sessions are refused once the chain cannot grow");
     assert!(!stdout(&out).contains("ran"));
     let failed = env.wait_audit("STORAGE_FAILED", |_| true);
-    assert!(
-        failed["reason"]
-            .as_str()
-            .unwrap()
-            .contains("audit chain cannot be written"),
-        "{failed}"
-    );
+    Env::assert_reason(&failed, "audit chain cannot be written");
     std::fs::remove_file(audit.join("filler")).unwrap();
     let out = env.ssh("alice", &["pacs01", "echo runs-again"], None);
     assert_eq!(stdout(&out), "runs-again\n", "{}", stderr(&out));

@@ -63,13 +63,7 @@ fn removing_one_key_ends_the_connections_it_logged_in() {
     let revoked = env.wait_audit("SESSION_REVOKED", |e| {
         e["admin"] == "alice" && Env::detail(e)["ended"] == "connections"
     });
-    assert!(
-        revoked["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("key {fp} removed")),
-        "{revoked}"
-    );
+    Env::assert_reason(&revoked, &format!("key {fp} removed"));
     assert_eq!(Env::detail(&revoked)["removed"], "key");
     assert!(
         ended(&bare),
@@ -138,13 +132,7 @@ fn removing_a_grant_ends_its_sessions_only() {
     let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
     assert_eq!(Env::detail(&revoked)["removed"], "grant");
     assert_eq!(Env::detail(&revoked)["ended"], "sessions");
-    assert!(
-        revoked["reason"]
-            .as_str()
-            .unwrap()
-            .contains("grant pacs-beheer no longer allows this"),
-        "{revoked}"
-    );
+    Env::assert_reason(&revoked, "grant pacs-beheer no longer allows this");
     assert!(
         ended(&on_pacs),
         "the session under the removed grant went on"
@@ -216,13 +204,7 @@ fn a_reload_that_shortens_a_grant_ends_its_sessions_at_the_new_end() {
     let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
     assert!(jiff::Timestamp::now() >= end, "{revoked}");
     assert_eq!(Env::detail(&revoked)["removed"], "grant");
-    assert!(
-        revoked["reason"]
-            .as_str()
-            .unwrap()
-            .contains("grant alice-import no longer allows this"),
-        "{revoked}"
-    );
+    Env::assert_reason(&revoked, "grant alice-import no longer allows this");
     assert!(
         ended(&on_import),
         "the session went on past its grant's end"
@@ -388,13 +370,7 @@ fn a_grant_that_no_longer_allows_a_port_ends_its_forwards() {
     env.reload();
     let revoked = env.wait_audit("SESSION_REVOKED", |e| e["admin"] == "alice");
     assert_eq!(Env::detail(&revoked)["ended"], "forwards");
-    assert!(
-        revoked["reason"]
-            .as_str()
-            .unwrap()
-            .contains("grant pacs-dicom no longer allows this"),
-        "{revoked}"
-    );
+    Env::assert_reason(&revoked, "grant pacs-dicom no longer allows this");
     assert!(exited(&mut fwd), "the forward went on");
     // The element for port 11112 is gone: only the bastion's reset reaches the target.
     assert!(
@@ -632,13 +608,7 @@ fn key_revoked_while(hold: Hold) {
             e["admin"] == "alice" && e["session"] == start["session"]
         });
     });
-    assert!(
-        end["reason"]
-            .as_str()
-            .unwrap()
-            .contains("access revoked (key"),
-        "{end}"
-    );
+    Env::assert_reason(&end, "access revoked (key");
 }
 
 /// An admin with a stolen key who keeps the SSH window shut (the client stops reading) cannot
@@ -662,13 +632,7 @@ fn a_session_whose_grant_is_removed_ends_on_the_target_while_the_admin_reads_not
         env.reload();
         env.wait_audit("SESSION_REVOKED", |e| e["session"] == start["session"]);
     });
-    assert!(
-        end["reason"]
-            .as_str()
-            .unwrap()
-            .contains("access revoked (grant pacs-beheer"),
-        "{end}"
-    );
+    Env::assert_reason(&end, "access revoked (grant pacs-beheer");
 }
 
 /// ...and for the maximum session length reached (the session's own deadline).
@@ -692,13 +656,7 @@ fn a_session_at_its_maximum_length_ends_on_the_target_while_the_admin_reads_noth
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     });
-    assert!(
-        end["reason"]
-            .as_str()
-            .unwrap()
-            .contains("maximum session length reached"),
-        "{end}"
-    );
+    Env::assert_reason(&end, "maximum session length reached");
 }
 
 /// An admin whose own input holds the session up (sent without end to a command that reads
@@ -749,16 +707,6 @@ fn remove_import_grant(env: &Env, start: &serde_json::Value) {
     env.wait_audit("SESSION_REVOKED", |e| e["session"] == start["session"]);
 }
 
-fn assert_revoked(end: &serde_json::Value) {
-    assert!(
-        end["reason"]
-            .as_str()
-            .unwrap()
-            .contains("access revoked (grant alice-import"),
-        "{end}"
-    );
-}
-
 /// ...also when it reads none of the output meanwhile, so the target's connection waits on the
 /// bastion's pump while the admin's input queues up for the target's connection.
 #[test]
@@ -773,7 +721,7 @@ fn a_session_whose_grant_is_deleted_ends_on_the_target() {
         ..Default::default()
     });
     let end = reading_session_ends(&env, "import01", |start| remove_import_grant(&env, start));
-    assert_revoked(&end);
+    Env::assert_reason(&end, "access revoked (grant alice-import");
 }
 
 #[test]
@@ -785,7 +733,7 @@ fn a_session_whose_grant_is_deleted_ends_on_the_target_while_the_admin_reads_not
     let end = frozen_session_ends(&env, "import01", Hold::Stopped, |start| {
         remove_import_grant(&env, start)
     });
-    assert_revoked(&end);
+    Env::assert_reason(&end, "access revoked (grant alice-import");
 }
 
 /// The import grant, valid until `secs` from now (to the second).
@@ -813,16 +761,6 @@ fn until_grant_end(at: std::time::Instant) {
     }
 }
 
-fn assert_grant_ended(end: &serde_json::Value) {
-    assert!(
-        end["reason"]
-            .as_str()
-            .unwrap()
-            .contains("grant alice-import ended"),
-        "{end}"
-    );
-}
-
 /// At a grant's end (valid_until) the kernel removes its element as the session stops.
 #[test]
 fn a_session_at_its_grants_end_ends_on_the_target() {
@@ -832,7 +770,7 @@ fn a_session_at_its_grants_end_ends_on_the_target() {
         ..Default::default()
     });
     let end = reading_session_ends(&env, "import01", |_| until_grant_end(at));
-    assert_grant_ended(&end);
+    Env::assert_reason(&end, "grant alice-import ended");
 }
 
 #[test]
@@ -843,5 +781,5 @@ fn a_session_at_its_grants_end_ends_on_the_target_while_the_admin_reads_nothing(
         ..Default::default()
     });
     let end = frozen_session_ends(&env, "import01", Hold::Stopped, |_| until_grant_end(at));
-    assert_grant_ended(&end);
+    Env::assert_reason(&end, "grant alice-import ended");
 }

@@ -777,6 +777,11 @@ max_session = "1h"
         serde_json::from_str(event["detail"].as_str().unwrap_or("{}")).unwrap()
     }
 
+    /// Asserts that an audit event's reason holds `text`.
+    pub fn assert_reason(event: &serde_json::Value, text: &str) {
+        assert!(event["reason"].as_str().unwrap().contains(text), "{event}");
+    }
+
     pub fn recordings_dir(&self) -> PathBuf {
         self.path("state/recordings")
     }
