@@ -10,10 +10,11 @@
 //!   Elements carry the grant's remaining time as a kernel timeout, so a grant that ends is
 //!   closed by the kernel even if the daemon misses it. Refused packets are dropped (a TCP
 //!   connect then times out) and counted in the named counter `refused_output`.
-//! - The one exception: TCP resets (RST, no SYN, FIN, PSH or URG) pass whatever their mark. The
-//!   bastion resets a stopped session's target connection ([`crate::upstream::abort`]); its
-//!   SSH disconnect and FIN are dropped once the grant's element is gone, and without the reset
-//!   the target's session would live on. A reset opens no connection and hands no application
+//! - The one exception: TCP resets (RST, no SYN, FIN, PSH or URG) of connections the grants let
+//!   through (`ct state established`), without IP options or IPv6 extension headers and no
+//!   longer than a TCP header, pass whatever their mark. The bastion resets a stopped session's
+//!   target connection ([`crate::upstream::abort`]); its SSH disconnect and FIN are dropped once
+//!   the grant's element is gone, and without the reset the target's session would live on. A reset opens no connection and hands no application
 //!   data (the receiver tears the connection down), so it widens no access. The rule does not
 //!   look at marks: a reset the kernel sends for a socket already closed (in answer to the
 //!   target's next segment) carries no socket's mark.
